@@ -1,0 +1,306 @@
+//! The declarative file: the whole config in one YAML (or JSON) document, nested the way people
+//! write it (`services:` with their `routes:`, `upstreams:` with their `targets:`, global
+//! `plugins:`). Top-level `routes:` with an explicit `service` are accepted too.
+//!
+//! Parsing reports every problem in the file at once: each entity is read on its own, so a type
+//! error in one service does not hide the errors in the next.
+
+use crate::config::Config;
+use crate::model::{Plugins, Route, Service, Target, Upstream};
+use crate::validate::{from_value, Errors, FieldError};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Parses and fully validates a declarative document: entity checks and references.
+pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
+    let root: Value = match serde_yaml_ng::from_str(text) {
+        Ok(Value::Null) => return Ok(Config::default()),
+        Ok(v) => v,
+        Err(e) => return Err(vec![FieldError { path: "(file)".into(), message: e.to_string() }]),
+    };
+    let Value::Object(mut root) = root else {
+        return Err(vec![FieldError { path: "(file)".into(), message: "must be a mapping at the top".into() }]);
+    };
+    let mut reader = Reader::default();
+    let services = list(&mut root, "services", &mut reader.errors);
+    let routes = list(&mut root, "routes", &mut reader.errors);
+    let upstreams = list(&mut root, "upstreams", &mut reader.errors);
+    if let Some(plugins) = root.remove("plugins") {
+        if let Some(p) = reader.entity::<Plugins>(plugins, "plugins") {
+            reader.config.plugins = p;
+        }
+    }
+    for key in root.keys() {
+        reader.errors.push(key.clone(), "unknown section; expected services, routes, upstreams or plugins");
+    }
+    for (i, item) in services.into_iter().enumerate() {
+        reader.service(item, i);
+    }
+    for (i, item) in routes.into_iter().enumerate() {
+        reader.route(item, format!("routes[{i}]"), None);
+    }
+    for (i, item) in upstreams.into_iter().enumerate() {
+        reader.upstream(item, i);
+    }
+    let Reader { config, mut errors, .. } = reader;
+    errors.extend(config.validate());
+    errors.into_result(config)
+}
+
+/// Writes a config as a declarative document that [`parse`] reads back to the same config.
+pub fn to_yaml(config: &Config) -> String {
+    let mut routes_by_service: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for route in config.routes.values() {
+        let mut value = serde_json::to_value(route).expect("entities serialize");
+        if config.services.contains_key(&route.service) {
+            if let Value::Object(o) = &mut value {
+                o.remove("service");
+            }
+        }
+        let owner = if config.services.contains_key(&route.service) { route.service.as_str() } else { "" };
+        routes_by_service.entry(owner).or_default().push(value);
+    }
+    let services: Vec<Value> = config
+        .services
+        .values()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).expect("entities serialize");
+            if let (Value::Object(o), Some(routes)) = (&mut v, routes_by_service.remove(s.name.as_str())) {
+                o.insert("routes".into(), Value::Array(routes));
+            }
+            v
+        })
+        .collect();
+    let upstreams: Vec<Value> = config
+        .upstreams
+        .values()
+        .map(|u| {
+            let mut v = serde_json::to_value(u).expect("entities serialize");
+            let targets: Vec<Value> = config.targets_of(&u.name).map(|t| serde_json::to_value(t).expect("entities serialize")).collect();
+            if let (Value::Object(o), false) = (&mut v, targets.is_empty()) {
+                o.insert("targets".into(), Value::Array(targets));
+            }
+            v
+        })
+        .collect();
+    let mut root = Map::new();
+    root.insert("services".into(), Value::Array(services));
+    if let Some(orphans) = routes_by_service.remove("") {
+        root.insert("routes".into(), Value::Array(orphans));
+    }
+    root.insert("upstreams".into(), Value::Array(upstreams));
+    if !config.plugins.is_empty() {
+        root.insert("plugins".into(), serde_json::to_value(&config.plugins).expect("entities serialize"));
+    }
+    serde_yaml_ng::to_string(&Value::Object(root)).expect("JSON values serialize to YAML")
+}
+
+/// Takes the list under `key`, or reports that it is not a list.
+fn list(root: &mut Map<String, Value>, key: &str, errors: &mut Errors) -> Vec<Value> {
+    match root.remove(key) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(key, "must be a list");
+            Vec::new()
+        }
+    }
+}
+
+/// The config being read, with the problems found so far.
+#[derive(Default)]
+struct Reader {
+    config: Config,
+    errors: Errors,
+    /// Where each name was first seen, to report duplicates.
+    seen: BTreeMap<String, String>,
+}
+
+impl Reader {
+    fn entity<T: serde::de::DeserializeOwned>(&mut self, value: Value, at: &str) -> Option<T> {
+        from_value(value, at).map_err(|e| self.errors.extend([e])).ok()
+    }
+
+    /// Where to report problems of an item: `services/orders` if it has a usable name, else
+    /// `services[2]`.
+    fn locate(item: &Value, kind: &str, index_path: &str, name_field: &str) -> String {
+        match item.get(name_field).and_then(Value::as_str) {
+            Some(name) if !name.is_empty() => format!("{kind}/{name}"),
+            _ => index_path.to_owned(),
+        }
+    }
+
+    fn first_seen(&mut self, key: String, at: &str) -> bool {
+        if let Some(before) = self.seen.get(&key) {
+            self.errors.push(at, format!("duplicate name (also at {before})"));
+            false
+        } else {
+            self.seen.insert(key, at.to_owned());
+            true
+        }
+    }
+
+    fn take_children(&mut self, item: &mut Value, field: &str, at: &str) -> Vec<Value> {
+        match item.as_object_mut().and_then(|o| o.remove(field)) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(children)) => children,
+            Some(_) => {
+                self.errors.push(format!("{at}.{field}"), "must be a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn service(&mut self, mut item: Value, index: usize) {
+        let at = Self::locate(&item, "services", &format!("services[{index}]"), "name");
+        let routes = self.take_children(&mut item, "routes", &at);
+        let Some(service) = self.entity::<Service>(item, &at) else { return };
+        for (i, route) in routes.into_iter().enumerate() {
+            self.route(route, format!("{at}.routes[{i}]"), Some(&service.name));
+        }
+        if self.first_seen(format!("services/{}", service.name), &at) {
+            self.config.services.insert(service.name.clone(), service);
+        }
+    }
+
+    fn route(&mut self, mut item: Value, index_path: String, service: Option<&str>) {
+        let at = Self::locate(&item, "routes", &index_path, "name");
+        if let (Some(service), Some(fields)) = (service, item.as_object_mut()) {
+            match fields.get("service").and_then(Value::as_str) {
+                None => {
+                    fields.insert("service".into(), Value::String(service.to_owned()));
+                }
+                Some(named) if named == service => {}
+                Some(named) => {
+                    self.errors.push(format!("{at}.service"), format!("names {named:?} but the route is nested under {service:?}"));
+                    return;
+                }
+            }
+        }
+        let Some(route) = self.entity::<Route>(item, &at) else { return };
+        if self.first_seen(format!("routes/{}", route.name), &at) {
+            self.config.routes.insert(route.name.clone(), route);
+        }
+    }
+
+    fn upstream(&mut self, mut item: Value, index: usize) {
+        let at = Self::locate(&item, "upstreams", &format!("upstreams[{index}]"), "name");
+        let targets = self.take_children(&mut item, "targets", &at);
+        let Some(upstream) = self.entity::<Upstream>(item, &at) else { return };
+        for (i, target) in targets.into_iter().enumerate() {
+            let t_at = Self::locate(&target, &format!("{at}/targets"), &format!("{at}.targets[{i}]"), "target");
+            let Some(target) = self.entity::<Target>(target, &t_at) else { continue };
+            if self.first_seen(t_at.clone(), &t_at) {
+                self.config.targets.entry(upstream.name.clone()).or_default().insert(target.target.clone(), target);
+            }
+        }
+        if self.first_seen(format!("upstreams/{}", upstream.name), &at) {
+            self.config.upstreams.insert(upstream.name.clone(), upstream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+services:
+  - name: orders
+    url: http://orders-up/v1
+    retries: 3
+    routes:
+      - name: orders
+        paths: [/orders]
+        plugins:
+          rate-limiting: { minute: 100, limit_by: ip }
+upstreams:
+  - name: orders-up
+    algorithm: round-robin
+    healthchecks:
+      passive: { unhealthy: { tcp_failures: 2, http_failures: 3 } }
+    targets:
+      - { target: "10.0.0.5:8080", weight: 100 }
+      - { target: "10.0.0.6:8080" }
+plugins:
+  proxy-cache: { cache_ttl: 30 }
+"#;
+
+    #[test]
+    fn the_contract_example_parses() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(config.routes["orders"].service, "orders");
+        assert_eq!(config.services["orders"].retries, 3);
+        assert_eq!(config.targets["orders-up"].len(), 2);
+        assert_eq!(config.targets["orders-up"]["10.0.0.6:8080"].weight, 100);
+        assert!(config.plugins.proxy_cache.is_some());
+    }
+
+    #[test]
+    fn dump_then_parse_round_trips() {
+        let config = parse(EXAMPLE).unwrap();
+        assert_eq!(parse(&to_yaml(&config)).unwrap(), config);
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_path() {
+        let text = r#"
+services:
+  - name: orders
+    url: http://orders-up
+    retries: many
+  - name: users
+    url: ftp://users
+    routes:
+      - name: orders
+        paths: [/ok, "~(bad"]
+      - name: users
+        paths: [/u]
+        colour: blue
+routes:
+  - name: lost
+    service: nobody
+    paths: [/lost]
+upstreams:
+  - name: orders-up
+    targets: [{ target: "nope" }, { target: "a:1", weight: 70000 }]
+extra: 1
+"#;
+        let errors = parse(text).unwrap_err();
+        let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "extra: unknown section",
+            "services/orders.retries: invalid type",
+            "routes/users.colour: unknown field `colour`",
+            "services/users.url: \"ftp://users\" must start with http://",
+            "routes/orders.paths[1]: invalid regex",
+            "upstreams/orders-up/targets/nope.target: must be host:port",
+            "upstreams/orders-up/targets/a:1.weight: must be 0 to 65535",
+            "routes/lost.service: unknown service \"nobody\"",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn duplicates_and_mismatched_nesting_are_errors() {
+        let text = r#"
+services:
+  - { name: a, url: "http://x", routes: [{ name: r, paths: [/], service: b }] }
+  - { name: a, url: "http://y" }
+"#;
+        let got: Vec<String> = parse(text).unwrap_err().iter().map(|e| e.to_string()).collect();
+        assert!(got.iter().any(|g| g.starts_with("routes/r.service: names \"b\"")), "{got:?}");
+        assert!(got.iter().any(|g| g.starts_with("services/a: duplicate name")), "{got:?}");
+    }
+
+    #[test]
+    fn yaml_syntax_errors_say_where() {
+        let errors = parse("services: [").unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.contains("line"), "{}", errors[0]);
+    }
+}

@@ -1,0 +1,40 @@
+//! The entities an operator configures, with serde and the defaults of the product contract.
+//!
+//! Every entity deserializes from one JSON object (an etcd value, or one item of the declarative
+//! file) and rejects unknown fields, so a typo is an error rather than a silently ignored key.
+//! `validate` on each entity checks what serde cannot (ranges, formats, cross-field rules) and
+//! pushes every problem it finds, with its path, instead of stopping at the first.
+
+mod healthchecks;
+mod plugins;
+mod route;
+mod service;
+pub(crate) mod units;
+mod upstream;
+
+pub use healthchecks::{
+    ActiveCheck, ActiveHealthy, ActiveUnhealthy, CheckType, Healthchecks, PassiveCheck, PassiveHealthy,
+    PassiveUnhealthy,
+};
+pub use plugins::{
+    CacheStrategy, LimitBy, Plugins, ProxyCache, RateLimitPolicy, RateLimiting, RateLimitWindow,
+};
+pub use route::Route;
+pub use service::{Service, ServiceUrl};
+pub use upstream::{Algorithm, HashOn, Target, Upstream};
+
+use crate::validate::Errors;
+
+/// The longest entity name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks an entity name: `[A-Za-z0-9._~-]`, 1 to 128 bytes (it is the last segment of an etcd key).
+pub fn check_name(name: &str, path: &str, errors: &mut Errors) {
+    if name.is_empty() {
+        errors.push(path, "is required");
+    } else if name.len() > MAX_NAME_LEN {
+        errors.push(path, format!("must be at most {MAX_NAME_LEN} bytes long"));
+    } else if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "._~-".contains(*c))) {
+        errors.push(path, format!("name {name:?} has {bad:?}; allowed are A-Z a-z 0-9 . _ ~ -"));
+    }
+}

@@ -1,0 +1,185 @@
+//! A service: where matched requests go.
+
+use super::{check_name, units, Plugins};
+use crate::validate::Errors;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// An upstream API that routes send traffic to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// The service's name; in etcd it is the last key segment and the body may repeat it.
+    #[serde(default)]
+    pub name: String,
+    /// `http://host[:port][/path]`. When `host` names an upstream, requests are balanced over its
+    /// targets; otherwise host and port are a literal address. The path is prepended to the
+    /// upstream request's path.
+    pub url: String,
+    /// How many times a failed attempt is retried on another target. Default 5.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Time to open a TCP connection to a target. Default 60000 ms.
+    #[serde(default = "default_timeout", with = "units::millis")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's response head, and between two reads of its body.
+    /// Default 60000 ms.
+    #[serde(default = "default_timeout", with = "units::millis")]
+    pub read_timeout: Duration,
+    /// Longest wait between two writes of the request body to the upstream. Default 60000 ms.
+    #[serde(default = "default_timeout", with = "units::millis")]
+    pub write_timeout: Duration,
+    /// Plugins for every route of this service (a route's own plugin config wins).
+    #[serde(default, skip_serializing_if = "Plugins::is_empty")]
+    pub plugins: Plugins,
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(60_000)
+}
+
+/// The parts of a service's `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceUrl {
+    /// Lower-cased host: an upstream's name, a DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    /// The explicit port, if any (80 otherwise for a literal address).
+    pub port: Option<u16>,
+    /// The path prefix to prepend, without a trailing `/` (empty for none).
+    pub path: String,
+}
+
+impl ServiceUrl {
+    /// Parses `http://host[:port][/path]`.
+    pub fn parse(url: &str) -> Result<ServiceUrl, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?} must start with http://"))?;
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+            Some(_) => return Err(format!("{url:?} may not carry a query or fragment")),
+            None => (rest, ""),
+        };
+        if path.contains(['?', '#']) {
+            return Err(format!("{url:?} may not carry a query or fragment"));
+        }
+        if authority.contains('@') {
+            return Err(format!("{url:?} may not carry credentials"));
+        }
+        let (host, port) = split_host_port(authority).map_err(|e| format!("{url:?}: {e}"))?;
+        check_host(&host).map_err(|e| format!("{url:?}: {e}"))?;
+        Ok(ServiceUrl { host, port, path: path.trim_end_matches('/').to_owned() })
+    }
+}
+
+/// Splits `host[:port]` (IPv6 in brackets), lower-casing the host.
+pub(crate) fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let end = v6.find(']').ok_or("unclosed [ in host")?;
+        let port = v6[end + 1..].strip_prefix(':');
+        if port.is_none() && end + 1 != v6.len() {
+            return Err("unexpected text after ]".into());
+        }
+        (&v6[..end], port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port {p:?}"))?),
+        None => None,
+    };
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// Checks that `host` is an IP address or a DNS name.
+pub(crate) fn check_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not a host name or IP address"))
+    }
+}
+
+impl Service {
+    /// The parsed `url`. Valid once [`Service::validate`] found nothing.
+    pub fn parsed_url(&self) -> Result<ServiceUrl, String> {
+        ServiceUrl::parse(&self.url)
+    }
+
+    /// Pushes every problem with this service onto `errors`, under `path` (`services/<name>`).
+    pub fn validate(&self, path: &str, errors: &mut Errors) {
+        check_name(&self.name, &format!("{path}.name"), errors);
+        if let Err(e) = self.parsed_url() {
+            errors.push(format!("{path}.url"), e);
+        }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("read_timeout", self.read_timeout),
+            ("write_timeout", self.write_timeout),
+        ] {
+            if value.is_zero() || value > Duration::from_millis(i32::MAX as u64) {
+                errors.push(format!("{path}.{field}"), "must be 1 to 2147483647 ms");
+            }
+        }
+        if self.retries > 32767 {
+            errors.push(format!("{path}.retries"), "must be 0 to 32767");
+        }
+        self.plugins.validate(&format!("{path}.plugins"), errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = ServiceUrl::parse("http://Orders-Up/v1/").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("orders-up", None, "/v1"));
+        let u = ServiceUrl::parse("http://10.0.0.1:8080").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("10.0.0.1", Some(8080), ""));
+        let u = ServiceUrl::parse("http://[::1]:9/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", Some(9), "/x"));
+        for bad in ["https://a", "http://", "http://a:0", "http://a:x", "http://a b", "http://a/?q", "http://u@a"] {
+            assert!(ServiceUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s: Service = serde_json::from_str(r#"{"name":"a","url":"http://x"}"#).unwrap();
+        assert_eq!(s.retries, 5);
+        assert_eq!(s.connect_timeout, Duration::from_secs(60));
+        assert_eq!(s.read_timeout, Duration::from_secs(60));
+        assert_eq!(s.write_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn validation_reports_every_field() {
+        let s: Service =
+            serde_json::from_str(r#"{"name":"a b","url":"ftp://x","connect_timeout":0}"#).unwrap();
+        let mut errors = Errors::default();
+        s.validate("services/a b", &mut errors);
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["services/a b.name", "services/a b.url", "services/a b.connect_timeout"]);
+    }
+}

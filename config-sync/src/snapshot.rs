@@ -1,0 +1,100 @@
+//! Immutable, versioned snapshots of the config a node serves.
+
+use crate::config::Config;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+/// A problem that keeps part of the config from being served, as `/status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigError {
+    /// Where: an etcd key, or an entity path such as `routes/orders.service`.
+    pub key: String,
+    /// The etcd revision of the value at fault, when it came from etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// One version of the config, whole and immutable: what a node serves between two changes.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// For etcd, the revision this snapshot reflects; for a file, 1 at start and one more per
+    /// reload.
+    pub version: u64,
+    /// Hex SHA-256 of the served config: equal on two nodes exactly when they serve the same.
+    pub hash: String,
+    /// The entities served. Entities with dangling references are not in it.
+    pub config: Config,
+    /// What was left out, and why.
+    pub errors: Vec<ConfigError>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot: entities that refer to missing ones are taken out and listed in
+    /// `errors` beside the `errors` given (those of values that did not parse or validate).
+    pub fn new(mut config: Config, version: u64, mut errors: Vec<ConfigError>) -> Snapshot {
+        for (entity, error) in config.dangling() {
+            config.remove(&entity);
+            errors.push(ConfigError { key: error.path, revision: None, message: error.message });
+        }
+        let hash = hash(&config);
+        Snapshot { version, hash, config, errors }
+    }
+
+    /// The snapshot of a node with no config yet.
+    pub fn empty() -> Snapshot {
+        Snapshot::new(Config::default(), 0, Vec::new())
+    }
+}
+
+fn hash(config: &Config) -> String {
+    // Config holds only ordered maps and plain fields, so equal configs give equal bytes.
+    let bytes = serde_json::to_vec(config).expect("a Config always serializes: string keys only");
+    let digest = Sha256::digest(&bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Route, Service};
+
+    fn service(name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({"name": name, "url": "http://x"})).unwrap()
+    }
+
+    fn route(name: &str, service: &str) -> Route {
+        serde_json::from_value(serde_json::json!({"name": name, "service": service, "paths": ["/"]})).unwrap()
+    }
+
+    #[test]
+    fn equal_configs_hash_equal_and_different_ones_do_not() {
+        let mut a = Config::default();
+        a.services.insert("s".into(), service("s"));
+        let b = a.clone();
+        assert_eq!(Snapshot::new(a.clone(), 1, vec![]).hash, Snapshot::new(b, 7, vec![]).hash);
+        let mut c = a.clone();
+        c.services.get_mut("s").unwrap().retries = 1;
+        assert_ne!(Snapshot::new(a, 1, vec![]).hash, Snapshot::new(c, 1, vec![]).hash);
+    }
+
+    #[test]
+    fn dangling_routes_are_left_out_and_listed() {
+        let mut config = Config::default();
+        config.services.insert("s".into(), service("s"));
+        config.routes.insert("ok".into(), route("ok", "s"));
+        config.routes.insert("lost".into(), route("lost", "nope"));
+        let snap = Snapshot::new(config, 3, vec![]);
+        assert!(snap.config.routes.contains_key("ok"));
+        assert!(!snap.config.routes.contains_key("lost"));
+        assert_eq!(snap.errors.len(), 1);
+        assert_eq!(snap.errors[0].key, "routes/lost.service");
+        assert!(snap.errors[0].message.contains("unknown service"));
+    }
+}

@@ -1,0 +1,3 @@
+//! The gateway node.
+pub mod balance;
+pub mod router;
