@@ -1,3 +1,21 @@
-//! The gateway node.
+//! The gateway node: everything between a client's request and an upstream's response.
+//!
+//! - [`node`] wires a running node: listeners, the live config, reloads, shutdown.
+//! - [`settings`] and [`cli`]: what an operator sets, and how.
+//! - [`runtime`]: a config snapshot compiled for the request path, behind an `ArcSwap`.
+//! - [`router`]: matches requests to routes, compiled once per snapshot.
+//! - [`balance`]: the sans-IO load balancers.
+//! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
+//! - [`server`]: accepting connections, client limits, graceful shutdown.
+//! - [`admin`]: the admin API.
+
+pub mod admin;
 pub mod balance;
+pub mod cli;
+pub mod logging;
+pub mod node;
+pub mod proxy;
 pub mod router;
+pub mod runtime;
+pub mod server;
+pub mod settings;

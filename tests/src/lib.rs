@@ -1,1 +1,38 @@
-//! Test harness.
+//! The end-to-end harness: real gateway processes, real upstream servers, real sockets, all on
+//! loopback and on ports the OS picks.
+//!
+//! - [`echo`]: the demo and test upstream (also the `echo-upstream` binary).
+//! - [`Upstream`]: an echo server on a free port, in the test's process.
+//! - [`Gateway`]: a `gateway run` process with a config file of the test's, its ports read
+//!   from its log.
+//! - [`http`]: a small client and the replies tests assert on.
+//! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
+
+pub mod echo;
+mod gateway;
+pub mod http;
+mod tempdir;
+mod upstream;
+
+pub use gateway::Gateway;
+pub use tempdir::TempDir;
+pub use upstream::{closed_port, Upstream};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 20 ms until it yields a value, or panics after `deadline` naming `what`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,190 @@
+//! The admin API (JSON, on `admin_listen`): what this node serves, as it applied it.
+//!
+//! Read-only for now: config comes from the declarative file, so writes answer 405 and say how
+//! to change config. Every request must carry `Authorization: Bearer <admin_token>` when a
+//! token is set.
+
+use crate::proxy::{json_error, ProxyBody};
+use crate::runtime::{Live, Runtime};
+use crate::settings::{ConfigSource, Settings};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Serves the admin API.
+pub struct Admin {
+    live: Arc<Live>,
+    node_id: String,
+    token: Option<String>,
+    source: ConfigSource,
+}
+
+impl Admin {
+    /// An admin API over what `live` holds.
+    pub fn new(live: Arc<Live>, settings: &Settings) -> Admin {
+        Admin {
+            live,
+            node_id: settings.node_id.clone(),
+            token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+            source: settings.config_source,
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+        if !self.authorized(request) {
+            let mut response = json_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+        let runtime = self.live.load();
+        let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+        let Some(found) = self.resource(&runtime, &segments) else {
+            return json_error(StatusCode::NOT_FOUND, "Not found");
+        };
+        match (request.method(), found) {
+            (&Method::GET | &Method::HEAD, Ok(value)) => json_response(StatusCode::OK, &value),
+            (&Method::GET | &Method::HEAD, Err(missing)) => json_error(StatusCode::NOT_FOUND, &missing),
+            (&Method::PUT | &Method::POST | &Method::PATCH | &Method::DELETE, _) if is_entity(&segments) => {
+                let mut response = json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "config_source is file: edit the declarative file and send SIGHUP to reload it",
+                );
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                response
+            }
+            _ => {
+                let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                response
+            }
+        }
+    }
+
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+
+    /// The resource at `segments`: None for an unknown path, `Err` for a known kind of path
+    /// naming something absent.
+    fn resource(&self, rt: &Runtime, segments: &[&str]) -> Option<Result<Value, String>> {
+        let config = &rt.snapshot.config;
+        Some(match segments {
+            ["status"] => Ok(self.status(rt)),
+            ["services"] => Ok(list(config.services.values())),
+            ["services", name] => one(config.services.get(*name), "service", name),
+            ["routes"] => Ok(list(config.routes.values())),
+            ["routes", name] => one(config.routes.get(*name), "route", name),
+            ["upstreams"] => Ok(list(config.upstreams.values())),
+            ["upstreams", name] => one(config.upstreams.get(*name), "upstream", name),
+            ["upstreams", name, "targets"] => match config.upstreams.get(*name) {
+                Some(_) => Ok(json!({ "data": config.targets_of(name).map(|t| target(name, t)).collect::<Vec<_>>() })),
+                None => Err(format!("upstream {name:?} not found")),
+            },
+            ["upstreams", name, "targets", t] => {
+                match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
+                    Some(found) => Ok(target(name, found)),
+                    None => Err(format!("target {t:?} of upstream {name:?} not found")),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    fn status(&self, rt: &Runtime) -> Value {
+        let snapshot = &rt.snapshot;
+        json!({
+            "node_id": self.node_id,
+            "config": {
+                "source": match self.source { ConfigSource::File => "file", ConfigSource::Etcd => "etcd" },
+                "version": snapshot.version,
+                "hash": snapshot.hash,
+                "applied_at": rfc3339(rt.applied_at),
+                "errors": snapshot.errors,
+            },
+            "etcd": "disabled",
+            "redis": "disabled",
+            "cluster": { "members": 1 },
+        })
+    }
+}
+
+fn is_entity(segments: &[&str]) -> bool {
+    matches!(segments, ["services" | "routes" | "upstreams", _] | ["upstreams", _, "targets", _])
+}
+
+fn list<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Value {
+    json!({ "data": items.map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect::<Vec<_>>() })
+}
+
+fn one<T: Serialize>(item: Option<&T>, kind: &str, name: &str) -> Result<Value, String> {
+    item.map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).ok_or_else(|| format!("{kind} {name:?} not found"))
+}
+
+fn target(upstream: &str, target: &config_sync::model::Target) -> Value {
+    json!({ "target": target.target, "weight": target.weight, "upstream": upstream })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `2026-11-21T07:41:15.123Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (days, secs) = ((since.as_secs() / 86_400) as i64, since.as_secs() % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_246_875_123);
+        assert_eq!(rfc3339(t), "2026-11-21T07:41:15.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}

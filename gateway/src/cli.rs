@@ -1,0 +1,127 @@
+//! The command line: `gateway run` and `gateway validate FILE`.
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A clustered HTTP API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. Settings: defaults < --config TOML < GATEWAY_* env < these flags.
+    Run(RunArgs),
+    /// Check a declarative config file; exit 0, or 1 listing every error and where it is.
+    Validate {
+        /// The declarative file (YAML or JSON).
+        file: PathBuf,
+    },
+}
+
+/// `gateway run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A TOML file of settings.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Settings given as flags; they win over every other layer.
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+/// One flag per setting; only those given are applied.
+#[derive(Debug, Args, Serialize)]
+pub struct Flags {
+    /// This node's name.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Where clients send traffic.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_listen: Option<SocketAddr>,
+    /// Admin API address.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token every admin request must carry.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// `file` or `etcd`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_source: Option<String>,
+    /// The declarative config file.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+    /// etcd endpoints, comma-separated.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_endpoints: Option<String>,
+    /// Prefix of every config key in etcd.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_prefix: Option<String>,
+    /// `redis://…` for shared rate limits and cache.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// UDP address for gossip.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_bind: Option<SocketAddr>,
+    /// Address other nodes reach this one at.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_advertise: Option<String>,
+    /// Other nodes, comma-separated host:port.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_seeds: Option<String>,
+    /// Shared gossip secret.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_key: Option<String>,
+    /// `json` or `pretty`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// Log filter, RUST_LOG syntax.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Runtime worker threads; 0: one per core.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+    /// Longest wait for a client's request head, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Largest request head, bytes.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<usize>,
+    /// Idle upstream connections kept per target.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_keepalive_max: Option<usize>,
+    /// How long an idle upstream connection is kept, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_keepalive_idle_ms: Option<u64>,
+    /// Grace period for in-flight requests on shutdown, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_ms: Option<u64>,
+}

@@ -1,0 +1,231 @@
+//! Body types on the proxy path. Bodies stream frame by frame in both directions; nothing here
+//! buffers a whole body.
+//!
+//! - [`IdleTimeout`] fails a body that waits too long for its next frame (the service's
+//!   `write_timeout` for requests, `read_timeout` for responses). Only time spent waiting on the
+//!   sender counts, not time the receiver took to ask for more.
+//! - [`RequestBody`] is what goes upstream: the client's body, or nothing.
+//! - [`ProxyBody`] is what goes to the client: the upstream's body, or a small generated one.
+//!   When an upstream body ends, its connection goes back to the pool and its balancer hears
+//!   that the request finished.
+
+use super::pool::Pool;
+use crate::runtime::UpstreamState;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+
+/// The error type of every body here.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A body's next frame took longer than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}")]
+pub struct IdleTimedOut(pub Duration);
+
+/// A body that fails when its next frame takes longer than `timeout` to arrive.
+pub struct IdleTimeout<B> {
+    inner: B,
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// Whether the deadline is armed for the frame being waited on.
+    waiting: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, timeout: Duration) -> Self {
+        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if !this.waiting {
+            this.sleep.as_mut().reset(Instant::now() + this.timeout);
+            this.waiting = true;
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Box::new(IdleTimedOut(this.timeout)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What is sent upstream.
+pub enum RequestBody {
+    /// No body.
+    Empty,
+    /// The client's body, streamed; `sent` fires once it has all been handed to the upstream.
+    Stream {
+        /// The client's body.
+        body: IdleTimeout<Incoming>,
+        /// Fired at the end of the body.
+        sent: Option<oneshot::Sender<()>>,
+    },
+}
+
+impl RequestBody {
+    /// Streams `body` with `write_timeout` between frames; the receiver hears when it is all sent
+    /// (or dropped).
+    pub fn stream(body: Incoming, write_timeout: Duration) -> (RequestBody, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (RequestBody::Stream { body: IdleTimeout::new(body, write_timeout), sent: Some(tx) }, rx)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Stream { body, sent } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                if frame.is_none() || body.is_end_stream() {
+                    if let Some(tx) = sent.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Stream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// Work to do once an upstream response body is finished or dropped.
+pub struct Completion {
+    /// The connection, to go back to the pool if the body was read to its end.
+    pub connection: Option<(Pool, Arc<str>, super::pool::Sender)>,
+    /// Tells the balancer the request is over: the upstream, the target's index, and the time
+    /// to the response head.
+    pub finish: Option<(Arc<UpstreamState>, usize, Duration)>,
+}
+
+impl Completion {
+    fn complete(&mut self, clean: bool, cx: Option<&mut Context<'_>>) {
+        if let Some((upstream, index, latency)) = self.finish.take() {
+            upstream.finish(index, Some(latency));
+        }
+        if let Some((pool, key, sender)) = self.connection.take() {
+            if clean {
+                pool.checkin_when_ready(key, sender, cx);
+            }
+        }
+    }
+}
+
+/// What goes to the client.
+pub enum ProxyBody {
+    /// A small body made here (errors, admin answers).
+    Full(Full<Bytes>),
+    /// The upstream's body.
+    Upstream {
+        /// The body, with the service's `read_timeout` between frames.
+        body: IdleTimeout<Incoming>,
+        /// Done at the end.
+        completion: Completion,
+    },
+}
+
+impl ProxyBody {
+    /// A body of `bytes`.
+    pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Full(Full::new(bytes.into()))
+    }
+
+    /// No body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(Full::new(Bytes::new()))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Upstream { body, completion } => {
+                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                match &frame {
+                    None => completion.complete(true, Some(cx)),
+                    Some(Err(_)) => completion.complete(false, None),
+                    Some(Ok(_)) if body.is_end_stream() => completion.complete(true, Some(cx)),
+                    Some(Ok(_)) => {}
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(full) => full.is_end_stream(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(full) => full.size_hint(),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let ProxyBody::Upstream { body, completion } = self {
+            // A body with nothing to read (204, HEAD) may never be polled; it is still clean.
+            let clean = body.is_end_stream();
+            completion.complete(clean, None);
+        }
+    }
+}

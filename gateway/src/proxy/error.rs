@@ -1,0 +1,56 @@
+//! What can go wrong on the proxy path, and the one place that maps it to a status code and a
+//! JSON body (`{"message": "..."}`).
+
+use super::body::ProxyBody;
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// A request the proxy could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched.
+    #[error("no Route matched with those values")]
+    NoRoute,
+    /// Every target of the upstream is out (none configured, all weight 0, or all unhealthy).
+    #[error("no healthy target in upstream {0:?}")]
+    NoHealthyTarget(String),
+    /// No connection to any target could be opened.
+    #[error("failed to connect to the upstream server")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The upstream broke the exchange or answered with something that is not HTTP.
+    #[error("an invalid response was received from the upstream server")]
+    Upstream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The upstream did not connect or answer in time.
+    #[error("the upstream server is timing out")]
+    Timeout,
+    /// The request cannot be forwarded as it is.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    /// The status a client sees for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The response a client sees for this error.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        json_error(self.status(), &self.to_string())
+    }
+}
+
+/// A JSON error response: `{"message": "..."}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

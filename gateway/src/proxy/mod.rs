@@ -1,0 +1,187 @@
+//! The proxy: from a client's request to the upstream's response.
+//!
+//! For each request: load the runtime once, match a route, rewrite the request (path, hop-by-hop
+//! headers, `X-Forwarded-*`, `Via`, `Host`), then [`forward`] it with retries, and stream the
+//! response back with the latency headers. Every failure becomes a [`ProxyError`], mapped to a
+//! status in one place.
+
+mod body;
+mod error;
+mod forward;
+mod hash_key;
+mod headers;
+mod pool;
+mod upgrade;
+
+pub use body::{BoxError, ProxyBody};
+pub use error::{json_error, ProxyError};
+pub use headers::ClientInfo;
+pub use pool::Pool;
+
+use crate::runtime::{Live, RouteEntry};
+use http::{header, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Serves proxied requests; shared by every connection.
+pub struct Proxy {
+    live: Arc<Live>,
+    pool: Pool,
+    /// `1.1 <node_id>`, this node's `Via` entry.
+    via: HeaderValue,
+}
+
+impl Proxy {
+    /// A proxy serving what `live` holds, over connections from `pool`.
+    pub fn new(live: Arc<Live>, pool: Pool, node_id: &str) -> Proxy {
+        let via = HeaderValue::try_from(format!("1.1 {node_id}")).unwrap_or(HeaderValue::from_static("1.1 gateway"));
+        Proxy { live, pool, via }
+    }
+
+    /// Serves one request; never fails: errors become JSON responses.
+    pub async fn handle(&self, request: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+        let received = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        match self.serve(request, client, received).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
+                    tracing::warn!(%method, %path, %status, error = %error, %cause, "proxy error");
+                } else {
+                    tracing::debug!(%method, %path, %status, error = %error, "request refused");
+                }
+                let mut response = error.to_response();
+                headers::append_via(response.headers_mut(), &self.via);
+                response
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        mut request: Request<Incoming>,
+        client: ClientInfo,
+        received: Instant,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let runtime = self.live.load();
+        let host = request_host(&request);
+        let found = runtime
+            .router
+            .find(host.as_deref(), request.uri().path(), request.method(), request.headers())
+            .ok_or(ProxyError::NoRoute)?;
+        let entry = &runtime.routes[found.route];
+        let uri = upstream_uri(entry, request.uri(), found.matched_len)?;
+
+        let upgrade = request.version() == http::Version::HTTP_11 && headers::wants_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        headers::set_forwarded(&mut parts.headers, &client, host.as_deref());
+        headers::append_via(&mut parts.headers, &self.via);
+        if entry.route.preserve_host {
+            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+
+        let outcome = forward::forward(forward::Attempt {
+            pool: &self.pool,
+            service: &entry.service,
+            parts: &parts,
+            body,
+            client: &client,
+            preserve_host: entry.route.preserve_host,
+        })
+        .await?;
+
+        let mut response = outcome.response;
+        headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
+        headers::append_via(response.headers_mut(), &self.via);
+        let proxy_ms = outcome.sent_at.saturating_duration_since(received).as_millis() as u64;
+        let upstream_ms = outcome.upstream_latency.as_millis() as u64;
+        let h = response.headers_mut();
+        h.insert("x-gateway-upstream-latency", HeaderValue::from(upstream_ms));
+        h.insert("x-gateway-proxy-latency", HeaderValue::from(proxy_ms));
+        if let (Some(client_side), Some(upstream_side)) = (client_upgrade, outcome.upgrade) {
+            upgrade::tunnel(client_side, upstream_side);
+        }
+        Ok(response)
+    }
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
+fn request_host<B>(request: &Request<B>) -> Option<String> {
+    if let Some(authority) = request.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+}
+
+/// The upstream request's path and query: the service's path, then the request path with the
+/// matched part removed when the route strips it.
+fn upstream_uri(entry: &RouteEntry, uri: &Uri, matched_len: usize) -> Result<Uri, ProxyError> {
+    let path = uri.path();
+    let rest = if entry.route.strip_path { path.get(matched_len..).unwrap_or("") } else { path };
+    let base = entry.service.path.as_str();
+    let mut joined = String::with_capacity(base.len() + rest.len() + 2 + uri.query().map_or(0, |q| q.len() + 1));
+    joined.push_str(base);
+    if rest.is_empty() {
+        if joined.is_empty() {
+            joined.push('/');
+        }
+    } else {
+        if !rest.starts_with('/') {
+            joined.push('/');
+        }
+        joined.push_str(rest);
+    }
+    if let Some(q) = uri.query() {
+        joined.push('?');
+        joined.push_str(q);
+    }
+    Uri::try_from(joined).map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Runtime;
+
+    fn entry(yaml: &str) -> Arc<Runtime> {
+        let config = config_sync::declarative::parse(yaml).unwrap();
+        Arc::new(Runtime::build(Arc::new(config_sync::Snapshot::new(config, 1, vec![])), None).unwrap())
+    }
+
+    #[test]
+    fn paths_join_as_documented() {
+        let rt = entry(
+            r#"
+services:
+  - name: s
+    url: http://up/v1
+    routes:
+      - { name: strip, paths: [/orders] }
+      - { name: keep, paths: [/keep], strip_path: false }
+      - { name: re, paths: ["~/items/\\d+"] }
+  - { name: bare, url: "http://up", routes: [{ name: bare, paths: [/bare] }] }
+"#,
+        );
+        let case = |name: &str, matched: usize, uri: &str| {
+            let e = rt.routes.iter().find(|r| r.route.name == name).unwrap();
+            upstream_uri(e, &uri.parse().unwrap(), matched).unwrap().to_string()
+        };
+        assert_eq!(case("strip", 7, "/orders/1?x=1"), "/v1/1?x=1");
+        assert_eq!(case("strip", 7, "/orders"), "/v1");
+        assert_eq!(case("strip", 7, "/ordersx"), "/v1/x");
+        assert_eq!(case("keep", 5, "/keep/a"), "/v1/keep/a");
+        assert_eq!(case("re", 9, "/items/42/x"), "/v1/x");
+        assert_eq!(case("bare", 5, "/bare"), "/");
+        assert_eq!(case("bare", 5, "/bare/z"), "/z");
+    }
+}

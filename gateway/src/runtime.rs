@@ -1,0 +1,256 @@
+//! What a node serves: a config snapshot compiled for the request path (the router, each
+//! route's service and plugins, each upstream's balancer), and the cell that holds it.
+//!
+//! A new `Runtime` is built aside from a snapshot and swapped in whole; a request loads one
+//! `Arc<Runtime>` and uses it to its end, so it never sees half of two configs. Balancer state
+//! (in-flight counts, latency estimates) carries over to the next runtime for every upstream
+//! whose config and targets did not change.
+
+use crate::balance::{Balancer, TargetSpec};
+use crate::router::{RouteSpec, Router};
+use arc_swap::ArcSwap;
+use config_sync::model::{Plugins, Route, Service, Upstream};
+use config_sync::Snapshot;
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A snapshot compiled for serving.
+pub struct Runtime {
+    /// The snapshot this was compiled from.
+    pub snapshot: Arc<Snapshot>,
+    /// When it was swapped in.
+    pub applied_at: SystemTime,
+    /// Matches requests to [`Runtime::routes`] indexes.
+    pub router: Router,
+    /// Routes by the index the router reports.
+    pub routes: Vec<RouteEntry>,
+    /// Upstreams by name.
+    pub upstreams: HashMap<String, Arc<UpstreamState>>,
+}
+
+/// A route with everything the proxy needs to serve it.
+pub struct RouteEntry {
+    /// The route as configured.
+    pub route: Route,
+    /// Its service.
+    pub service: Arc<ServiceEntry>,
+    /// The plugins in force: the route's, else its service's, else the global ones.
+    pub plugins: Plugins,
+}
+
+/// A service with its destination resolved.
+pub struct ServiceEntry {
+    /// The service as configured.
+    pub service: Service,
+    /// Where its requests go.
+    pub destination: Destination,
+    /// The url's path, prepended to upstream request paths (no trailing `/`).
+    pub path: String,
+}
+
+/// Where a service's requests go.
+pub enum Destination {
+    /// Balanced over an upstream's targets.
+    Upstream(Arc<UpstreamState>),
+    /// One literal `host:port`.
+    Address(TargetEntry),
+}
+
+/// An upstream's targets and balancer.
+pub struct UpstreamState {
+    /// The upstream as configured.
+    pub upstream: Upstream,
+    /// Its targets in `host:port` order; balancer indexes point into it.
+    pub targets: Vec<TargetEntry>,
+    /// The balancer, shared by every request to this upstream.
+    pub balancer: Mutex<Balancer>,
+    /// What the balancer was built from, to tell whether the next snapshot changed it.
+    fingerprint: String,
+}
+
+/// One target of an upstream, or a service's literal address.
+#[derive(Clone)]
+pub struct TargetEntry {
+    /// `host:port`, also the connection pool's key.
+    pub authority: Arc<str>,
+    /// The `Host` header for it: `host:port`, or `host` alone for port 80.
+    pub host_header: HeaderValue,
+    /// Its weight.
+    pub weight: u32,
+}
+
+impl TargetEntry {
+    fn new(authority: &str, weight: u32) -> TargetEntry {
+        let host = authority.strip_suffix(":80").unwrap_or(authority);
+        TargetEntry {
+            authority: Arc::from(authority),
+            // Validation allows only host name, IP and port characters, all valid in a header.
+            host_header: HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("localhost")),
+            weight,
+        }
+    }
+}
+
+impl UpstreamState {
+    /// The balancer, locked. A panic while it was held cannot leave it inconsistent in a way
+    /// that matters more than serving, so a poisoned lock is taken as it is.
+    pub fn balancer(&self) -> MutexGuard<'_, Balancer> {
+        self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends a request started by a pick of `index`; `latency` is the time to the response head,
+    /// None when the attempt failed.
+    pub fn finish(&self, index: usize, latency: Option<Duration>) {
+        self.balancer().finish(index, latency, Instant::now());
+    }
+}
+
+/// Why a snapshot could not be compiled. Validation catches these first; this is the last line.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The route table did not compile.
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
+    /// A service's url is invalid.
+    #[error("services/{service}.url: {message}")]
+    ServiceUrl {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Runtime {
+    /// Compiles `snapshot`, keeping the balancer state of `previous` where an upstream did not
+    /// change.
+    pub fn build(snapshot: Arc<Snapshot>, previous: Option<&Runtime>) -> Result<Runtime, CompileError> {
+        let config = &snapshot.config;
+        let mut upstreams = HashMap::with_capacity(config.upstreams.len());
+        for (name, upstream) in &config.upstreams {
+            let targets: Vec<_> = config.targets_of(name).collect();
+            let fingerprint = serde_json::to_string(&(upstream, &targets)).expect("entities serialize");
+            let kept = previous
+                .and_then(|p| p.upstreams.get(name))
+                .filter(|old| old.fingerprint == fingerprint)
+                .cloned();
+            let state = kept.unwrap_or_else(|| {
+                let specs: Vec<_> = targets.iter().map(|t| TargetSpec { key: &t.target, weight: t.weight }).collect();
+                let seed = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+                Arc::new(UpstreamState {
+                    balancer: Mutex::new(Balancer::new(upstream.algorithm, &specs, upstream.slots, seed)),
+                    targets: targets.iter().map(|t| TargetEntry::new(&t.target, t.weight)).collect(),
+                    upstream: upstream.clone(),
+                    fingerprint,
+                })
+            });
+            upstreams.insert(name.clone(), state);
+        }
+
+        let mut services = HashMap::with_capacity(config.services.len());
+        for (name, service) in &config.services {
+            let url = service
+                .parsed_url()
+                .map_err(|message| CompileError::ServiceUrl { service: name.clone(), message })?;
+            let destination = match upstreams.get(&url.host) {
+                Some(state) if url.port.is_none() => Destination::Upstream(state.clone()),
+                _ => {
+                    let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+                    Destination::Address(TargetEntry::new(&format!("{host}:{}", url.port.unwrap_or(80)), 1))
+                }
+            };
+            let entry = ServiceEntry { service: service.clone(), destination, path: url.path };
+            services.insert(name.clone(), Arc::new(entry));
+        }
+
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut specs = Vec::with_capacity(config.routes.len());
+        for route in config.routes.values() {
+            // Snapshot::new leaves out routes whose service is missing.
+            let Some(service) = services.get(&route.service) else { continue };
+            specs.push(RouteSpec {
+                id: routes.len(),
+                hosts: route.hosts.clone(),
+                paths: route.paths.clone(),
+                methods: route.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+                headers: route
+                    .headers
+                    .iter()
+                    .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, v.clone())))
+                    .collect(),
+                priority: route.priority,
+            });
+            let plugins = route.plugins.or(&service.service.plugins).or(&config.plugins);
+            routes.push(RouteEntry { route: route.clone(), service: service.clone(), plugins });
+        }
+        let router = Router::new(&specs)?;
+        Ok(Runtime { snapshot, applied_at: SystemTime::now(), router, routes, upstreams })
+    }
+}
+
+/// The runtime a node serves now; swapped whole on every config change.
+pub struct Live(ArcSwap<Runtime>);
+
+impl Live {
+    /// Starts serving `runtime`.
+    pub fn new(runtime: Runtime) -> Live {
+        Live(ArcSwap::from_pointee(runtime))
+    }
+
+    /// The runtime in force; hold it for the whole request.
+    pub fn load(&self) -> Arc<Runtime> {
+        self.0.load_full()
+    }
+
+    /// Compiles `snapshot` against the current runtime and swaps it in. On error the current
+    /// runtime stays.
+    pub fn apply(&self, snapshot: Snapshot) -> Result<Arc<Runtime>, CompileError> {
+        let current = self.0.load();
+        let next = Arc::new(Runtime::build(Arc::new(snapshot), Some(&current))?);
+        self.0.store(next.clone());
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str, version: u64) -> Snapshot {
+        Snapshot::new(config_sync::declarative::parse(yaml).unwrap(), version, vec![])
+    }
+
+    const CONFIG: &str = r#"
+services:
+  - { name: a, url: "http://up", routes: [{ name: a, paths: [/a] }] }
+  - { name: b, url: "http://10.0.0.1:81/x/", routes: [{ name: b, paths: [/b] }] }
+upstreams:
+  - { name: up, targets: [{ target: "127.0.0.1:1" }, { target: "127.0.0.1:2" }] }
+  - { name: other, targets: [{ target: "127.0.0.1:3" }] }
+"#;
+
+    #[test]
+    fn services_resolve_to_upstreams_or_addresses() {
+        let rt = Runtime::build(Arc::new(snapshot(CONFIG, 1)), None).unwrap();
+        let by_name = |n: &str| rt.routes.iter().find(|r| r.route.name == n).unwrap();
+        assert!(matches!(by_name("a").service.destination, Destination::Upstream(_)));
+        match &by_name("b").service.destination {
+            Destination::Address(a) => assert_eq!(&*a.authority, "10.0.0.1:81"),
+            Destination::Upstream(_) => panic!("b is a literal address"),
+        }
+        assert_eq!(by_name("b").service.path, "/x");
+    }
+
+    #[test]
+    fn unchanged_upstreams_keep_their_balancer() {
+        let live = Live::new(Runtime::build(Arc::new(snapshot(CONFIG, 1)), None).unwrap());
+        let before = live.load();
+        let changed = CONFIG.replace("127.0.0.1:3", "127.0.0.1:4");
+        let after = live.apply(snapshot(&changed, 2)).unwrap();
+        assert!(Arc::ptr_eq(&before.upstreams["up"], &after.upstreams["up"]));
+        assert!(!Arc::ptr_eq(&before.upstreams["other"], &after.upstreams["other"]));
+        assert_eq!(live.load().snapshot.version, 2);
+    }
+}

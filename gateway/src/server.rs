@@ -1,0 +1,99 @@
+//! Accepting connections and serving HTTP/1.1 and h2c on them, until told to stop.
+//!
+//! Limits that protect the node from its clients live here: a client must start talking within
+//! the header read timeout and finish its request head within it too, or it is dropped; a head
+//! larger than the limit gets 431; a malformed request gets 400 from hyper and only that
+//! connection ends. On shutdown the listener closes at once, connections finish their in-flight
+//! requests, and whatever is still running when the grace period ends is cut.
+
+use crate::proxy::{BoxError, ClientInfo, ProxyBody};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Limits applied to every connection of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for the first byte and for the whole request head.
+    pub header_read_timeout: Duration,
+    /// Largest request head, bytes (at least 8192).
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `handler` on every connection accepted from `listener` until `shutdown` completes,
+/// then drains as [`Limits::shutdown_grace`] allows.
+pub async fn serve<H, F>(listener: TcpListener, handler: H, limits: Limits, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request<Incoming>, ClientInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let client = ClientInfo { peer, local_port };
+        let handler = handler.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // hyper's header timeout starts once the protocol is known; a client that connects
+            // and says nothing is dropped here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let service = service_fn(move |request| {
+                let response = handler(request, client);
+                async move { Ok::<_, Infallible>(response.await) }
+            });
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                log_connection_error(e, peer);
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?limits.shutdown_grace, "stopped accepting; draining connections");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("grace period over; cutting the connections still open");
+    }
+}
+
+fn log_connection_error(error: BoxError, peer: std::net::SocketAddr) {
+    tracing::debug!(%peer, error = %error, "connection ended with an error");
+}

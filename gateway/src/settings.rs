@@ -1,0 +1,222 @@
+//! The node's settings: defaults < TOML file (`--config`) < `GATEWAY_*` environment variables <
+//! command-line flags. Every setting has a default that works on one machine with nothing else
+//! running.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where config comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigSource {
+    /// A declarative file (`config_file`), re-read on SIGHUP.
+    File,
+    /// Keys under `etcd_prefix` in etcd.
+    Etcd,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured.
+    Pretty,
+}
+
+/// Every setting of a node. Durations are written as milliseconds (`*_ms`) or seconds (`*_secs`)
+/// in TOML, env and flags, and held as `Duration` here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// This node's name in the cluster, logs, traces and metrics. Default: the host name.
+    pub node_id: String,
+    /// Where clients send traffic. Default 0.0.0.0:8000.
+    pub proxy_listen: SocketAddr,
+    /// Admin API, `/metrics`, `/status`. Default 127.0.0.1:8001.
+    pub admin_listen: SocketAddr,
+    /// When set, admin requests must carry `Authorization: Bearer <token>`.
+    pub admin_token: Option<String>,
+    /// `file` or `etcd`. Default file.
+    pub config_source: ConfigSource,
+    /// The declarative file for `config_source = file`; none: start with an empty config.
+    pub config_file: Option<PathBuf>,
+    /// etcd endpoints, comma-separated. Default http://127.0.0.1:2379.
+    pub etcd_endpoints: String,
+    /// Every config key lives under it. Default /gateway.
+    pub etcd_prefix: String,
+    /// `redis://…`; none: rate limits and cache are node-local.
+    pub redis_url: Option<String>,
+    /// UDP address for gossip. Default 0.0.0.0:7946.
+    pub cluster_bind: SocketAddr,
+    /// The address other nodes reach this one at; none: derived from `cluster_bind`.
+    pub cluster_advertise: Option<String>,
+    /// Other nodes, comma-separated `host:port`; none: a cluster of one.
+    pub cluster_seeds: Option<String>,
+    /// Shared gossip secret.
+    pub cluster_key: Option<String>,
+    /// `json` or `pretty`; none: pretty on a terminal, JSON otherwise.
+    pub log_format: Option<LogFormat>,
+    /// `RUST_LOG` syntax. Default info. `RUST_LOG` itself, when set, wins.
+    pub log_level: String,
+    /// Runtime worker threads; 0: one per core. Default 0.
+    pub worker_threads: usize,
+    /// Longest wait for a client's request head, ms; slower clients are dropped. Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// Largest request head (request line and headers), bytes; larger gets 431. Default 32768.
+    pub max_header_bytes: usize,
+    /// Idle upstream connections kept per target. Default 128.
+    pub upstream_keepalive_max: usize,
+    /// How long an idle upstream connection is kept, ms. Default 60000.
+    pub upstream_keepalive_idle_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, ms. Default 30000.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_id: default_node_id(),
+            proxy_listen: ([0, 0, 0, 0], 8000).into(),
+            admin_listen: ([127, 0, 0, 1], 8001).into(),
+            admin_token: None,
+            config_source: ConfigSource::File,
+            config_file: None,
+            etcd_endpoints: "http://127.0.0.1:2379".into(),
+            etcd_prefix: "/gateway".into(),
+            redis_url: None,
+            cluster_bind: ([0, 0, 0, 0], 7946).into(),
+            cluster_advertise: None,
+            cluster_seeds: None,
+            cluster_key: None,
+            log_format: None,
+            log_level: "info".into(),
+            worker_threads: 0,
+            header_read_timeout_ms: 10_000,
+            max_header_bytes: 32 * 1024,
+            upstream_keepalive_max: 128,
+            upstream_keepalive_idle_ms: 60_000,
+            shutdown_grace_ms: 30_000,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "gateway".into())
+}
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads the layers in order. `flags` holds only the settings given on the command line.
+    pub fn load(config: Option<&std::path::Path>, flags: impl Serialize) -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = config {
+            if !path.exists() {
+                return Err(SettingsError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // Only the variables named after a setting: others that share the prefix (such as
+        // GATEWAY_IMAGE in docker-compose) are not ours.
+        let known: Vec<String> = match serde_json::to_value(Settings::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        figment = figment
+            .merge(Env::prefixed("GATEWAY_").filter(move |key| known.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))))
+            .merge(Serialized::globals(flags));
+        let settings: Settings = figment.extract().map_err(|e| SettingsError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.config_source == ConfigSource::Etcd {
+            return Err(SettingsError(
+                "config_source = etcd is not available in this build yet; use config_source = file".into(),
+            ));
+        }
+        if self.node_id.is_empty() {
+            return Err(SettingsError("node_id may not be empty".into()));
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(SettingsError("max_header_bytes must be at least 8192".into()));
+        }
+        if self.header_read_timeout_ms == 0 {
+            return Err(SettingsError("header_read_timeout_ms must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// `header_read_timeout_ms` as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// `upstream_keepalive_idle_ms` as a duration.
+    pub fn upstream_keepalive_idle(&self) -> Duration {
+        Duration::from_millis(self.upstream_keepalive_idle_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gw.toml", "proxy_listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9001\"\nnode_id = \"toml\"")?;
+            jail.set_env("GATEWAY_ADMIN_LISTEN", "127.0.0.1:9101");
+            jail.set_env("GATEWAY_NODE_ID", "env");
+            jail.set_env("GATEWAY_IMAGE", "not-a-setting");
+            let flags = BTreeMap::from([("node_id", "flag")]);
+            let s = Settings::load(Some(std::path::Path::new("gw.toml")), flags).map_err(|e| e.to_string())?;
+            assert_eq!(s.proxy_listen.port(), 9000); // TOML over default
+            assert_eq!(s.admin_listen.port(), 9101); // env over TOML
+            assert_eq!(s.node_id, "flag"); // flag over env
+            assert_eq!(s.log_level, "info"); // default
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_PROXY_LISTEN", "not an address");
+            let e = Settings::load(None, BTreeMap::<String, String>::new()).unwrap_err().to_string();
+            assert!(e.contains("proxy_listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gw.toml", "proxy_lisen = \"127.0.0.1:9000\"")?;
+            let e = Settings::load(Some(std::path::Path::new("gw.toml")), BTreeMap::<String, String>::new()).unwrap_err();
+            assert!(e.to_string().contains("proxy_lisen"), "{e}");
+            Ok(())
+        });
+    }
+}

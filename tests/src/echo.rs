@@ -1,0 +1,153 @@
+//! A demo and test upstream: answers every request with a JSON description of what it received
+//! and which instance it is. The body is read frame by frame and only counted, so uploads of any
+//! size cost no memory.
+//!
+//! Paths with a meaning:
+//! - `/status/{code}`: answers with that status.
+//! - `/delay/{ms}`: waits that long before answering.
+//! - `/bytes/{n}`: answers with an `n`-byte body, streamed in 64 KiB chunks.
+//! - `/ws` with a WebSocket upgrade: echoes every message back.
+//! Every instance can also be told to wait `delay` before each answer.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// How an echo instance behaves.
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// Reported in every answer as `instance`.
+    pub name: String,
+    /// Added before every answer.
+    pub delay: Duration,
+}
+
+/// Counts what an instance served, for tests.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    /// Requests answered.
+    pub requests: AtomicU64,
+}
+
+/// Serves echo on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoStats>) {
+    let config = Arc::new(config);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let config = config.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let config = config.clone();
+                let stats = stats.clone();
+                async move { Ok::<_, Infallible>(answer(req, &config, &stats).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(mut req: Request<Incoming>, config: &EchoConfig, stats: &EchoStats) -> Response<Body> {
+    stats.requests.fetch_add(1, Ordering::Relaxed);
+    if !config.delay.is_zero() {
+        tokio::time::sleep(config.delay).await;
+    }
+    let path = req.uri().path().to_owned();
+    if path == "/ws" && req.headers().contains_key(header::UPGRADE) {
+        return websocket(&mut req);
+    }
+    if let Some(ms) = path.strip_prefix("/delay/").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
+        return bytes(n);
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|v| v.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut headers = serde_json::Map::new();
+    for (name, value) in req.headers() {
+        headers.insert(name.as_str().to_owned(), json!(String::from_utf8_lossy(value.as_bytes())));
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let version = format!("{:?}", req.version());
+    let mut body = req.into_body();
+    let mut body_bytes = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => body_bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    let answer = json!({
+        "instance": config.name, "method": method, "uri": uri, "version": version,
+        "headers": headers, "body_bytes": body_bytes,
+    });
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-echo-instance", config.name.as_str())
+        .body(Full::new(Bytes::from(answer.to_string())).boxed())
+        .expect("a valid response")
+}
+
+fn bytes(n: u64) -> Response<Body> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let frames = futures_util::stream::iter((0..n.div_ceil(CHUNK)).map(move |i| {
+        let len = CHUNK.min(n - i * CHUNK) as usize;
+        Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+    }));
+    Response::builder()
+        .header(header::CONTENT_LENGTH, n)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(BodyExt::boxed(StreamBody::new(frames)))
+        .expect("a valid response")
+}
+
+fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return Response::builder().status(400).body(Full::new(Bytes::new()).boxed()).expect("valid");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() {
+                break;
+            }
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("a valid response")
+}

@@ -1,0 +1,153 @@
+//! A `gateway run` process for a test.
+
+use crate::tempdir::TempDir;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running gateway node; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    /// The proxy listener.
+    pub proxy: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The declarative file it reads.
+    pub config_path: PathBuf,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+/// The `gateway` binary built beside the test binary (`target/<profile>/gateway`), or
+/// `GATEWAY_BIN`.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("GATEWAY_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = dir.join("gateway");
+    assert!(bin.exists(), "{} is missing: run `cargo build --workspace --bins` first", bin.display());
+    bin
+}
+
+impl Gateway {
+    /// Starts a node serving `yaml`, on free loopback ports.
+    pub async fn start(yaml: &str) -> Gateway {
+        Gateway::start_with(yaml, &[]).await
+    }
+
+    /// Starts a node serving `yaml` with extra `gateway run` flags.
+    pub async fn start_with(yaml: &str, flags: &[&str]) -> Gateway {
+        let dir = TempDir::new();
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).expect("write the config");
+        let mut child = Command::new(binary())
+            .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--node-id", "test-node", "--log-level", "info,gateway=debug"])
+            .arg("--config-file")
+            .arg(&config_path)
+            .args(flags)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the gateway");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addrs) = listening(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addrs);
+                    }
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let (proxy, admin) = match tokio::time::timeout(Duration::from_secs(20), rx).await {
+            Ok(Ok(addrs)) => addrs,
+            _ => {
+                let status = child.try_wait().ok().flatten();
+                let logs = logs.lock().expect("log lock").join("\n");
+                panic!("the gateway did not start (exit: {status:?}); its log:\n{logs}");
+            }
+        };
+        Gateway { child, proxy, admin, config_path, logs, _dir: dir }
+    }
+
+    /// `http://<proxy><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// `http://<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway is running")
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`, `INT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Replaces the declarative file (a reload needs [`Gateway::signal`]`("HUP")`).
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, yaml).expect("write the config");
+    }
+
+    /// Waits for the process to exit, at most `deadline`.
+    pub async fn wait(&mut self, deadline: Duration) -> ExitStatus {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .expect("the gateway did not exit in time")
+            .expect("wait for the gateway")
+    }
+
+    /// The process's peak resident memory so far, KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Whether some log line contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().expect("log lock").iter().any(|l| l.contains(needle))
+    }
+}
+
+/// The proxy and admin addresses from the `listening` log line.
+fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["message"] != "listening" {
+        return None;
+    }
+    Some((v["proxy"].as_str()?.parse().ok()?, v["admin"].as_str()?.parse().ok()?))
+}
