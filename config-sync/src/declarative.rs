@@ -5,11 +5,11 @@
 //! Parsing reports every problem in the file at once: each entity is read on its own, so a type
 //! error in one service does not hide the errors in the next.
 
-use crate::config::Config;
+use crate::config::{Config, EntityRef};
 use crate::model::{Plugins, Route, Service, Target, Upstream};
 use crate::validate::{from_value, Errors, FieldError};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Parses and fully validates a declarative document: entity checks and references.
 pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
@@ -42,8 +42,15 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     for (i, item) in upstreams.into_iter().enumerate() {
         reader.upstream(item, i);
     }
-    let Reader { config, mut errors, .. } = reader;
-    errors.extend(config.validate());
+    let Reader { config, mut errors, broken, .. } = reader;
+    config.validate_entities(&mut errors);
+    // A route nested under a service that did not parse is not also "dangling": its service's
+    // own error already says what is wrong.
+    let dangling = config.dangling().into_iter().filter(|(entity, _)| match entity {
+        EntityRef::Route(name) => !broken.contains(&config.routes[name].service),
+        EntityRef::Target(..) => true,
+    });
+    errors.extend(dangling.map(|(_, e)| e));
     errors.into_result(config)
 }
 
@@ -114,6 +121,8 @@ struct Reader {
     errors: Errors,
     /// Where each name was first seen, to report duplicates.
     seen: BTreeMap<String, String>,
+    /// Names of services that did not parse; their nested routes are still checked.
+    broken: BTreeSet<String>,
 }
 
 impl Reader {
@@ -154,12 +163,19 @@ impl Reader {
     fn service(&mut self, mut item: Value, index: usize) {
         let at = Self::locate(&item, "services", &format!("services[{index}]"), "name");
         let routes = self.take_children(&mut item, "routes", &at);
-        let Some(service) = self.entity::<Service>(item, &at) else { return };
-        for (i, route) in routes.into_iter().enumerate() {
-            self.route(route, format!("{at}.routes[{i}]"), Some(&service.name));
+        let name = item.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match self.entity::<Service>(item, &at) {
+            Some(service) => {
+                if self.first_seen(format!("services/{}", service.name), &at) {
+                    self.config.services.insert(service.name.clone(), service);
+                }
+            }
+            None => {
+                self.broken.insert(name.clone());
+            }
         }
-        if self.first_seen(format!("services/{}", service.name), &at) {
-            self.config.services.insert(service.name.clone(), service);
+        for (i, route) in routes.into_iter().enumerate() {
+            self.route(route, format!("{at}.routes[{i}]"), Some(&name));
         }
     }
 
@@ -250,6 +266,8 @@ services:
   - name: orders
     url: http://orders-up
     retries: many
+    routes:
+      - { name: under-broken, paths: [nope] }
   - name: users
     url: ftp://users
     routes:
@@ -272,6 +290,7 @@ extra: 1
         let expect = [
             "extra: unknown section",
             "services/orders.retries: invalid type",
+            "routes/under-broken.paths[0]: a path prefix must start with /",
             "routes/users.colour: unknown field `colour`",
             "services/users.url: \"ftp://users\" must start with http://",
             "routes/orders.paths[1]: invalid regex",

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node. Settings: defaults < --config TOML < GATEWAY_* env < these flags.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a declarative config file; exit 0, or 1 listing every error and where it is.
     Validate {
         /// The declarative file (YAML or JSON).

@@ -7,6 +7,7 @@
 //! - `/delay/{ms}`: waits that long before answering.
 //! - `/bytes/{n}`: answers with an `n`-byte body, streamed in 64 KiB chunks.
 //! - `/ws` with a WebSocket upgrade: echoes every message back.
+//!
 //! Every instance can also be told to wait `delay` before each answer.
 
 use bytes::Bytes;
