@@ -135,10 +135,9 @@ fn websocket(req: &mut Request<Incoming>) -> Response<Body> {
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
         let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        // After a Close, keep reading: tungstenite sends the close reply on the next read, which
+        // then ends the stream.
         while let Some(Ok(message)) = ws.next().await {
-            if message.is_close() {
-                break;
-            }
             if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
                 break;
             }

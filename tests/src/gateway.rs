@@ -102,8 +102,9 @@ impl Gateway {
 
     /// Sends `signal` (`HUP`, `TERM`, `INT`) to the process.
     pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
+        // The shell's own `kill`: a minimal Debian has no procps.
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -{signal} {}", self.pid())])
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
