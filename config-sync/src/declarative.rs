@@ -83,7 +83,8 @@ pub fn to_yaml(config: &Config) -> String {
         .values()
         .map(|u| {
             let mut v = serde_json::to_value(u).expect("entities serialize");
-            let targets: Vec<Value> = config.targets_of(&u.name).map(|t| serde_json::to_value(t).expect("entities serialize")).collect();
+            let targets: Vec<Value> =
+                config.targets_of(&u.name).map(|t| serde_json::to_value(t).expect("entities serialize")).collect();
             if let (Value::Object(o), false) = (&mut v, targets.is_empty()) {
                 o.insert("targets".into(), Value::Array(targets));
             }
@@ -188,7 +189,10 @@ impl Reader {
                 }
                 Some(named) if named == service => {}
                 Some(named) => {
-                    self.errors.push(format!("{at}.service"), format!("names {named:?} but the route is nested under {service:?}"));
+                    self.errors.push(
+                        format!("{at}.service"),
+                        format!("names {named:?} but the route is nested under {service:?}"),
+                    );
                     return;
                 }
             }

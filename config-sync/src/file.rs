@@ -50,8 +50,8 @@ impl FileSource {
     /// Reads and validates the whole file. Any error refuses the whole file: a file is one
     /// config, and serving part of it would be a config nobody wrote.
     pub fn load(&self) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|source| LoadError::Io { path: self.path.clone(), source })?;
+        let text =
+            std::fs::read_to_string(&self.path).map_err(|source| LoadError::Io { path: self.path.clone(), source })?;
         declarative::parse(&text).map_err(|errors| LoadError::Invalid { path: self.path.clone(), errors })
     }
 }

@@ -82,8 +82,6 @@ pub fn join(base: &str, field: &str) -> String {
 /// Deserializes one entity from a JSON value, turning a serde error into a [`FieldError`] whose
 /// path points at the field at fault.
 pub fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, base: &str) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|e| FieldError {
-        path: join(base, &e.path().to_string()),
-        message: e.into_inner().to_string(),
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| FieldError { path: join(base, &e.path().to_string()), message: e.into_inner().to_string() })
 }

@@ -19,17 +19,9 @@ const ALGORITHMS: [(Algorithm, &str); 4] = [
 
 fn pick_and_finish(c: &mut Criterion) {
     for targets in [3usize, 100] {
-        let keys: Vec<String> = (0..targets)
-            .map(|i| format!("10.0.{}.{}:8080", i / 256, i % 256))
-            .collect();
-        let specs: Vec<TargetSpec<'_>> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| TargetSpec {
-                key,
-                weight: 1 + (i % 3) as u32,
-            })
-            .collect();
+        let keys: Vec<String> = (0..targets).map(|i| format!("10.0.{}.{}:8080", i / 256, i % 256)).collect();
+        let specs: Vec<TargetSpec<'_>> =
+            keys.iter().enumerate().map(|(i, key)| TargetSpec { key, weight: 1 + (i % 3) as u32 }).collect();
         for (algorithm, name) in ALGORITHMS {
             let mut balancer = Balancer::new(algorithm, &specs, 10_000, 1);
             let mut now = Instant::now();
@@ -38,13 +30,8 @@ fn pick_and_finish(c: &mut Criterion) {
                 b.iter(|| {
                     request = request.wrapping_add(1);
                     now += Duration::from_micros(10);
-                    let pick = Pick {
-                        hash_key: Some(request.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                        ..Pick::new(now)
-                    };
-                    let i = balancer
-                        .pick(black_box(&pick))
-                        .expect("targets are eligible");
+                    let pick = Pick { hash_key: Some(request.wrapping_mul(0x9E37_79B9_7F4A_7C15)), ..Pick::new(now) };
+                    let i = balancer.pick(black_box(&pick)).expect("targets are eligible");
                     let latency = Duration::from_micros(500 + 100 * (i as u64 % 7));
                     balancer.finish(black_box(i), Some(latency), now);
                 })

@@ -21,34 +21,16 @@ fn route(i: usize) -> RouteSpec {
         0 => vec![],
         1 => vec![format!("svc{}.example.com", i % 64)],
         2 => vec![format!("*.zone{}.example.com", i % 16)],
-        _ => vec![
-            format!("api{}.example.com", i % 64),
-            format!("*.tenant{}.example.org", i % 32),
-        ],
+        _ => vec![format!("api{}.example.com", i % 64), format!("*.tenant{}.example.org", i % 32)],
     };
     let paths = if i % 20 == 7 {
         vec![format!(r"~/r{i}/items/\d+$")]
     } else {
         vec![format!("/api/v{}/svc{i}/resource", i % 3)]
     };
-    let methods = if i % 3 == 0 {
-        vec![Method::GET, Method::POST]
-    } else {
-        vec![]
-    };
-    let headers = if i % 10 == 0 {
-        vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])]
-    } else {
-        vec![]
-    };
-    RouteSpec {
-        id: i,
-        hosts,
-        paths,
-        methods,
-        headers,
-        priority: (i % 5) as i32,
-    }
+    let methods = if i % 3 == 0 { vec![Method::GET, Method::POST] } else { vec![] };
+    let headers = if i % 10 == 0 { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
+    RouteSpec { id: i, hosts, paths, methods, headers, priority: (i % 5) as i32 }
 }
 
 /// One request shape: host, path.
@@ -66,30 +48,17 @@ fn request_for(name: &'static str, spec: &RouteSpec, path: String) -> Request {
         Some(suffix) => format!("a.b.{suffix}:8443"),
         None => h.to_ascii_uppercase(),
     });
-    Request {
-        name,
-        host,
-        path,
-        expect: Some(spec.id),
-    }
+    Request { name, host, path, expect: Some(spec.id) }
 }
 
 fn requests(routes: &[RouteSpec]) -> Vec<Request> {
-    let last = |f: &dyn Fn(&RouteSpec) -> bool| {
-        routes
-            .iter()
-            .rev()
-            .find(|r| f(r))
-            .expect("table has a route of each kind")
-    };
+    let last =
+        |f: &dyn Fn(&RouteSpec) -> bool| routes.iter().rev().find(|r| f(r)).expect("table has a route of each kind");
     let prefix = last(&|r| !r.paths[0].starts_with('~') && !r.hosts.is_empty());
     let hostless = last(&|r| !r.paths[0].starts_with('~') && r.hosts.is_empty());
-    let wildcard =
-        last(&|r| !r.paths[0].starts_with('~') && r.hosts.iter().any(|h| h.starts_with('*')));
+    let wildcard = last(&|r| !r.paths[0].starts_with('~') && r.hosts.iter().any(|h| h.starts_with('*')));
     let regex = last(&|r| r.paths[0].starts_with('~'));
-    let regex_path = regex.paths[0]
-        .trim_start_matches('~')
-        .replace(r"\d+$", "42");
+    let regex_path = regex.paths[0].trim_start_matches('~').replace(r"\d+$", "42");
     vec![
         request_for("prefix", prefix, format!("{}/123", prefix.paths[0])),
         request_for("hostless", hostless, format!("{}/123", hostless.paths[0])),
@@ -142,9 +111,7 @@ fn bench_build(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_millis(500))
+    Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500))
 }
 
 /// Holds the generated group function, which has no doc comment of its own.

@@ -90,12 +90,10 @@ impl Admin {
                 Some(_) => Ok(json!({ "data": config.targets_of(name).map(|t| target(name, t)).collect::<Vec<_>>() })),
                 None => Err(format!("upstream {name:?} not found")),
             },
-            ["upstreams", name, "targets", t] => {
-                match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
-                    Some(found) => Ok(target(name, found)),
-                    None => Err(format!("target {t:?} of upstream {name:?} not found")),
-                }
-            }
+            ["upstreams", name, "targets", t] => match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
+                Some(found) => Ok(target(name, found)),
+                None => Err(format!("target {t:?} of upstream {name:?} not found")),
+            },
             _ => return None,
         })
     }

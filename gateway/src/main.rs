@@ -23,7 +23,8 @@ fn main() -> ExitCode {
             if settings.worker_threads > 0 {
                 runtime.worker_threads(settings.worker_threads);
             }
-            let result = runtime.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(gateway::node::run(settings)));
+            let result =
+                runtime.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(gateway::node::run(settings)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

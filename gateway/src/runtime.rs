@@ -132,10 +132,8 @@ impl Runtime {
         for (name, upstream) in &config.upstreams {
             let targets: Vec<_> = config.targets_of(name).collect();
             let fingerprint = serde_json::to_string(&(upstream, &targets)).expect("entities serialize");
-            let kept = previous
-                .and_then(|p| p.upstreams.get(name))
-                .filter(|old| old.fingerprint == fingerprint)
-                .cloned();
+            let kept =
+                previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.fingerprint == fingerprint).cloned();
             let state = kept.unwrap_or_else(|| {
                 let specs: Vec<_> = targets.iter().map(|t| TargetSpec { key: &t.target, weight: t.weight }).collect();
                 let seed = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
@@ -151,9 +149,8 @@ impl Runtime {
 
         let mut services = HashMap::with_capacity(config.services.len());
         for (name, service) in &config.services {
-            let url = service
-                .parsed_url()
-                .map_err(|message| CompileError::ServiceUrl { service: name.clone(), message })?;
+            let url =
+                service.parsed_url().map_err(|message| CompileError::ServiceUrl { service: name.clone(), message })?;
             let destination = match upstreams.get(&url.host) {
                 Some(state) if url.port.is_none() => Destination::Upstream(state.clone()),
                 _ => {

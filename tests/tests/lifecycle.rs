@@ -48,7 +48,8 @@ fn validate_lists_every_error_and_exits_1() {
         assert!(stderr.contains(e), "missing {e:?} in:\n{stderr}");
     }
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, "services: [{ name: a, url: \"http://127.0.0.1:1\", routes: [{ name: a, paths: [/] }] }]").unwrap();
+    std::fs::write(&good, "services: [{ name: a, url: \"http://127.0.0.1:1\", routes: [{ name: a, paths: [/] }] }]")
+        .unwrap();
     let out = gateway_command().arg("validate").arg(&good).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -72,7 +73,11 @@ fn an_invalid_file_at_start_exits_1_listing_every_error() {
 
 #[test]
 fn bad_settings_exit_1_naming_the_setting() {
-    let out = gateway_command().args(["run", "--proxy-listen", "127.0.0.1:0"]).env("GATEWAY_ADMIN_LISTEN", "nowhere").output().unwrap();
+    let out = gateway_command()
+        .args(["run", "--proxy-listen", "127.0.0.1:0"])
+        .env("GATEWAY_ADMIN_LISTEN", "nowhere")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_ascii_lowercase().contains("admin_listen"), "{stderr}");

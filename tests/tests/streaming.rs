@@ -26,10 +26,8 @@ async fn a_256_mib_body_streams_both_ways_in_bounded_memory() {
         (0..SIZE / chunk.len() as u64).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))),
     );
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let request = http::Request::post(gw.url("/upload"))
-        .header("content-length", SIZE)
-        .body(StreamBody::new(frames))
-        .unwrap();
+    let request =
+        http::Request::post(gw.url("/upload")).header("content-length", SIZE).body(StreamBody::new(frames)).unwrap();
     let response = client.request(request).await.expect("upload");
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -251,9 +251,10 @@ mod tests {
 
     #[test]
     fn partial_sections_keep_the_other_defaults() {
-        let h: Healthchecks =
-            serde_json::from_str(r#"{"passive":{"unhealthy":{"tcp_failures":2,"http_failures":3}},"active":{"healthy":{"interval":0.5}}}"#)
-                .unwrap();
+        let h: Healthchecks = serde_json::from_str(
+            r#"{"passive":{"unhealthy":{"tcp_failures":2,"http_failures":3}},"active":{"healthy":{"interval":0.5}}}"#,
+        )
+        .unwrap();
         assert_eq!(h.passive.unhealthy.tcp_failures, 2);
         assert_eq!(h.passive.unhealthy.http_statuses, [429, 500, 503]);
         assert_eq!(h.active.healthy.interval, Duration::from_millis(500));
@@ -269,7 +270,15 @@ mod tests {
         let mut errors = Errors::default();
         h.validate("h", &mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["h.threshold", "h.active.http_path", "h.active.unhealthy.http_statuses[0]", "h.passive.unhealthy.timeouts"]);
+        assert_eq!(
+            paths,
+            [
+                "h.threshold",
+                "h.active.http_path",
+                "h.active.unhealthy.http_statuses[0]",
+                "h.passive.unhealthy.timeouts"
+            ]
+        );
         assert!(serde_json::from_str::<Healthchecks>(r#"{"active":{"timeout":-1}}"#).is_err());
     }
 }

@@ -16,9 +16,7 @@ pub use healthchecks::{
     ActiveCheck, ActiveHealthy, ActiveUnhealthy, CheckType, Healthchecks, PassiveCheck, PassiveHealthy,
     PassiveUnhealthy,
 };
-pub use plugins::{
-    CacheStrategy, LimitBy, Plugins, ProxyCache, RateLimitPolicy, RateLimiting, RateLimitWindow,
-};
+pub use plugins::{CacheStrategy, LimitBy, Plugins, ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting};
 pub use route::Route;
 pub use service::{Service, ServiceUrl};
 pub use upstream::{Algorithm, HashOn, Target, Upstream};

@@ -155,7 +155,10 @@ impl RateLimiting {
         for pair in limits.windows(2) {
             let ((short, _, a), (long, _, b)) = (pair[0], pair[1]);
             if b < a {
-                errors.push(format!("{path}.{long}"), format!("the limit for {long} ({b}) is lower than for {short} ({a})"));
+                errors.push(
+                    format!("{path}.{long}"),
+                    format!("the limit for {long} ({b}) is lower than for {short} ({a})"),
+                );
             }
         }
         if self.limit_by == LimitBy::Header && self.header_name.as_deref().is_none_or(str::is_empty) {

@@ -56,9 +56,7 @@ pub struct ServiceUrl {
 impl ServiceUrl {
     /// Parses `http://host[:port][/path]`.
     pub fn parse(url: &str) -> Result<ServiceUrl, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} must start with http://"))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
             Some(_) => return Err(format!("{url:?} may not carry a query or fragment")),
@@ -175,8 +173,7 @@ mod tests {
 
     #[test]
     fn validation_reports_every_field() {
-        let s: Service =
-            serde_json::from_str(r#"{"name":"a b","url":"ftp://x","connect_timeout":0}"#).unwrap();
+        let s: Service = serde_json::from_str(r#"{"name":"a b","url":"ftp://x","connect_timeout":0}"#).unwrap();
         let mut errors = Errors::default();
         s.validate("services/a b", &mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();

@@ -107,7 +107,12 @@ impl Upstream {
         if !(10..=65_536).contains(&self.slots) {
             errors.push(format!("{path}.slots"), "must be 10 to 65536");
         }
-        let needs = |on: HashOn, prefix: &str, header: &Option<String>, cookie: &Option<String>, arg: &Option<String>, errors: &mut Errors| {
+        let needs = |on: HashOn,
+                     prefix: &str,
+                     header: &Option<String>,
+                     cookie: &Option<String>,
+                     arg: &Option<String>,
+                     errors: &mut Errors| {
             let (field, value) = match on {
                 HashOn::Header => ("header", header),
                 HashOn::Cookie => ("cookie", cookie),

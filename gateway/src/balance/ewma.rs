@@ -163,8 +163,7 @@ impl PeakEwma {
         }
         self.scratch.clear();
         let weights = &self.weights;
-        self.scratch
-            .extend((0..n).filter(|&i| eligible(weights[i], i, pick)));
+        self.scratch.extend((0..n).filter(|&i| eligible(weights[i], i, pick)));
         match self.scratch.len() {
             0 => None,
             1 => Some((self.scratch[0], None)),
@@ -195,25 +194,15 @@ mod tests {
     use super::*;
 
     fn balancer(weights: &[u32], seed: u64) -> PeakEwma {
-        let keys: Vec<String> = (0..weights.len())
-            .map(|i| format!("10.0.0.{i}:80"))
-            .collect();
-        let targets: Vec<TargetSpec<'_>> = keys
-            .iter()
-            .zip(weights)
-            .map(|(key, &weight)| TargetSpec { key, weight })
-            .collect();
+        let keys: Vec<String> = (0..weights.len()).map(|i| format!("10.0.0.{i}:80")).collect();
+        let targets: Vec<TargetSpec<'_>> =
+            keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect();
         PeakEwma::new(&targets, seed)
     }
 
     /// Picks `n` times, 1 ms apart, each request finishing at once with
     /// `latency(target)`; returns the picks.
-    fn run(
-        b: &mut PeakEwma,
-        start: Instant,
-        n: u64,
-        latency: impl Fn(usize) -> Duration,
-    ) -> Vec<usize> {
+    fn run(b: &mut PeakEwma, start: Instant, n: u64, latency: impl Fn(usize) -> Duration) -> Vec<usize> {
         (0..n)
             .map(|k| {
                 let now = start + Duration::from_millis(k);
@@ -241,10 +230,7 @@ mod tests {
         b.finish(0, Some(Duration::from_millis(1)), now);
         b.finish(1, Some(Duration::from_millis(10)), now);
         let only_0 = |i: usize| i != 0;
-        let on_0 = Pick {
-            skip: &only_0,
-            ..Pick::new(now)
-        };
+        let on_0 = Pick { skip: &only_0, ..Pick::new(now) };
         for _ in 0..5 {
             assert_eq!(b.pick(&on_0), Some(0));
         }
@@ -262,17 +248,11 @@ mod tests {
     fn skip_and_weight_zero_are_respected() {
         let mut b = balancer(&[1, 0, 1, 0], 9);
         let skip = |i: usize| i == 2;
-        let pick = Pick {
-            skip: &skip,
-            ..Pick::new(Instant::now())
-        };
+        let pick = Pick { skip: &skip, ..Pick::new(Instant::now()) };
         for _ in 0..50 {
             assert_eq!(b.pick(&pick), Some(0));
         }
-        let pick = Pick {
-            skip: &|_| true,
-            ..pick
-        };
+        let pick = Pick { skip: &|_| true, ..pick };
         assert_eq!(b.pick(&pick), None);
         let seen = run(&mut b, Instant::now(), 200, |_| Duration::from_millis(1));
         assert!(seen.iter().all(|&i| i == 0 || i == 2));
@@ -303,11 +283,7 @@ mod tests {
         let ms = b.estimate(0, t1).expect("observed").as_secs_f64() * 1e3;
         assert!((ms - 43.1).abs() < 0.1, "{ms}");
         // Unobserved, the estimate decays towards zero.
-        let ms = b
-            .estimate(0, t1 + PeakEwma::DECAY)
-            .expect("observed")
-            .as_secs_f64()
-            * 1e3;
+        let ms = b.estimate(0, t1 + PeakEwma::DECAY).expect("observed").as_secs_f64() * 1e3;
         assert!((ms - 43.1 / std::f64::consts::E).abs() < 0.1, "{ms}");
     }
 

@@ -49,9 +49,7 @@ impl LeastConnections {
             let weight = u64::from(weight);
             // load_i / weight_i < load_b / weight_b, cross-multiplied. Each
             // product is at most 2^32 * (2^32 - 1) < 2^64, so u64 suffices.
-            if best
-                .is_none_or(|(_, best_load, best_weight)| load * best_weight < best_load * weight)
-            {
+            if best.is_none_or(|(_, best_load, best_weight)| load * best_weight < best_load * weight) {
                 best = Some((i, load, weight));
             }
         }
@@ -89,14 +87,9 @@ mod tests {
     use std::time::Instant;
 
     fn balancer(weights: &[u32]) -> LeastConnections {
-        let keys: Vec<String> = (0..weights.len())
-            .map(|i| format!("10.0.0.{i}:80"))
-            .collect();
-        let targets: Vec<TargetSpec<'_>> = keys
-            .iter()
-            .zip(weights)
-            .map(|(key, &weight)| TargetSpec { key, weight })
-            .collect();
+        let keys: Vec<String> = (0..weights.len()).map(|i| format!("10.0.0.{i}:80")).collect();
+        let targets: Vec<TargetSpec<'_>> =
+            keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect();
         LeastConnections::new(&targets)
     }
 
@@ -143,17 +136,11 @@ mod tests {
     fn skip_and_weight_zero_are_respected() {
         let mut b = balancer(&[1, 0, 1]);
         let skip = |i: usize| i == 2;
-        let pick = Pick {
-            skip: &skip,
-            ..Pick::new(Instant::now())
-        };
+        let pick = Pick { skip: &skip, ..Pick::new(Instant::now()) };
         for _ in 0..5 {
             assert_eq!(b.pick(&pick), Some(0));
         }
-        let pick = Pick {
-            skip: &|_| true,
-            ..pick
-        };
+        let pick = Pick { skip: &|_| true, ..pick };
         assert_eq!(b.pick(&pick), None);
     }
 

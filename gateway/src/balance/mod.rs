@@ -66,20 +66,13 @@ pub struct Pick<'a> {
 impl Pick<'static> {
     /// A pick at `now` with no hash key that skips nothing.
     pub fn new(now: Instant) -> Self {
-        Pick {
-            hash_key: None,
-            now,
-            skip: &skip_nothing,
-        }
+        Pick { hash_key: None, now, skip: &skip_nothing }
     }
 }
 
 impl std::fmt::Debug for Pick<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pick")
-            .field("hash_key", &self.hash_key)
-            .field("now", &self.now)
-            .finish_non_exhaustive()
+        f.debug_struct("Pick").field("hash_key", &self.hash_key).field("now", &self.now).finish_non_exhaustive()
     }
 }
 
@@ -142,12 +135,8 @@ impl Balancer {
     pub fn new(algorithm: Algorithm, targets: &[TargetSpec<'_>], slots: u32, seed: u64) -> Self {
         match algorithm {
             Algorithm::RoundRobin => Balancer::RoundRobin(SmoothWeighted::new(targets)),
-            Algorithm::LeastConnections => {
-                Balancer::LeastConnections(LeastConnections::new(targets))
-            }
-            Algorithm::ConsistentHashing => {
-                Balancer::ConsistentHashing(HashRing::new(targets, slots))
-            }
+            Algorithm::LeastConnections => Balancer::LeastConnections(LeastConnections::new(targets)),
+            Algorithm::ConsistentHashing => Balancer::ConsistentHashing(HashRing::new(targets, slots)),
             Algorithm::Latency => Balancer::Latency(PeakEwma::new(targets, seed)),
         }
     }
@@ -218,31 +207,15 @@ impl Balancer {
 mod tests {
     use super::*;
 
-    const ALL: [Algorithm; 4] = [
-        Algorithm::RoundRobin,
-        Algorithm::LeastConnections,
-        Algorithm::ConsistentHashing,
-        Algorithm::Latency,
-    ];
+    const ALL: [Algorithm; 4] =
+        [Algorithm::RoundRobin, Algorithm::LeastConnections, Algorithm::ConsistentHashing, Algorithm::Latency];
 
     fn targets() -> Vec<TargetSpec<'static>> {
         vec![
-            TargetSpec {
-                key: "10.0.0.1:80",
-                weight: 1,
-            },
-            TargetSpec {
-                key: "10.0.0.2:80",
-                weight: 2,
-            },
-            TargetSpec {
-                key: "10.0.0.3:80",
-                weight: 0,
-            },
-            TargetSpec {
-                key: "10.0.0.4:80",
-                weight: 3,
-            },
+            TargetSpec { key: "10.0.0.1:80", weight: 1 },
+            TargetSpec { key: "10.0.0.2:80", weight: 2 },
+            TargetSpec { key: "10.0.0.3:80", weight: 0 },
+            TargetSpec { key: "10.0.0.4:80", weight: 3 },
         ]
     }
 
@@ -251,15 +224,9 @@ mod tests {
         let now = Instant::now();
         for algorithm in ALL {
             let mut b = Balancer::new(algorithm, &targets(), 100, 1);
-            let pick = Pick {
-                skip: &|_| true,
-                ..Pick::new(now)
-            };
+            let pick = Pick { skip: &|_| true, ..Pick::new(now) };
             assert_eq!(b.pick(&pick), None, "{algorithm:?}");
-            let pick = Pick {
-                hash_key: Some(42),
-                ..pick
-            };
+            let pick = Pick { hash_key: Some(42), ..pick };
             assert_eq!(b.pick(&pick), None, "{algorithm:?}");
             assert!((0..b.len()).all(|i| b.in_flight(i) == 0));
         }
@@ -285,10 +252,7 @@ mod tests {
             assert_eq!(b.len(), 4);
             let mut picked = Vec::new();
             for k in 0..60u64 {
-                let pick = Pick {
-                    hash_key: Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                    ..Pick::new(now)
-                };
+                let pick = Pick { hash_key: Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)), ..Pick::new(now) };
                 let i = b.pick(&pick).expect("eligible targets exist");
                 assert_ne!(i, 2, "{algorithm:?} chose a weight-0 target");
                 picked.push(i);

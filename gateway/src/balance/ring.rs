@@ -61,14 +61,7 @@ impl HashRing {
             .iter()
             .enumerate()
             .filter(|(_, t)| t.weight > 0)
-            .map(|(i, t)| {
-                (
-                    i as u32,
-                    xxh3_64(t.key.as_bytes()),
-                    f64::from(t.weight),
-                    t.key,
-                )
-            })
+            .map(|(i, t)| (i as u32, xxh3_64(t.key.as_bytes()), f64::from(t.weight), t.key))
             .collect();
         let owners = if active.is_empty() {
             Vec::new()
@@ -113,11 +106,7 @@ impl HashRing {
         let start = (key % n as u64) as usize;
         let mut checked = false;
         for step in 0..n {
-            let slot = if start + step >= n {
-                start + step - n
-            } else {
-                start + step
-            };
+            let slot = if start + step >= n { start + step - n } else { start + step };
             let owner = self.owners[slot] as usize;
             if !(pick.skip)(owner) {
                 self.in_flight.start(owner);
@@ -126,11 +115,7 @@ impl HashRing {
             // After as many skipped slots as there are owners, make sure the
             // walk can end at all before going round the whole ring.
             if !checked && step >= self.active {
-                let any = self
-                    .weights
-                    .iter()
-                    .enumerate()
-                    .any(|(i, &w)| eligible(w, i, pick));
+                let any = self.weights.iter().enumerate().any(|(i, &w)| eligible(w, i, pick));
                 if !any {
                     return None;
                 }
@@ -195,17 +180,12 @@ mod tests {
     use std::time::Instant;
 
     fn specs(targets: &[(&'static str, u32)]) -> Vec<TargetSpec<'static>> {
-        targets
-            .iter()
-            .map(|&(key, weight)| TargetSpec { key, weight })
-            .collect()
+        targets.iter().map(|&(key, weight)| TargetSpec { key, weight }).collect()
     }
 
     /// Slot owners by key, so rings over differently ordered targets compare.
     fn owner_keys(ring: &HashRing, targets: &[TargetSpec<'static>]) -> Vec<&'static str> {
-        (0..ring.slots())
-            .map(|s| targets[ring.owner(s).expect("owned")].key)
-            .collect()
+        (0..ring.slots()).map(|s| targets[ring.owner(s).expect("owned")].key).collect()
     }
 
     fn keys(n: usize) -> Vec<u64> {
@@ -214,11 +194,7 @@ mod tests {
     }
 
     fn route(ring: &mut HashRing, key: u64, skip: &dyn Fn(usize) -> bool) -> Option<usize> {
-        let pick = Pick {
-            hash_key: Some(key),
-            skip,
-            ..Pick::new(Instant::now())
-        };
+        let pick = Pick { hash_key: Some(key), skip, ..Pick::new(Instant::now()) };
         let i = ring.pick(&pick);
         if let Some(i) = i {
             ring.finish(i);
@@ -226,11 +202,7 @@ mod tests {
         i
     }
 
-    const ABC: [(&str, u32); 3] = [
-        ("10.0.0.1:80", 100),
-        ("10.0.0.2:80", 100),
-        ("10.0.0.3:80", 100),
-    ];
+    const ABC: [(&str, u32); 3] = [("10.0.0.1:80", 100), ("10.0.0.2:80", 100), ("10.0.0.3:80", 100)];
 
     #[test]
     fn spread_follows_weights() {
@@ -252,19 +224,13 @@ mod tests {
     fn adding_a_target_moves_about_its_share_to_it() {
         let three = specs(&ABC);
         let mut four = three.clone();
-        four.push(TargetSpec {
-            key: "10.0.0.4:80",
-            weight: 100,
-        });
+        four.push(TargetSpec { key: "10.0.0.4:80", weight: 100 });
         let mut before = HashRing::new(&three, HashRing::DEFAULT_SLOTS);
         let mut after = HashRing::new(&four, HashRing::DEFAULT_SLOTS);
         let mut moved = 0;
         let keys = keys(100_000);
         for &key in &keys {
-            let (b, a) = (
-                route(&mut before, key, &|_| false),
-                route(&mut after, key, &|_| false),
-            );
+            let (b, a) = (route(&mut before, key, &|_| false), route(&mut after, key, &|_| false));
             if a != b {
                 moved += 1;
                 assert_eq!(a, Some(3), "a key moved between old targets");
@@ -293,13 +259,7 @@ mod tests {
 
     #[test]
     fn order_of_targets_does_not_change_the_ring() {
-        let one = specs(&[
-            ("a:80", 1),
-            ("b:80", 2),
-            ("c:80", 3),
-            ("d:80", 0),
-            ("e:80", 5),
-        ]);
+        let one = specs(&[("a:80", 1), ("b:80", 2), ("c:80", 3), ("d:80", 0), ("e:80", 5)]);
         let mut other = one.clone();
         other.reverse();
         other.swap(0, 2);
@@ -341,15 +301,9 @@ mod tests {
         }
         // One pass over the ring: exactly the slot ownership.
         for (t, &count) in counts.iter().enumerate() {
-            assert_eq!(
-                count,
-                (0..1000).filter(|&s| ring.owner(s) == Some(t)).count()
-            );
+            assert_eq!(count, (0..1000).filter(|&s| ring.owner(s) == Some(t)).count());
         }
-        assert!(
-            (200..300).contains(&counts[0]) && (400..600).contains(&counts[2]),
-            "{counts:?}"
-        );
+        assert!((200..300).contains(&counts[0]) && (400..600).contains(&counts[2]), "{counts:?}");
     }
 
     #[test]

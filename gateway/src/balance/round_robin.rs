@@ -82,14 +82,9 @@ mod tests {
     use std::time::Instant;
 
     fn balancer(weights: &[u32]) -> SmoothWeighted {
-        let keys: Vec<String> = (0..weights.len())
-            .map(|i| format!("10.0.0.{i}:80"))
-            .collect();
-        let targets: Vec<TargetSpec<'_>> = keys
-            .iter()
-            .zip(weights)
-            .map(|(key, &weight)| TargetSpec { key, weight })
-            .collect();
+        let keys: Vec<String> = (0..weights.len()).map(|i| format!("10.0.0.{i}:80")).collect();
+        let targets: Vec<TargetSpec<'_>> =
+            keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect();
         SmoothWeighted::new(&targets)
     }
 
@@ -129,10 +124,7 @@ mod tests {
     fn skipped_target_is_excluded() {
         let mut b = balancer(&[1, 1, 1]);
         let skip = |i: usize| i == 1;
-        let pick = Pick {
-            skip: &skip,
-            ..Pick::new(Instant::now())
-        };
+        let pick = Pick { skip: &skip, ..Pick::new(Instant::now()) };
         let seq = picks(&mut b, &pick, 10);
         assert!(seq.iter().all(|&i| i == Some(0) || i == Some(2)), "{seq:?}");
         assert_eq!(seq.iter().filter(|&&i| i == Some(0)).count(), 5);
@@ -149,10 +141,7 @@ mod tests {
     #[test]
     fn all_skipped_gives_none() {
         let mut b = balancer(&[1, 2, 3]);
-        let pick = Pick {
-            skip: &|_| true,
-            ..Pick::new(Instant::now())
-        };
+        let pick = Pick { skip: &|_| true, ..Pick::new(Instant::now()) };
         assert_eq!(b.pick(&pick), None);
         let mut zero = balancer(&[0, 0]);
         assert_eq!(zero.pick(&Pick::new(Instant::now())), None);

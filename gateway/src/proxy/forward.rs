@@ -108,7 +108,15 @@ pub async fn forward(attempt: Attempt<'_>) -> Result<Outcome, ProxyError> {
         match wait_for_head(head, &mut body_sent, service.read_timeout).await {
             Ok(Ok(response)) => {
                 let upstream_latency = sent_at.elapsed();
-                return Ok(respond(response, chosen, sender, attempt.pool, upstream_latency, sent_at, service.read_timeout));
+                return Ok(respond(
+                    response,
+                    chosen,
+                    sender,
+                    attempt.pool,
+                    upstream_latency,
+                    sent_at,
+                    service.read_timeout,
+                ));
             }
             Ok(Err(mut e)) => {
                 chosen.failed();

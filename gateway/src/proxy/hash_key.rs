@@ -89,7 +89,9 @@ mod tests {
 
     #[test]
     fn cookies_ip_and_path() {
-        let u = upstream(serde_json::json!({"name": "u", "algorithm": "consistent-hashing", "hash_on": "cookie", "hash_on_cookie": "sid", "hash_fallback": "ip"}));
+        let u = upstream(
+            serde_json::json!({"name": "u", "algorithm": "consistent-hashing", "hash_on": "cookie", "hash_on_cookie": "sid", "hash_fallback": "ip"}),
+        );
         assert_eq!(hash_key(&u, &parts("/", &[("cookie", "a=1; sid=xyz")]), &CLIENT), Some(xxh3_64(b"xyz")));
         assert_eq!(hash_key(&u, &parts("/", &[]), &CLIENT), Some(xxh3_64(&[10, 1, 2, 3])));
         let p = upstream(serde_json::json!({"name": "u", "algorithm": "consistent-hashing", "hash_on": "path"}));

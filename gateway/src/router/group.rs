@@ -70,11 +70,7 @@ impl Group {
     /// The first candidate for `path` that `accept` takes, in precedence
     /// order, with the number of path bytes its path matched.
     #[inline]
-    pub(crate) fn find(
-        &self,
-        path: &str,
-        mut accept: impl FnMut(u32) -> bool,
-    ) -> Option<(u32, usize)> {
+    pub(crate) fn find(&self, path: &str, mut accept: impl FnMut(u32) -> bool) -> Option<(u32, usize)> {
         if !self.prefixes.is_empty() {
             for (len, cands) in self.prefixes.matches(path.as_bytes()) {
                 if let Some(&route) = cands.iter().find(|&&r| accept(r)) {
@@ -82,11 +78,7 @@ impl Group {
                 }
             }
         }
-        if let Some(found) = self
-            .regexes
-            .as_ref()
-            .and_then(|re| re.find(path, &mut accept))
-        {
+        if let Some(found) = self.regexes.as_ref().and_then(|re| re.find(path, &mut accept)) {
             return Some(found);
         }
         self.no_path.iter().find(|&&r| accept(r)).map(|&r| (r, 0))

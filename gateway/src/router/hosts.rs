@@ -24,9 +24,7 @@ pub(crate) enum HostPattern {
 pub(crate) fn parse_host(host: &str) -> Option<HostPattern> {
     let host = host.to_ascii_lowercase();
     match host.strip_prefix("*.") {
-        Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
-            Some(HostPattern::Wildcard(suffix.to_owned()))
-        }
+        Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => Some(HostPattern::Wildcard(suffix.to_owned())),
         None if !host.is_empty() && !host.contains('*') => Some(HostPattern::Exact(host)),
         _ => None,
     }
@@ -56,10 +54,7 @@ pub(crate) struct HostScratch {
 impl HostScratch {
     /// Empty scratch space; does not allocate.
     pub(crate) fn new() -> Self {
-        HostScratch {
-            buf: [0; HOST_BUF],
-            heap: Vec::new(),
-        }
+        HostScratch { buf: [0; HOST_BUF], heap: Vec::new() }
     }
 }
 
@@ -99,17 +94,10 @@ impl<G> HostIndex<G> {
     /// wildcard suffixes.
     pub(crate) fn new(exact: HashMap<String, G>, wildcard: HashMap<String, G>, any: G) -> Self {
         fn into_bytes<G>(m: HashMap<String, G>) -> HashMap<Box<[u8]>, G> {
-            m.into_iter()
-                .map(|(k, g)| (k.into_bytes().into_boxed_slice(), g))
-                .collect()
+            m.into_iter().map(|(k, g)| (k.into_bytes().into_boxed_slice(), g)).collect()
         }
         let longest_suffix = wildcard.keys().map(String::len).max().unwrap_or(0);
-        HostIndex {
-            exact: into_bytes(exact),
-            wildcard: into_bytes(wildcard),
-            longest_suffix,
-            any,
-        }
+        HostIndex { exact: into_bytes(exact), wildcard: into_bytes(wildcard), longest_suffix, any }
     }
 
     /// The groups to search for a normalised request host, in precedence
@@ -118,11 +106,7 @@ impl<G> HostIndex<G> {
         HostGroups {
             index: self,
             host: host.unwrap_or_default(),
-            stage: if host.is_some() {
-                Stage::Exact
-            } else {
-                Stage::Any
-            },
+            stage: if host.is_some() { Stage::Exact } else { Stage::Any },
             dot: 0,
         }
     }
@@ -199,14 +183,8 @@ mod tests {
 
     #[test]
     fn host_patterns_parse() {
-        assert_eq!(
-            parse_host("API.example.com"),
-            Some(HostPattern::Exact("api.example.com".into()))
-        );
-        assert_eq!(
-            parse_host("*.Example.com"),
-            Some(HostPattern::Wildcard("example.com".into()))
-        );
+        assert_eq!(parse_host("API.example.com"), Some(HostPattern::Exact("api.example.com".into())));
+        assert_eq!(parse_host("*.Example.com"), Some(HostPattern::Wildcard("example.com".into())));
         assert_eq!(parse_host("*."), None);
         assert_eq!(parse_host(""), None);
         assert_eq!(parse_host("a.*.com"), None);
@@ -216,35 +194,21 @@ mod tests {
     #[test]
     fn request_hosts_normalize() {
         let mut s = HostScratch::new();
-        assert_eq!(
-            normalize("api.example.com:8443", &mut s),
-            b"api.example.com"
-        );
+        assert_eq!(normalize("api.example.com:8443", &mut s), b"api.example.com");
         assert_eq!(normalize("API.Example.COM", &mut s), b"api.example.com");
         assert_eq!(normalize("[::1]:80", &mut s), b"[::1]");
         assert_eq!(normalize("::1", &mut s), b"::1");
         let long = format!("{}.COM", "A".repeat(300));
-        assert_eq!(
-            normalize(&long, &mut s),
-            long.to_ascii_lowercase().as_bytes()
-        );
+        assert_eq!(normalize(&long, &mut s), long.to_ascii_lowercase().as_bytes());
     }
 
     #[test]
     fn host_groups_in_order() {
         let exact = HashMap::from([("a.b.example.com".to_owned(), 1)]);
-        let wildcard = HashMap::from([
-            ("example.com".to_owned(), 2),
-            ("b.example.com".to_owned(), 3),
-            ("com".to_owned(), 4),
-        ]);
+        let wildcard =
+            HashMap::from([("example.com".to_owned(), 2), ("b.example.com".to_owned(), 3), ("com".to_owned(), 4)]);
         let index = HostIndex::new(exact, wildcard, 5);
-        let order = |h: Option<&str>| {
-            index
-                .groups(h.map(str::as_bytes))
-                .copied()
-                .collect::<Vec<_>>()
-        };
+        let order = |h: Option<&str>| index.groups(h.map(str::as_bytes)).copied().collect::<Vec<_>>();
         assert_eq!(order(Some("a.b.example.com")), vec![1, 3, 2, 4, 5]);
         assert_eq!(order(Some("x.a.b.example.com")), vec![3, 2, 4, 5]);
         assert_eq!(order(Some("example.com")), vec![4, 5]);

@@ -42,28 +42,15 @@ impl Conditions {
             .iter()
             .map(|(name, values)| HeaderRule {
                 name: name.clone(),
-                values: values
-                    .iter()
-                    .map(|v| v.to_ascii_lowercase().into_bytes().into_boxed_slice())
-                    .collect(),
+                values: values.iter().map(|v| v.to_ascii_lowercase().into_bytes().into_boxed_slice()).collect(),
             })
             .collect();
-        Conditions {
-            id: spec.id,
-            pos,
-            methods: spec.methods.clone().into_boxed_slice(),
-            headers,
-        }
+        Conditions { id: spec.id, pos, methods: spec.methods.clone().into_boxed_slice(), headers }
     }
 
     /// The rule-3 ordering key of this route.
     pub(crate) fn tie_key(&self) -> TieKey {
-        (
-            Reverse(self.headers.len()),
-            Reverse(!self.methods.is_empty()),
-            self.id,
-            self.pos,
-        )
+        (Reverse(self.headers.len()), Reverse(!self.methods.is_empty()), self.id, self.pos)
     }
 
     /// Whether the request's method and headers satisfy this route.
@@ -84,9 +71,7 @@ impl HeaderRule {
         }
         present.any(|value| {
             let value = value.as_bytes();
-            self.values
-                .iter()
-                .any(|want| want.eq_ignore_ascii_case(value))
+            self.values.iter().any(|want| want.eq_ignore_ascii_case(value))
         })
     }
 }

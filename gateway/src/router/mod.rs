@@ -132,11 +132,7 @@ impl Router {
             return Err(RouterError::TooLarge);
         }
 
-        let table: Vec<Conditions> = routes
-            .iter()
-            .enumerate()
-            .map(|(pos, spec)| Conditions::new(spec, pos))
-            .collect();
+        let table: Vec<Conditions> = routes.iter().enumerate().map(|(pos, spec)| Conditions::new(spec, pos)).collect();
         let mut exact: HashMap<String, GroupBuilder<'_>> = HashMap::new();
         let mut wildcard: HashMap<String, GroupBuilder<'_>> = HashMap::new();
         let mut any = GroupBuilder::default();
@@ -145,10 +141,8 @@ impl Router {
             let route = pos as u32; // < u32::MAX, checked above
             let mut keys = Vec::with_capacity(spec.hosts.len());
             for host in &spec.hosts {
-                let key = hosts::parse_host(host).ok_or_else(|| RouterError::InvalidHost {
-                    route: spec.id,
-                    host: host.clone(),
-                })?;
+                let key = hosts::parse_host(host)
+                    .ok_or_else(|| RouterError::InvalidHost { route: spec.id, host: host.clone() })?;
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
@@ -167,37 +161,23 @@ impl Router {
         }
 
         let build_all = |m: HashMap<String, GroupBuilder<'_>>| {
-            m.into_iter()
-                .map(|(k, g)| Ok((k, g.build(&table)?)))
-                .collect::<Result<HashMap<_, _>, RouterError>>()
+            m.into_iter().map(|(k, g)| Ok((k, g.build(&table)?))).collect::<Result<HashMap<_, _>, RouterError>>()
         };
         let exact = build_all(exact)?;
         let wildcard = build_all(wildcard)?;
         let any = any.build(&table)?;
-        Ok(Router {
-            routes: table,
-            hosts: HostIndex::new(exact, wildcard, any),
-        })
+        Ok(Router { routes: table, hosts: HostIndex::new(exact, wildcard, any) })
     }
 
     /// Finds the route for a request. `host` is the Host header or
     /// `:authority` (any `:port` suffix is ignored, comparison is
     /// case-insensitive), `None` when absent.
-    pub fn find(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Option<Match> {
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method, headers: &HeaderMap) -> Option<Match> {
         let mut scratch = HostScratch::new();
         let host = host.map(|h| hosts::normalize(h, &mut scratch));
         let accept = |r: u32| self.routes[r as usize].accepts(method, headers);
         self.hosts.groups(host).find_map(|group| {
-            group.find(path, accept).map(|(r, matched_len)| Match {
-                route: self.routes[r as usize].id,
-                matched_len,
-            })
+            group.find(path, accept).map(|(r, matched_len)| Match { route: self.routes[r as usize].id, matched_len })
         })
     }
 
@@ -223,23 +203,16 @@ fn compile_paths(spec: &RouteSpec, route: u32) -> Result<Vec<PathSpec<'_>>, Rout
     spec.paths
         .iter()
         .map(|path| match path.strip_prefix('~') {
-            Some(pattern) => Ok(PathSpec::Regex(RegexEntry {
-                pattern,
-                regex: regex_paths::compile(pattern, spec.id)?,
-                route,
-            })),
+            Some(pattern) => {
+                Ok(PathSpec::Regex(RegexEntry { pattern, regex: regex_paths::compile(pattern, spec.id)?, route }))
+            }
             None => Ok(PathSpec::Prefix(path)),
         })
         .collect()
 }
 
 /// Adds route number `route`, with its compiled `paths`, to `group`.
-fn add_route<'a>(
-    group: &mut GroupBuilder<'a>,
-    spec: &RouteSpec,
-    route: u32,
-    paths: &[PathSpec<'a>],
-) {
+fn add_route<'a>(group: &mut GroupBuilder<'a>, spec: &RouteSpec, route: u32, paths: &[PathSpec<'a>]) {
     if paths.is_empty() {
         group.no_path(route);
     }

@@ -105,11 +105,7 @@ impl PrefixTrie {
             node.fallback = fallback;
             node.first_child = first_child;
             node.child_count = to_u32(src.children.len());
-            let child_fallback = if src.cands.is_empty() {
-                fallback
-            } else {
-                to_u32(f)
-            };
+            let child_fallback = if src.cands.is_empty() { fallback } else { to_u32(f) };
             for (&byte, &child) in &src.children {
                 let label_start = to_u32(trie.labels.len());
                 trie.labels.push(byte);
@@ -147,10 +143,7 @@ impl PrefixTrie {
     /// The prefixes of `path` held by the trie, longest first, each as
     /// `(prefix length, candidates in precedence order)`.
     pub(crate) fn matches<'t>(&'t self, path: &[u8]) -> PrefixMatches<'t> {
-        PrefixMatches {
-            trie: self,
-            next: self.deepest(path),
-        }
+        PrefixMatches { trie: self, next: self.deepest(path) }
     }
 
     /// The deepest node with candidates whose prefix starts `path`.
@@ -212,30 +205,16 @@ mod tests {
     use super::*;
 
     fn walk(trie: &PrefixTrie, path: &str) -> Vec<(usize, Vec<u32>)> {
-        trie.matches(path.as_bytes())
-            .map(|(len, c)| (len, c.to_vec()))
-            .collect()
+        trie.matches(path.as_bytes()).map(|(len, c)| (len, c.to_vec())).collect()
     }
 
     #[test]
     fn trie_yields_longest_prefix_first() {
-        let entries: [(&[u8], u32); 6] = [
-            (b"/orders", 1),
-            (b"/orders/items", 2),
-            (b"/", 3),
-            (b"/ord", 4),
-            (b"/orders", 5),
-            (b"/users", 6),
-        ];
+        let entries: [(&[u8], u32); 6] =
+            [(b"/orders", 1), (b"/orders/items", 2), (b"/", 3), (b"/ord", 4), (b"/orders", 5), (b"/users", 6)];
         let trie = PrefixTrie::build(entries);
-        assert_eq!(
-            walk(&trie, "/orders/items/9"),
-            vec![(13, vec![2]), (7, vec![1, 5]), (4, vec![4]), (1, vec![3])]
-        );
-        assert_eq!(
-            walk(&trie, "/ordersx"),
-            vec![(7, vec![1, 5]), (4, vec![4]), (1, vec![3])]
-        );
+        assert_eq!(walk(&trie, "/orders/items/9"), vec![(13, vec![2]), (7, vec![1, 5]), (4, vec![4]), (1, vec![3])]);
+        assert_eq!(walk(&trie, "/ordersx"), vec![(7, vec![1, 5]), (4, vec![4]), (1, vec![3])]);
         assert_eq!(walk(&trie, "/orde"), vec![(4, vec![4]), (1, vec![3])]);
         assert_eq!(walk(&trie, "/u"), vec![(1, vec![3])]);
         assert_eq!(walk(&trie, "x"), vec![]);

@@ -25,11 +25,7 @@ impl<'a> Naive<'a> {
                     .iter()
                     .map(|p| {
                         p.strip_prefix('~').map(|pat| {
-                            let pat = if pat.starts_with('^') {
-                                pat.to_string()
-                            } else {
-                                format!("^{pat}")
-                            };
+                            let pat = if pat.starts_with('^') { pat.to_string() } else { format!("^{pat}") };
                             Regex::new(&pat).unwrap()
                         })
                     })
@@ -41,27 +37,11 @@ impl<'a> Naive<'a> {
 }
 
 /// Sort key of one way a route matches; smaller is better.
-type NaiveKey = (
-    u8,
-    Reverse<usize>,
-    u8,
-    i64,
-    Reverse<usize>,
-    Reverse<bool>,
-    usize,
-    usize,
-    usize,
-);
+type NaiveKey = (u8, Reverse<usize>, u8, i64, Reverse<usize>, Reverse<bool>, usize, usize, usize);
 
 /// Applies the precedence rules by listing every way every route matches
 /// and taking the smallest key among those whose conditions hold.
-fn find_naive(
-    n: &Naive<'_>,
-    host: Option<&str>,
-    path: &str,
-    method: &Method,
-    hm: &HeaderMap,
-) -> Option<Match> {
+fn find_naive(n: &Naive<'_>, host: Option<&str>, path: &str, method: &Method, hm: &HeaderMap) -> Option<Match> {
     let host = host.map(|h| h.split(':').next().unwrap().to_lowercase());
     let mut best: Option<(NaiveKey, Match)> = None;
     for (pos, r) in n.routes.iter().enumerate() {
@@ -91,12 +71,7 @@ fn find_naive(
                 }
             }
         }
-        let tie = (
-            Reverse(r.headers.len()),
-            Reverse(!r.methods.is_empty()),
-            r.id,
-            pos,
-        );
+        let tie = (Reverse(r.headers.len()), Reverse(!r.methods.is_empty()), r.id, pos);
         let mut path_ranks = Vec::new();
         if r.paths.is_empty() {
             path_ranks.push(((2u8, 0i64, tie, 0usize), 0usize));
@@ -119,13 +94,7 @@ fn find_naive(
             for &((class, rank, (a, b, c, d), i), len) in &path_ranks {
                 let key = (h, hl, class, rank, a, b, c, d, i);
                 if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                    best = Some((
-                        key,
-                        Match {
-                            route: r.id,
-                            matched_len: len,
-                        },
-                    ));
+                    best = Some((key, Match { route: r.id, matched_len: len }));
                 }
             }
         }
@@ -133,20 +102,8 @@ fn find_naive(
     best.map(|(_, m)| m)
 }
 
-const EXACT_HOSTS: &[&str] = &[
-    "a.example.com",
-    "b.example.com",
-    "x.a.example.com",
-    "api.test.org",
-    "API.Test.ORG",
-];
-const WILD_HOSTS: &[&str] = &[
-    "*.example.com",
-    "*.a.example.com",
-    "*.test.org",
-    "*.x.a.example.com",
-    "*.Example.COM",
-];
+const EXACT_HOSTS: &[&str] = &["a.example.com", "b.example.com", "x.a.example.com", "api.test.org", "API.Test.ORG"];
+const WILD_HOSTS: &[&str] = &["*.example.com", "*.a.example.com", "*.test.org", "*.x.a.example.com", "*.Example.COM"];
 const REQ_HOSTS: &[&str] = &[
     "a.example.com",
     "A.Example.com:8080",
@@ -162,15 +119,8 @@ const REQ_HOSTS: &[&str] = &[
     "other.net",
 ];
 const SEGMENTS: &[&str] = &["a", "ab", "orders", "v1", "x", "12", "", "zzz"];
-const REGEXES: &[&str] = &[
-    r"~/orders/\d+",
-    r"~/orders/\d+$",
-    r"~/a/[a-z]+$",
-    r"~/v1/.*",
-    r"~/ab?",
-    r"~^/x/(12|a)",
-    r"~/(a|ab)/",
-];
+const REGEXES: &[&str] =
+    &[r"~/orders/\d+", r"~/orders/\d+$", r"~/a/[a-z]+$", r"~/v1/.*", r"~/ab?", r"~^/x/(12|a)", r"~/(a|ab)/"];
 const METHODS: &[Method] = &[Method::GET, Method::POST, Method::PUT];
 const REQ_METHODS: &[Method] = &[Method::GET, Method::POST, Method::PUT, Method::DELETE];
 const HEADER_NAMES: &[&str] = &["x-env", "x-ver"];
@@ -183,11 +133,7 @@ fn pick<T: Clone>(rng: &mut fastrand::Rng, items: &[T]) -> T {
 /// A request path, or (with `min_segments` 1) a route prefix, which never
 /// has empty or "zzz" segments.
 fn random_path(rng: &mut fastrand::Rng, min_segments: usize) -> String {
-    let segments = if min_segments > 0 {
-        &SEGMENTS[..6]
-    } else {
-        SEGMENTS
-    };
+    let segments = if min_segments > 0 { &SEGMENTS[..6] } else { SEGMENTS };
     let mut p = String::new();
     for _ in 0..rng.usize(min_segments..=3) {
         p.push('/');
@@ -203,15 +149,7 @@ fn random_path(rng: &mut fastrand::Rng, min_segments: usize) -> String {
 }
 
 fn random_case(rng: &mut fastrand::Rng, s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if rng.bool() {
-                c.to_ascii_uppercase()
-            } else {
-                c
-            }
-        })
-        .collect()
+    s.chars().map(|c| if rng.bool() { c.to_ascii_uppercase() } else { c }).collect()
 }
 
 fn random_route(rng: &mut fastrand::Rng, id: usize) -> RouteSpec {
@@ -223,11 +161,7 @@ fn random_route(rng: &mut fastrand::Rng, id: usize) -> RouteSpec {
     // Few catch-alls, so that requests can also miss: routes without
     // paths always have hosts, and prefixes have at least one segment
     // except for a rare "/" or "".
-    let paths = if rng.u8(..25) == 0 {
-        0
-    } else {
-        rng.usize(1..=2)
-    };
+    let paths = if rng.u8(..25) == 0 { 0 } else { rng.usize(1..=2) };
     if paths == 0 && r.hosts.is_empty() {
         r.hosts.push(pick(rng, WILD_HOSTS).to_string());
     }
@@ -245,9 +179,7 @@ fn random_route(rng: &mut fastrand::Rng, id: usize) -> RouteSpec {
     }
     for name in HEADER_NAMES {
         if rng.u8(..4) == 0 {
-            let values = (0..rng.usize(1..=2))
-                .map(|_| pick(rng, HEADER_VALUES).to_string())
-                .collect();
+            let values = (0..rng.usize(1..=2)).map(|_| pick(rng, HEADER_VALUES).to_string()).collect();
             r.headers.push((HeaderName::from_static(name), values));
         }
     }
@@ -279,15 +211,11 @@ fn random_routes_agree_with_naive_reference() {
         }
         let got = router.find(host, &path, &method, &hm);
         let want = find_naive(&naive, host, &path, &method, &hm);
-        assert_eq!(
-            got, want,
-            "host {host:?} path {path:?} method {method} headers {hm:?}"
-        );
+        assert_eq!(got, want, "host {host:?} path {path:?} method {method} headers {hm:?}");
         if let Some(m) = got {
             hits += 1;
             let r = routes.iter().find(|r| r.id == m.route).unwrap();
-            regex_hits +=
-                usize::from(r.paths.iter().any(|p| p.starts_with('~')) && m.matched_len > 0);
+            regex_hits += usize::from(r.paths.iter().any(|p| p.starts_with('~')) && m.matched_len > 0);
             no_path_hits += usize::from(r.paths.is_empty());
         }
     }

@@ -46,11 +46,7 @@ pub(crate) fn anchored(pattern: &str) -> String {
 /// naming route `id`. This also validates the pattern before [`anchored`]
 /// wraps it.
 pub(crate) fn compile(pattern: &str, id: usize) -> Result<Regex, RouterError> {
-    Regex::new(pattern).map_err(|source| RouterError::InvalidRegex {
-        route: id,
-        pattern: pattern.to_owned(),
-        source,
-    })
+    Regex::new(pattern).map_err(|source| RouterError::InvalidRegex { route: id, pattern: pattern.to_owned(), source })
 }
 
 impl RegexPaths {
@@ -65,21 +61,13 @@ impl RegexPaths {
             .build()
             .map_err(|source| RouterError::RegexSet { source })?;
         let routes = entries.iter().map(|e| e.route).collect();
-        Ok(Some(RegexPaths {
-            set,
-            regexes: entries.into_iter().map(|e| e.regex).collect(),
-            routes,
-        }))
+        Ok(Some(RegexPaths { set, regexes: entries.into_iter().map(|e| e.regex).collect(), routes }))
     }
 
     /// Tries the patterns matching `path` in precedence order and returns
     /// the first route `accept` takes, with the end of its match. Allocates
     /// (the set's match list) only when at least one pattern matches.
-    pub(crate) fn find(
-        &self,
-        path: &str,
-        mut accept: impl FnMut(u32) -> bool,
-    ) -> Option<(u32, usize)> {
+    pub(crate) fn find(&self, path: &str, mut accept: impl FnMut(u32) -> bool) -> Option<(u32, usize)> {
         if !self.set.is_match(path) {
             return None;
         }
@@ -103,11 +91,7 @@ mod tests {
 
     fn entry(pattern: &str, route: u32) -> RegexEntry<'_> {
         let regex = compile(pattern, route as usize).unwrap();
-        RegexEntry {
-            pattern,
-            regex,
-            route,
-        }
+        RegexEntry { pattern, regex, route }
     }
 
     #[test]
