@@ -43,6 +43,8 @@ pub struct EchoConfig {
 pub struct EchoStats {
     /// Requests answered.
     pub requests: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
 }
 
 /// Serves echo on `listener` until the task is dropped.
@@ -50,6 +52,7 @@ pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoSta
     let config = Arc::new(config);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
         let config = config.clone();
         let stats = stats.clone();
         tokio::spawn(async move {

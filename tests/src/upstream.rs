@@ -39,6 +39,11 @@ impl Upstream {
         self.stats.requests.load(Ordering::Relaxed)
     }
 
+    /// How many connections it accepted.
+    pub fn connections(&self) -> u64 {
+        self.stats.connections.load(Ordering::Relaxed)
+    }
+
     /// Stops accepting; the port refuses connections afterwards.
     pub fn stop(&self) {
         self.task.abort();

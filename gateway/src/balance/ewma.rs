@@ -194,9 +194,8 @@ mod tests {
     use super::*;
 
     fn balancer(weights: &[u32], seed: u64) -> PeakEwma {
-        let keys: Vec<String> = (0..weights.len()).map(|i| format!("10.0.0.{i}:80")).collect();
-        let targets: Vec<TargetSpec<'_>> =
-            keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect();
+        let keys = super::super::test_keys(weights.len());
+        let targets = super::super::test_specs(&keys, weights);
         PeakEwma::new(&targets, seed)
     }
 

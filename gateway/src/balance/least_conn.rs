@@ -87,9 +87,8 @@ mod tests {
     use std::time::Instant;
 
     fn balancer(weights: &[u32]) -> LeastConnections {
-        let keys: Vec<String> = (0..weights.len()).map(|i| format!("10.0.0.{i}:80")).collect();
-        let targets: Vec<TargetSpec<'_>> =
-            keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect();
+        let keys = super::super::test_keys(weights.len());
+        let targets = super::super::test_specs(&keys, weights);
         LeastConnections::new(&targets)
     }
 

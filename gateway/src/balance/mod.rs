@@ -203,6 +203,18 @@ impl Balancer {
     }
 }
 
+/// `n` distinct target keys, for tests.
+#[cfg(test)]
+fn test_keys(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
+}
+
+/// Targets with `keys` and `weights`, for tests.
+#[cfg(test)]
+fn test_specs<'a>(keys: &'a [String], weights: &[u32]) -> Vec<TargetSpec<'a>> {
+    keys.iter().zip(weights).map(|(key, &weight)| TargetSpec { key, weight }).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,16 +43,17 @@ impl Proxy {
     pub async fn handle(&self, request: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
         let received = Instant::now();
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        // Kept for the error log; cloning a Uri shares its bytes.
+        let uri = request.uri().clone();
         match self.serve(request, client, received).await {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
                 if status.is_server_error() {
                     let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
-                    tracing::warn!(%method, %path, %status, error = %error, %cause, "proxy error");
+                    tracing::warn!(%method, path = uri.path(), %status, error = %error, %cause, "proxy error");
                 } else {
-                    tracing::debug!(%method, %path, %status, error = %error, "request refused");
+                    tracing::debug!(%method, path = uri.path(), %status, error = %error, "request refused");
                 }
                 let mut response = error.to_response();
                 headers::append_via(response.headers_mut(), &self.via);
