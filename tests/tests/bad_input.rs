@@ -19,6 +19,10 @@ services:
     url: http://{addr}
     read_timeout: 300
     routes: [{{ name: slow, paths: [/slow] }}]
+  - name: upload
+    url: http://{addr}
+    write_timeout: 300
+    routes: [{{ name: upload, paths: [/upload] }}]
   - name: empty
     url: http://nobody-up
     routes: [{{ name: empty, paths: [/empty] }}]
@@ -134,5 +138,22 @@ async fn error_bodies_are_json_with_the_contract_statuses() {
             assert!(started.elapsed() < Duration::from_millis(2500), "the read timeout did not apply");
         }
     }
+    still_serves(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_its_body_gets_408() {
+    let echo = Upstream::start("a").await;
+    let gw = Gateway::start(&config(&echo, "")).await;
+    let started = Instant::now();
+    let answer = raw_exchange(
+        gw.proxy,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nonly the start",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "got {answer:?}");
+    assert!(answer.contains("the client did not send its request body in time"), "got {answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "the write timeout did not apply");
     still_serves(&gw).await;
 }

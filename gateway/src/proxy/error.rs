@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// The upstream did not connect or answer in time.
     #[error("the upstream server is timing out")]
     Timeout,
+    /// The client stopped sending its request body for longer than the write timeout.
+    #[error("the client did not send its request body in time")]
+    ClientTimeout,
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -37,6 +40,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -6,7 +6,7 @@
 //! which can be sent again as it was. A request whose body has started streaming upstream is
 //! not retried: that body is gone. A timeout waiting for the response head is final (504).
 
-use super::body::{Completion, IdleTimeout, ProxyBody, RequestBody};
+use super::body::{Completion, IdleTimedOut, IdleTimeout, ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::hash_key::hash_key;
 use super::headers::ClientInfo;
@@ -125,6 +125,9 @@ pub async fn forward(attempt: Attempt<'_>) -> Result<Outcome, ProxyError> {
                 } else if replayable && idempotent {
                     body = Some(RequestBody::Empty);
                 }
+                if caused_by_client_stall(e.error()) {
+                    return Err(ProxyError::ClientTimeout);
+                }
                 tracing::debug!(error = %e.error(), retry = body.is_some(), "attempt failed");
                 last_error = ProxyError::Upstream(Box::new(e.into_error()));
             }
@@ -204,6 +207,19 @@ fn respond(
         completion: Completion { connection, finish },
     });
     Outcome { response, upgrade, sent_at, upstream_latency: latency }
+}
+
+/// Whether an exchange failed because the client's body stalled (our [`IdleTimedOut`] on the
+/// request body), not because of the upstream.
+fn caused_by_client_stall(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<IdleTimedOut>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn is_idempotent(method: &Method) -> bool {
