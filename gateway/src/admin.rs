@@ -1,11 +1,12 @@
 //! The admin API (JSON, on `admin_listen`): what this node serves, as it applied it.
 //!
-//! Read-only for now: config comes from the declarative file, so writes answer 405 and say how
-//! to change config. Every request must carry `Authorization: Bearer <admin_token>` when a
+//! Config is read-only for now: it comes from the declarative file, so entity writes answer 405
+//! and say how to change config. Target health can be read and reset on this node. Every request must carry `Authorization: Bearer <admin_token>` when a
 //! token is set.
 
+use crate::health::State;
 use crate::proxy::{json_error, ProxyBody};
-use crate::runtime::{Live, Runtime};
+use crate::runtime::{Live, Runtime, UpstreamState};
 use crate::settings::{ConfigSource, Settings};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Serialize;
@@ -41,6 +42,12 @@ impl Admin {
         }
         let runtime = self.live.load();
         let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
+        if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
+            return match *request.method() {
+                Method::PUT | Method::POST => set_health(&runtime, upstream, target, action),
+                _ => method_not_allowed("PUT, POST"),
+            };
+        }
         let Some(found) = self.resource(&runtime, &segments) else {
             return json_error(StatusCode::NOT_FOUND, "Not found");
         };
@@ -55,11 +62,7 @@ impl Admin {
                 response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 response
             }
-            _ => {
-                let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                response
-            }
+            _ => method_not_allowed("GET, HEAD"),
         }
     }
 
@@ -90,11 +93,52 @@ impl Admin {
                 Some(_) => Ok(json!({ "data": config.targets_of(name).map(|t| target(name, t)).collect::<Vec<_>>() })),
                 None => Err(format!("upstream {name:?} not found")),
             },
+            ["upstreams", name, "health"] => match rt.upstreams.get(*name) {
+                Some(upstream) => Ok(self.health(upstream)),
+                None => Err(format!("upstream {name:?} not found")),
+            },
             ["upstreams", name, "targets", t] => match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
                 Some(found) => Ok(target(name, found)),
                 None => Err(format!("target {t:?} of upstream {name:?} not found")),
             },
             _ => return None,
+        })
+    }
+
+    /// This node's view of an upstream's targets: state and counters.
+    fn health(&self, upstream: &UpstreamState) -> Value {
+        let checks_off = upstream.policy.checks_off();
+        let targets: Vec<Value> = upstream
+            .targets
+            .iter()
+            .zip(&upstream.health)
+            .map(|(target, health)| {
+                let c = health.counters();
+                let state = match c.state {
+                    State::Healthy if checks_off => "HEALTHCHECKS_OFF",
+                    State::Healthy => "HEALTHY",
+                    State::Unhealthy => "UNHEALTHY",
+                };
+                json!({
+                    "target": &*target.authority,
+                    "weight": target.weight,
+                    "health": state,
+                    "counters": {
+                        "successes": c.successes,
+                        "tcp_failures": c.tcp_failures,
+                        "timeouts": c.timeouts,
+                        "http_failures": c.http_failures,
+                    },
+                })
+            })
+            .collect();
+        let usable = upstream.above_threshold()
+            && upstream.targets.iter().zip(&upstream.health).any(|(t, h)| t.weight > 0 && h.is_healthy());
+        json!({
+            "node_id": self.node_id,
+            "upstream": upstream.upstream.name,
+            "health": if usable { "HEALTHY" } else { "UNHEALTHY" },
+            "data": targets,
         })
     }
 
@@ -114,6 +158,26 @@ impl Admin {
             "cluster": { "members": 1 },
         })
     }
+}
+
+/// An operator's reset of one target on this node: sets the state and clears the counters.
+fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &str) -> Response<ProxyBody> {
+    let Some(state) = rt.upstreams.get(upstream) else {
+        return json_error(StatusCode::NOT_FOUND, &format!("upstream {upstream:?} not found"));
+    };
+    let Some(index) = state.targets.iter().position(|t| &*t.authority == target) else {
+        return json_error(StatusCode::NOT_FOUND, &format!("target {target:?} of upstream {upstream:?} not found"));
+    };
+    state.health[index].set(if action == "healthy" { State::Healthy } else { State::Unhealthy });
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
+    let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 fn is_entity(segments: &[&str]) -> bool {

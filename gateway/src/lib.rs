@@ -5,6 +5,7 @@
 //! - [`runtime`]: a config snapshot compiled for the request path, behind an `ArcSwap`.
 //! - [`router`]: matches requests to routes, compiled once per snapshot.
 //! - [`balance`]: the sans-IO load balancers.
+//! - [`health`]: per-node target health from active probes and proxied traffic.
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
 //! - [`admin`]: the admin API.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod health;
 pub mod logging;
 pub mod node;
 pub mod proxy;

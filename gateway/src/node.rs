@@ -22,10 +22,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Config::default()
         }
     };
-    let snapshot = Snapshot::new(config, 1, Vec::new());
-    let runtime = Runtime::build(Arc::new(snapshot), None)?;
-    log_applied(&runtime);
-    let live = Arc::new(Live::new(runtime));
+    let live = Arc::new(Live::new(Snapshot::new(config, 1, Vec::new()))?);
+    log_applied(&live.load());
+    live.start_probes();
 
     let proxy_listener = TcpListener::bind(settings.proxy_listen)
         .await
@@ -81,6 +80,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     wait_for_stop_signal().await?;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);
+    live.health().shutdown();
     tracing::info!("stopped");
     Ok(())
 }

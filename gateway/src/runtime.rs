@@ -7,6 +7,7 @@
 //! whose config and targets did not change.
 
 use crate::balance::{Balancer, TargetSpec};
+use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
 use crate::router::{RouteSpec, Router};
 use arc_swap::ArcSwap;
 use config_sync::model::{Plugins, Route, Service, Upstream};
@@ -66,6 +67,10 @@ pub struct UpstreamState {
     pub targets: Vec<TargetEntry>,
     /// The balancer, shared by every request to this upstream.
     pub balancer: Mutex<Balancer>,
+    /// Each target's health on this node, by the same index as `targets`.
+    pub health: Vec<Arc<TargetHealth>>,
+    /// The compiled `healthchecks`.
+    pub policy: Policy,
     /// What the balancer was built from, to tell whether the next snapshot changed it.
     fingerprint: String,
 }
@@ -100,6 +105,30 @@ impl UpstreamState {
         self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Counts a proxied exchange's outcome against target `index` (passive checks).
+    pub fn report(&self, index: usize, outcome: Outcome) {
+        if let Some(health) = self.health.get(index) {
+            health.record(outcome, &self.policy.passive.thresholds, Source::Passive);
+        }
+    }
+
+    /// Whether enough of the upstream's weight is healthy to take traffic: `healthchecks.threshold`
+    /// percent of the total weight (0: any healthy target will do).
+    pub fn above_threshold(&self) -> bool {
+        let threshold = u64::from(self.policy.threshold);
+        if threshold == 0 {
+            return true;
+        }
+        let (mut healthy, mut total) = (0u64, 0u64);
+        for (target, health) in self.targets.iter().zip(&self.health) {
+            total += u64::from(target.weight);
+            if health.is_healthy() {
+                healthy += u64::from(target.weight);
+            }
+        }
+        healthy * 100 >= threshold * total
+    }
+
     /// Ends a request started by a pick of `index`; `latency` is the time to the response head,
     /// None when the attempt failed.
     pub fn finish(&self, index: usize, latency: Option<Duration>) {
@@ -126,7 +155,11 @@ pub enum CompileError {
 impl Runtime {
     /// Compiles `snapshot`, keeping the balancer state of `previous` where an upstream did not
     /// change.
-    pub fn build(snapshot: Arc<Snapshot>, previous: Option<&Runtime>) -> Result<Runtime, CompileError> {
+    pub fn build(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&Runtime>,
+        health: &Registry,
+    ) -> Result<Runtime, CompileError> {
         let config = &snapshot.config;
         let mut upstreams = HashMap::with_capacity(config.upstreams.len());
         for (name, upstream) in &config.upstreams {
@@ -140,6 +173,8 @@ impl Runtime {
                 Arc::new(UpstreamState {
                     balancer: Mutex::new(Balancer::new(upstream.algorithm, &specs, upstream.slots, seed)),
                     targets: targets.iter().map(|t| TargetEntry::new(&t.target, t.weight)).collect(),
+                    health: targets.iter().map(|t| health.target(name, &t.target)).collect(),
+                    policy: Policy::new(&upstream.healthchecks),
                     upstream: upstream.clone(),
                     fingerprint,
                 })
@@ -187,26 +222,43 @@ impl Runtime {
     }
 }
 
-/// The runtime a node serves now; swapped whole on every config change.
-pub struct Live(ArcSwap<Runtime>);
+/// The runtime a node serves now, swapped whole on every config change, and the health of its
+/// targets, which outlives any one runtime.
+pub struct Live {
+    runtime: ArcSwap<Runtime>,
+    health: Arc<Registry>,
+}
 
 impl Live {
-    /// Starts serving `runtime`.
-    pub fn new(runtime: Runtime) -> Live {
-        Live(ArcSwap::from_pointee(runtime))
+    /// Compiles and starts serving `snapshot`. Active probes start with [`Live::start_probes`].
+    pub fn new(snapshot: Snapshot) -> Result<Live, CompileError> {
+        let health = Arc::new(Registry::new());
+        let runtime = Runtime::build(Arc::new(snapshot), None, &health)?;
+        Ok(Live { runtime: ArcSwap::from_pointee(runtime), health })
     }
 
     /// The runtime in force; hold it for the whole request.
     pub fn load(&self) -> Arc<Runtime> {
-        self.0.load_full()
+        self.runtime.load_full()
     }
 
-    /// Compiles `snapshot` against the current runtime and swaps it in. On error the current
-    /// runtime stays.
+    /// Target health on this node.
+    pub fn health(&self) -> &Registry {
+        &self.health
+    }
+
+    /// Starts the active probes of the runtime in force (they need a Tokio runtime).
+    pub fn start_probes(&self) {
+        self.health.sync(&self.runtime.load());
+    }
+
+    /// Compiles `snapshot` against the current runtime and swaps it in, then brings the probes
+    /// in line. On error the current runtime stays.
     pub fn apply(&self, snapshot: Snapshot) -> Result<Arc<Runtime>, CompileError> {
-        let current = self.0.load();
-        let next = Arc::new(Runtime::build(Arc::new(snapshot), Some(&current))?);
-        self.0.store(next.clone());
+        let current = self.runtime.load();
+        let next = Arc::new(Runtime::build(Arc::new(snapshot), Some(&current), &self.health)?);
+        self.runtime.store(next.clone());
+        self.health.sync(&next);
         Ok(next)
     }
 }
@@ -230,7 +282,7 @@ upstreams:
 
     #[test]
     fn services_resolve_to_upstreams_or_addresses() {
-        let rt = Runtime::build(Arc::new(snapshot(CONFIG, 1)), None).unwrap();
+        let rt = Runtime::build(Arc::new(snapshot(CONFIG, 1)), None, &Registry::new()).unwrap();
         let by_name = |n: &str| rt.routes.iter().find(|r| r.route.name == n).unwrap();
         assert!(matches!(by_name("a").service.destination, Destination::Upstream(_)));
         match &by_name("b").service.destination {
@@ -242,7 +294,7 @@ upstreams:
 
     #[test]
     fn unchanged_upstreams_keep_their_balancer() {
-        let live = Live::new(Runtime::build(Arc::new(snapshot(CONFIG, 1)), None).unwrap());
+        let live = Live::new(snapshot(CONFIG, 1)).unwrap();
         let before = live.load();
         let changed = CONFIG.replace("127.0.0.1:3", "127.0.0.1:4");
         let after = live.apply(snapshot(&changed, 2)).unwrap();

@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -45,7 +45,23 @@ pub struct EchoStats {
     pub requests: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// When not 0, every answer has this status (a sick instance).
+    pub forced_status: AtomicU16,
+    /// When set, every exchange is cut without an answer (a crashing instance).
+    pub drop_requests: AtomicBool,
 }
+
+/// An exchange the instance was told to cut.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
 
 /// Serves echo on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoStats>) {
@@ -59,7 +75,12 @@ pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoSta
             let service = service_fn(move |req| {
                 let config = config.clone();
                 let stats = stats.clone();
-                async move { Ok::<_, Infallible>(answer(req, &config, &stats).await) }
+                async move {
+                    if stats.drop_requests.load(Ordering::Relaxed) {
+                        return Err(Dropped);
+                    }
+                    Ok(answer(req, &config, &stats).await)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -83,9 +104,10 @@ async fn answer(mut req: Request<Incoming>, config: &EchoConfig, stats: &EchoSta
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
         return bytes(n);
     }
-    let status = path
-        .strip_prefix("/status/")
-        .and_then(|v| v.parse::<u16>().ok())
+    let forced = stats.forced_status.load(Ordering::Relaxed);
+    let status = Some(forced)
+        .filter(|s| *s != 0)
+        .or_else(|| path.strip_prefix("/status/").and_then(|v| v.parse::<u16>().ok()))
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
     let mut headers = serde_json::Map::new();

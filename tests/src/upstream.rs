@@ -44,6 +44,16 @@ impl Upstream {
         self.stats.connections.load(Ordering::Relaxed)
     }
 
+    /// Answers every request with `status` from now on (0: back to normal).
+    pub fn force_status(&self, status: u16) {
+        self.stats.forced_status.store(status, Ordering::Relaxed);
+    }
+
+    /// Cuts every exchange without an answer from now on (false: back to normal).
+    pub fn drop_requests(&self, on: bool) {
+        self.stats.drop_requests.store(on, Ordering::Relaxed);
+    }
+
     /// Stops accepting; the port refuses connections afterwards.
     pub fn stop(&self) {
         self.task.abort();

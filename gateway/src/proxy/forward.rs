@@ -12,6 +12,7 @@ use super::hash_key::hash_key;
 use super::headers::ClientInfo;
 use super::pool::{ConnectError, Pool};
 use crate::balance::Pick;
+use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
 use config_sync::Algorithm;
 use http::request::Parts;
@@ -41,7 +42,7 @@ pub struct Attempt<'a> {
 }
 
 /// The upstream's answer.
-pub struct Outcome {
+pub struct Forwarded {
     /// The response, its body streaming from the upstream.
     pub response: Response<ProxyBody>,
     /// The upstream side of a protocol switch (101).
@@ -60,15 +61,20 @@ struct Chosen {
 }
 
 impl Chosen {
-    fn failed(&self) {
+    /// Ends a failed attempt: the balancer hears of it, and passive checks count `outcome`
+    /// (none when the failure was not the target's fault).
+    fn failed(&self, outcome: Option<Outcome>) {
         if let Some((upstream, index)) = &self.pick {
             upstream.finish(*index, None);
+            if let Some(outcome) = outcome {
+                upstream.report(*index, outcome);
+            }
         }
     }
 }
 
 /// Forwards the request, retrying as the module doc says.
-pub async fn forward(attempt: Attempt<'_>) -> Result<Outcome, ProxyError> {
+pub async fn forward(attempt: Attempt<'_>) -> Result<Forwarded, ProxyError> {
     let service = &attempt.service.service;
     let replayable = attempt.body.is_end_stream();
     let (mut body, mut body_sent) = if replayable {
@@ -92,7 +98,10 @@ pub async fn forward(attempt: Attempt<'_>) -> Result<Outcome, ProxyError> {
         let mut sender = match attempt.pool.get(&chosen.target.authority, service.connect_timeout).await {
             Ok(sender) => sender,
             Err(e) => {
-                chosen.failed();
+                chosen.failed(Some(match e {
+                    ConnectError::Timeout(_) => Outcome::Timeout,
+                    _ => Outcome::TcpFailure,
+                }));
                 tracing::debug!(error = %e, "attempt failed before sending");
                 body = Some(request_body);
                 last_error = match e {
@@ -119,20 +128,21 @@ pub async fn forward(attempt: Attempt<'_>) -> Result<Outcome, ProxyError> {
                 ));
             }
             Ok(Err(mut e)) => {
-                chosen.failed();
+                if caused_by_client_stall(e.error()) {
+                    chosen.failed(None);
+                    return Err(ProxyError::ClientTimeout);
+                }
+                chosen.failed(Some(Outcome::TcpFailure));
                 if let Some(unsent) = e.take_message() {
                     body = Some(unsent.into_body());
                 } else if replayable && idempotent {
                     body = Some(RequestBody::Empty);
                 }
-                if caused_by_client_stall(e.error()) {
-                    return Err(ProxyError::ClientTimeout);
-                }
                 tracing::debug!(error = %e.error(), retry = body.is_some(), "attempt failed");
                 last_error = ProxyError::Upstream(Box::new(e.into_error()));
             }
             Err(_) => {
-                chosen.failed();
+                chosen.failed(Some(Outcome::Timeout));
                 return Err(ProxyError::Timeout);
             }
         }
@@ -146,16 +156,21 @@ fn choose(destination: &Destination, hash_key: Option<u64>, tried: &mut Vec<usiz
         Destination::Address(target) => return Ok(Chosen { target: target.clone(), pick: None }),
         Destination::Upstream(upstream) => upstream,
     };
+    let no_target = || ProxyError::NoHealthyTarget(upstream.upstream.name.clone());
+    if !upstream.above_threshold() {
+        return Err(no_target());
+    }
     let now = Instant::now();
+    let unhealthy = |i: usize| !upstream.health[i].is_healthy();
     let index = {
         let mut balancer = upstream.balancer();
-        let untried = |i: usize| tried.contains(&i);
-        balancer.pick(&Pick { hash_key, now, skip: &untried }).or_else(|| {
-            // Every target was tried: start over among all of them.
-            (!tried.is_empty()).then(|| balancer.pick(&Pick { hash_key, now, skip: &|_| false })).flatten()
+        let skip = |i: usize| unhealthy(i) || tried.contains(&i);
+        balancer.pick(&Pick { hash_key, now, skip: &skip }).or_else(|| {
+            // Every healthy target was tried: start over among them.
+            (!tried.is_empty()).then(|| balancer.pick(&Pick { hash_key, now, skip: &unhealthy })).flatten()
         })
     };
-    let index = index.ok_or_else(|| ProxyError::NoHealthyTarget(upstream.upstream.name.clone()))?;
+    let index = index.ok_or_else(no_target)?;
     tried.push(index);
     Ok(Chosen { target: upstream.targets[index].clone(), pick: Some((upstream.clone(), index)) })
 }
@@ -198,15 +213,20 @@ fn respond(
     latency: Duration,
     sent_at: Instant,
     read_timeout: Duration,
-) -> Outcome {
+) -> Forwarded {
     let upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut response));
+    if let Some((upstream, index)) = &chosen.pick {
+        if let Some(outcome) = upstream.policy.passive.classify(response.status().as_u16()) {
+            upstream.report(*index, outcome);
+        }
+    }
     let connection = upgrade.is_none().then(|| (pool.clone(), chosen.target.authority.clone(), sender));
     let finish = chosen.pick.map(|(upstream, index)| (upstream, index, latency));
     let response = response.map(|incoming| ProxyBody::Upstream {
         body: IdleTimeout::new(incoming, read_timeout),
         completion: Completion { connection, finish },
     });
-    Outcome { response, upgrade, sent_at, upstream_latency: latency }
+    Forwarded { response, upgrade, sent_at, upstream_latency: latency }
 }
 
 /// Whether an exchange failed because the client's body stalled (our [`IdleTimedOut`] on the

@@ -156,7 +156,8 @@ mod tests {
 
     fn entry(yaml: &str) -> Arc<Runtime> {
         let config = config_sync::declarative::parse(yaml).unwrap();
-        Arc::new(Runtime::build(Arc::new(config_sync::Snapshot::new(config, 1, vec![])), None).unwrap())
+        let snapshot = Arc::new(config_sync::Snapshot::new(config, 1, vec![]));
+        Arc::new(Runtime::build(snapshot, None, &crate::health::Registry::new()).unwrap())
     }
 
     #[test]

@@ -1,0 +1,81 @@
+//! Active probes: one task per probed target, sleeping the interval of the target's current
+//! state (a state change restarts the wait), with the upstream's probes in flight bounded by a
+//! semaphore.
+
+use super::counters::Outcome;
+use super::policy::ActivePolicy;
+use super::target::{Source, TargetHealth};
+use bytes::Bytes;
+use config_sync::model::CheckType;
+use http::{header, HeaderValue, Request};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+/// Starts probing `target`; abort the handle to stop.
+pub fn spawn(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<Semaphore>) -> AbortHandle {
+    tokio::spawn(probe_loop(target, policy, permits)).abort_handle()
+}
+
+async fn probe_loop(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<Semaphore>) {
+    let mut state = target.subscribe();
+    loop {
+        let current = *state.borrow_and_update();
+        let interval = match current {
+            super::State::Healthy => policy.healthy_interval,
+            super::State::Unhealthy => policy.unhealthy_interval,
+        };
+        if interval.is_zero() {
+            // This state is not probed: wait for it to change (an operator, or passive checks).
+            if state.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let Ok(_permit) = permits.acquire().await else { return };
+        if let Some(outcome) = probe(target.address(), &policy).await {
+            target.record(outcome, &policy.thresholds, Source::Active);
+        }
+    }
+}
+
+/// One probe: a TCP connect, then for HTTP checks a `GET http_path`, all within the timeout.
+pub async fn probe(address: &str, policy: &ActivePolicy) -> Option<Outcome> {
+    let attempt = async {
+        let Ok(stream) = TcpStream::connect(address).await else { return Some(Outcome::TcpFailure) };
+        if policy.check_type == CheckType::Tcp {
+            return Some(Outcome::Success);
+        }
+        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+            return Some(Outcome::TcpFailure);
+        };
+        tokio::spawn(connection);
+        let mut request = Request::get(policy.http_path.as_str()).body(Empty::<Bytes>::new()).ok()?;
+        let headers = request.headers_mut();
+        if let Ok(host) = HeaderValue::from_str(address.strip_suffix(":80").unwrap_or(address)) {
+            headers.insert(header::HOST, host);
+        }
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("gateway-healthcheck"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        for (name, value) in &policy.headers {
+            headers.append(name, value.clone());
+        }
+        match sender.send_request(request).await {
+            Ok(response) => policy.classify(response.status().as_u16()),
+            Err(_) => Some(Outcome::TcpFailure),
+        }
+    };
+    tokio::time::timeout(policy.timeout, attempt).await.unwrap_or(Some(Outcome::Timeout))
+}

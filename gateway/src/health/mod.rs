@@ -1,0 +1,113 @@
+//! Per-node health of upstream targets, with Kong's counters and thresholds.
+//!
+//! Each node decides on its own, from its active probes and the traffic it proxies, whether a
+//! target may take traffic; the balancer skips those that may not. Health is kept in a
+//! [`Registry`] outside the compiled runtime, keyed by upstream and target address, so a config
+//! change (a target added, a threshold edited) never resets the health of targets whose address
+//! did not change (Kong #7835).
+//!
+//! - [`counters`]: the sans-IO state machine.
+//! - [`policy`]: an upstream's `healthchecks` compiled into thresholds and status sets.
+//! - [`TargetHealth`]: one target's counters and the flag the balancer reads.
+//! - [`active`]: the probe tasks.
+
+pub mod active;
+pub mod counters;
+pub mod policy;
+mod target;
+
+pub use counters::{Counters, Outcome, State, Thresholds, Transition};
+pub use policy::{ActivePolicy, PassivePolicy, Policy};
+pub use target::{Source, TargetHealth};
+
+use crate::runtime::Runtime;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
+
+type Key = (String, String);
+
+struct Probe {
+    policy: Arc<ActivePolicy>,
+    handle: AbortHandle,
+}
+
+/// Every target's health on this node, and the probes that feed it.
+#[derive(Default)]
+pub struct Registry {
+    targets: Mutex<HashMap<Key, Arc<TargetHealth>>>,
+    probes: Mutex<HashMap<Key, Probe>>,
+    /// One semaphore per upstream, with the concurrency it was made for.
+    permits: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// The health of `address` in `upstream`, created healthy the first time it is asked for.
+    pub fn target(&self, upstream: &str, address: &str) -> Arc<TargetHealth> {
+        lock(&self.targets)
+            .entry((upstream.to_owned(), address.to_owned()))
+            .or_insert_with(|| Arc::new(TargetHealth::new(upstream, address)))
+            .clone()
+    }
+
+    /// Brings probes and records in line with `runtime`, once it serves: probes start for new
+    /// targets, stop for removed ones, and restart where the upstream's active settings
+    /// changed; the others are not disturbed. Health of targets no longer configured is
+    /// forgotten.
+    pub fn sync(&self, runtime: &Runtime) {
+        let mut configured = HashSet::new();
+        let mut wanted = HashMap::new();
+        for (name, upstream) in &runtime.upstreams {
+            let active = &upstream.policy.active;
+            for (target, health) in upstream.targets.iter().zip(&upstream.health) {
+                let key = (name.clone(), target.authority.to_string());
+                configured.insert(key.clone());
+                if active.enabled() {
+                    wanted.insert(key, (health.clone(), active.clone()));
+                }
+            }
+        }
+        let mut probes = lock(&self.probes);
+        probes.retain(|key, probe| {
+            let keep = wanted.get(key).is_some_and(|(_, policy)| *policy == probe.policy);
+            if !keep {
+                probe.handle.abort();
+            }
+            keep
+        });
+        let mut permits = lock(&self.permits);
+        permits.retain(|name, _| runtime.upstreams.contains_key(name));
+        for (key, (health, policy)) in wanted {
+            if probes.contains_key(&key) {
+                continue;
+            }
+            let concurrency = policy.concurrency;
+            let entry = permits
+                .entry(key.0.clone())
+                .or_insert_with(|| (concurrency, Arc::new(Semaphore::new(concurrency as usize))));
+            if entry.0 != concurrency {
+                *entry = (concurrency, Arc::new(Semaphore::new(concurrency as usize)));
+            }
+            let handle = active::spawn(health, policy.clone(), entry.1.clone());
+            probes.insert(key, Probe { policy, handle });
+        }
+        lock(&self.targets).retain(|key, _| configured.contains(key));
+    }
+
+    /// Stops every probe.
+    pub fn shutdown(&self) {
+        for (_, probe) in lock(&self.probes).drain() {
+            probe.handle.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
