@@ -112,7 +112,11 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
-    /// Idle upstream connections kept per target.
+    /// Client connections served at once, per listener.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Idle upstream connections kept per target; 0: none.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_keepalive_max: Option<usize>,

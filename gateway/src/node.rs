@@ -53,9 +53,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         header_read_timeout: settings.header_read_timeout(),
         max_header_bytes: settings.max_header_bytes,
         shutdown_grace: settings.shutdown_grace(),
+        max_connections: settings.max_connections,
     };
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
+    tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
     let proxy = Arc::new(Proxy::new(live.clone(), pool, &settings.node_id));
+    let tunnels = proxy.tunnels().clone();
     let admin = Arc::new(Admin::new(live.clone(), &settings));
 
     let proxy_server = tokio::spawn(server::serve(
@@ -78,8 +81,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     wait_for_stop_signal().await?;
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);
+    if tokio::time::timeout_at(deadline, tunnels.closed()).await.is_err() {
+        tracing::warn!(open = tunnels.count(), "grace period over; cutting upgraded connections");
+    }
     live.health().shutdown();
     tracing::info!("stopped");
     Ok(())
@@ -113,6 +120,17 @@ async fn reload_on_sighup(source: FileSource, live: Arc<Live>, stopped: impl std
         match live.apply(Snapshot::new(config, version, Vec::new())) {
             Ok(runtime) => log_applied(&runtime),
             Err(e) => tracing::error!(file = %path, error = %e, "reload refused; still serving the previous config"),
+        }
+    }
+}
+
+async fn reap_idle_connections(pool: Pool, stopped: impl std::future::Future<Output = ()>) {
+    let mut every = tokio::time::interval(pool.reap_interval());
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = every.tick() => pool.reap(),
         }
     }
 }

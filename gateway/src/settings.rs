@@ -35,34 +35,43 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// This node's name in the cluster, logs, traces and metrics. Default: the host name.
+    #[serde(deserialize_with = "lenient::string")]
     pub node_id: String,
     /// Where clients send traffic. Default 0.0.0.0:8000.
     pub proxy_listen: SocketAddr,
     /// Admin API, `/metrics`, `/status`. Default 127.0.0.1:8001.
     pub admin_listen: SocketAddr,
     /// When set, admin requests must carry `Authorization: Bearer <token>`.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub admin_token: Option<String>,
     /// `file` or `etcd`. Default file.
     pub config_source: ConfigSource,
     /// The declarative file for `config_source = file`; none: start with an empty config.
     pub config_file: Option<PathBuf>,
     /// etcd endpoints, comma-separated. Default http://127.0.0.1:2379.
+    #[serde(deserialize_with = "lenient::string")]
     pub etcd_endpoints: String,
     /// Every config key lives under it. Default /gateway.
+    #[serde(deserialize_with = "lenient::string")]
     pub etcd_prefix: String,
     /// `redis://…`; none: rate limits and cache are node-local.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
     /// UDP address for gossip. Default 0.0.0.0:7946.
     pub cluster_bind: SocketAddr,
     /// The address other nodes reach this one at; none: derived from `cluster_bind`.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_advertise: Option<String>,
     /// Other nodes, comma-separated `host:port`; none: a cluster of one.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_seeds: Option<String>,
     /// Shared gossip secret.
+    #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_key: Option<String>,
     /// `json` or `pretty`; none: pretty on a terminal, JSON otherwise.
     pub log_format: Option<LogFormat>,
     /// `RUST_LOG` syntax. Default info. `RUST_LOG` itself, when set, wins.
+    #[serde(deserialize_with = "lenient::string")]
     pub log_level: String,
     /// Runtime worker threads; 0: one per core. Default 0.
     pub worker_threads: usize,
@@ -70,7 +79,11 @@ pub struct Settings {
     pub header_read_timeout_ms: u64,
     /// Largest request head (request line and headers), bytes; larger gets 431. Default 32768.
     pub max_header_bytes: usize,
-    /// Idle upstream connections kept per target. Default 128.
+    /// Client connections served at once, per listener; more wait in the kernel's backlog.
+    /// Default 16384.
+    pub max_connections: usize,
+    /// Idle upstream connections kept per target; 0: a new connection for every request.
+    /// Default 128.
     pub upstream_keepalive_max: usize,
     /// How long an idle upstream connection is kept, ms. Default 60000.
     pub upstream_keepalive_idle_ms: u64,
@@ -99,10 +112,49 @@ impl Default for Settings {
             worker_threads: 0,
             header_read_timeout_ms: 10_000,
             max_header_bytes: 32 * 1024,
+            max_connections: 16_384,
             upstream_keepalive_max: 128,
             upstream_keepalive_idle_ms: 60_000,
             shutdown_grace_ms: 30_000,
         }
+    }
+}
+
+/// Strings written without quotes: environment values are parsed as TOML-like values, so
+/// `GATEWAY_ADMIN_TOKEN=123456` arrives as a number and `GATEWAY_NODE_ID=true` as a boolean.
+mod lenient {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Uint(u64),
+        Float(f64),
+        Bool(bool),
+    }
+
+    impl From<Scalar> for String {
+        fn from(value: Scalar) -> String {
+            match value {
+                Scalar::Text(s) => s,
+                Scalar::Int(n) => n.to_string(),
+                Scalar::Uint(n) => n.to_string(),
+                Scalar::Float(n) => n.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            }
+        }
+    }
+
+    /// A string, or a number or boolean taken as its text.
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Scalar::deserialize(d).map(String::from)
+    }
+
+    /// An optional string, likewise.
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Option::<Scalar>::deserialize(d).map(|v| v.map(String::from))
     }
 }
 
@@ -157,6 +209,9 @@ impl Settings {
         }
         if self.max_header_bytes < 8192 {
             return Err(SettingsError("max_header_bytes must be at least 8192".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(SettingsError("max_connections must be at least 1".into()));
         }
         if self.header_read_timeout_ms == 0 {
             return Err(SettingsError("header_read_timeout_ms must be at least 1".into()));
@@ -214,6 +269,18 @@ mod tests {
             let e = Settings::load(None, BTreeMap::<String, String>::new()).unwrap_err().to_string();
             // figment names the variable as written: PROXY_LISTEN in `GATEWAY_`.
             assert!(e.to_ascii_lowercase().contains("proxy_listen"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn numbers_in_the_environment_are_fine_for_text_settings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY_ADMIN_TOKEN", "123456");
+            jail.set_env("GATEWAY_NODE_ID", "7");
+            let s = Settings::load(None, BTreeMap::<String, String>::new()).map_err(|e| e.to_string())?;
+            assert_eq!(s.admin_token.as_deref(), Some("123456"));
+            assert_eq!(s.node_id, "7");
             Ok(())
         });
     }

@@ -53,7 +53,8 @@ async fn h2c_clients_reach_http1_upstreams() {
     let echo = reply.json();
     assert_eq!(echo["version"], "HTTP/1.1", "the upstream speaks HTTP/1.1: {echo}");
     assert_eq!(echo["uri"], "/hello?x=1");
-    assert_eq!(echo["headers"]["x-forwarded-host"], gw.proxy.to_string().as_str(), "{echo}");
+    assert_eq!(echo["headers"]["x-forwarded-host"], "127.0.0.1", "the host without its port: {echo}");
+    assert_eq!(echo["headers"]["x-forwarded-port"], gw.proxy.port().to_string().as_str(), "{echo}");
     assert_eq!(echo["headers"]["host"], up.addr.to_string().as_str(), "the target's host:port: {echo}");
     assert_eq!(reply.header("via"), "1.1 test-node");
     assert!(reply.header("x-gateway-upstream-latency").parse::<u64>().is_ok(), "{:?}", reply.headers);

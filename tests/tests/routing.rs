@@ -331,12 +331,15 @@ services:
     assert_eq!(h["x-forwarded-proto"], "http", "{h}");
     assert_eq!(h["x-forwarded-host"], "fwd.example.test", "{h}");
     assert_eq!(h["x-forwarded-port"], port.as_str(), "{h}");
+    assert_eq!(h["x-real-ip"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-path"], "/fwd", "{h}");
+    assert!(h.get("x-forwarded-prefix").is_none(), "stripping `/` strips no prefix: {h}");
     assert_eq!(h["via"], "1.1 test-node", "{h}");
     assert_eq!(echo["version"], "HTTP/1.1");
 
     // Without a Host of its own the client's default (the gateway's address) is forwarded.
     let echo = echoed(&c, &gw, "/fwd", &[]).await;
-    assert_eq!(echo["headers"]["x-forwarded-host"], gw.proxy.to_string().as_str());
+    assert_eq!(echo["headers"]["x-forwarded-host"], "127.0.0.1", "the host without its port");
 
     // What earlier proxies wrote is kept and this hop appended; forged -Proto/-Port/-Host are
     // replaced.

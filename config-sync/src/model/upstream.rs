@@ -104,6 +104,10 @@ impl Upstream {
     /// Pushes every problem with this upstream onto `errors`, under `path` (`upstreams/<name>`).
     pub fn validate(&self, path: &str, errors: &mut Errors) {
         check_name(&self.name, &format!("{path}.name"), errors);
+        if self.name.bytes().any(|b| b.is_ascii_uppercase()) {
+            // Services name an upstream as the host of their url, and hosts have no case.
+            errors.push(format!("{path}.name"), "must be lower case: services refer to it as a host name");
+        }
         if !(10..=65_536).contains(&self.slots) {
             errors.push(format!("{path}.slots"), "must be 10 to 65536");
         }
@@ -179,13 +183,16 @@ mod tests {
     #[test]
     fn hashing_fields_are_checked() {
         let u: Upstream = serde_json::from_str(
-            r#"{"name":"u","algorithm":"consistent-hashing","hash_on":"header","hash_fallback":"cookie","slots":5}"#,
+            r#"{"name":"U","algorithm":"consistent-hashing","hash_on":"header","hash_fallback":"cookie","slots":5}"#,
         )
         .unwrap();
         let mut errors = Errors::default();
         u.validate("upstreams/u", &mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["upstreams/u.slots", "upstreams/u.hash_on_header", "upstreams/u.hash_fallback_cookie"]);
+        assert_eq!(
+            paths,
+            ["upstreams/u.name", "upstreams/u.slots", "upstreams/u.hash_on_header", "upstreams/u.hash_fallback_cookie"]
+        );
     }
 
     #[test]

@@ -17,10 +17,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// The error type of every body here.
@@ -82,25 +83,92 @@ where
     }
 }
 
+/// Something wrong with the client's request body (malformed, or stalled): the client's fault,
+/// never the target's.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+/// How far a streamed request body has got, shared between the body (inside hyper) and the
+/// attempt that waits on it.
+#[derive(Debug)]
+pub struct Progress {
+    start: Instant,
+    /// Nanoseconds after `start` of the last frame handed to hyper (or of the stream's start).
+    last: AtomicU64,
+    /// Whether hyper is waiting on the client for the next frame right now.
+    waiting_on_client: AtomicBool,
+    /// Whether the whole body has been handed to hyper.
+    done: AtomicBool,
+    done_signal: Notify,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            done_signal: Notify::new(),
+        }
+    }
+
+    fn frame(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.done_signal.notify_waiters();
+    }
+
+    /// Completes once the whole body has been handed to hyper.
+    pub async fn sent(&self) {
+        let notified = self.done_signal.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.done.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// When the upstream side counts as stalled if nothing moves before then.
+    pub fn deadline(&self, write_timeout: Duration) -> Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed)) + write_timeout
+    }
+
+    /// Whether hyper has not asked for the next frame for `write_timeout`: the upstream stopped
+    /// reading. A wait on the client is not a stall of the upstream (the client's own idle
+    /// timeout covers that).
+    pub fn upstream_stalled(&self, write_timeout: Duration) -> bool {
+        !self.done.load(Ordering::Acquire)
+            && !self.waiting_on_client.load(Ordering::Relaxed)
+            && Instant::now() >= self.deadline(write_timeout)
+    }
+}
+
 /// What is sent upstream.
 pub enum RequestBody {
     /// No body.
     Empty,
-    /// The client's body, streamed; `sent` fires once it has all been handed to the upstream.
+    /// The client's body, streamed.
     Stream {
-        /// The client's body.
+        /// The client's body, failing when the client stalls.
         body: IdleTimeout<Incoming>,
-        /// Fired at the end of the body.
-        sent: Option<oneshot::Sender<()>>,
+        /// Shared with the attempt.
+        progress: Arc<Progress>,
     },
 }
 
 impl RequestBody {
-    /// Streams `body` with `write_timeout` between frames; the receiver hears when it is all sent
-    /// (or dropped).
-    pub fn stream(body: Incoming, write_timeout: Duration) -> (RequestBody, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (RequestBody::Stream { body: IdleTimeout::new(body, write_timeout), sent: Some(tx) }, rx)
+    /// Streams `body` with `write_timeout` between the client's frames.
+    pub fn stream(body: Incoming, write_timeout: Duration) -> (RequestBody, Arc<Progress>) {
+        let progress = Arc::new(Progress::new());
+        (RequestBody::Stream { body: IdleTimeout::new(body, write_timeout), progress: progress.clone() }, progress)
     }
 }
 
@@ -111,14 +179,19 @@ impl Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Stream { body, sent } => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                if frame.is_none() || body.is_end_stream() {
-                    if let Some(tx) = sent.take() {
-                        let _ = tx.send(());
+            RequestBody::Stream { body, progress } => {
+                let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => {
+                        progress.waiting_on_client.store(true, Ordering::Relaxed);
+                        return Poll::Pending;
                     }
+                    Poll::Ready(frame) => frame,
+                };
+                progress.frame();
+                if frame.is_none() || body.is_end_stream() {
+                    progress.finish();
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(ClientBodyError(e)) as BoxError)))
             }
         }
     }

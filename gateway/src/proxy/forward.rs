@@ -6,24 +6,23 @@
 //! which can be sent again as it was. A request whose body has started streaming upstream is
 //! not retried: that body is gone. A timeout waiting for the response head is final (504).
 
-use super::body::{Completion, IdleTimedOut, IdleTimeout, ProxyBody, RequestBody};
+use super::body::{ClientBodyError, Completion, IdleTimedOut, IdleTimeout, Progress, ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::hash_key::hash_key;
 use super::headers::ClientInfo;
-use super::pool::{ConnectError, Pool};
+use super::pool::{ConnectError, Pool, Sender};
 use crate::balance::Pick;
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
 use config_sync::Algorithm;
 use http::request::Parts;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// One request to forward.
 pub struct Attempt<'a> {
@@ -33,8 +32,6 @@ pub struct Attempt<'a> {
     pub service: &'a Arc<ServiceEntry>,
     /// The rewritten request head (method, upstream URI, headers).
     pub parts: &'a Parts,
-    /// The client's body.
-    pub body: Incoming,
     /// The client's connection.
     pub client: &'a ClientInfo,
     /// Keep the client's `Host` instead of the target's.
@@ -53,7 +50,8 @@ pub struct Forwarded {
     pub upstream_latency: Duration,
 }
 
-/// The target an attempt goes to.
+/// The target an attempt goes to. Dropping it ends the balancer's count of the request, so a
+/// request abandoned anywhere (the client went away mid-attempt) never leaks an in-flight count.
 struct Chosen {
     target: TargetEntry,
     /// The upstream and the balancer's index, when balanced.
@@ -61,27 +59,49 @@ struct Chosen {
 }
 
 impl Chosen {
-    /// Ends a failed attempt: the balancer hears of it, and passive checks count `outcome`
-    /// (none when the failure was not the target's fault).
-    fn failed(&self, outcome: Option<Outcome>) {
-        if let Some((upstream, index)) = &self.pick {
-            upstream.finish(*index, None);
-            if let Some(outcome) = outcome {
-                upstream.report(*index, outcome);
-            }
+    /// Ends a failed attempt; passive checks count `outcome` (none when the failure was not the
+    /// target's fault).
+    fn failed(self, outcome: Option<Outcome>) {
+        if let (Some((upstream, index)), Some(outcome)) = (&self.pick, outcome) {
+            upstream.report(*index, outcome);
+        }
+    }
+
+    /// Hands the balancer's count over to the response body, which ends it when it ends.
+    fn into_finish(mut self, latency: Duration) -> Option<(Arc<UpstreamState>, usize, Duration)> {
+        self.pick.take().map(|(upstream, index)| (upstream, index, latency))
+    }
+}
+
+impl Drop for Chosen {
+    fn drop(&mut self) {
+        if let Some((upstream, index)) = self.pick.take() {
+            upstream.finish(index, None);
         }
     }
 }
 
+/// Why one attempt failed, and what that allows next.
+enum Failure {
+    /// Nothing reached the target; the body comes back for the next attempt.
+    NotSent { outcome: Outcome, error: ProxyError, body: RequestBody },
+    /// The exchange broke after the request left.
+    Broken(hyper::Error),
+    /// The client's body was at fault: final, and not the target's doing.
+    Client(ProxyError),
+    /// The upstream did not read the body or answer in time: final (504).
+    TimedOut,
+}
+
 /// Forwards the request, retrying as the module doc says.
-pub async fn forward(attempt: Attempt<'_>) -> Result<Forwarded, ProxyError> {
+pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forwarded, ProxyError> {
     let service = &attempt.service.service;
-    let replayable = attempt.body.is_end_stream();
-    let (mut body, mut body_sent) = if replayable {
+    let replayable = client_body.is_end_stream();
+    let (mut body, progress) = if replayable {
         (Some(RequestBody::Empty), None)
     } else {
-        let (body, sent) = RequestBody::stream(attempt.body, service.write_timeout);
-        (Some(body), Some(sent))
+        let (body, progress) = RequestBody::stream(client_body, service.write_timeout);
+        (Some(body), Some(progress))
     };
     let idempotent = is_idempotent(&attempt.parts.method);
     let key = match &attempt.service.destination {
@@ -95,59 +115,78 @@ pub async fn forward(attempt: Attempt<'_>) -> Result<Forwarded, ProxyError> {
     for _ in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
         let chosen = choose(&attempt.service.destination, key, &mut tried)?;
-        let mut sender = match attempt.pool.get(&chosen.target.authority, service.connect_timeout).await {
-            Ok(sender) => sender,
-            Err(e) => {
-                chosen.failed(Some(match e {
-                    ConnectError::Timeout(_) => Outcome::Timeout,
-                    _ => Outcome::TcpFailure,
-                }));
-                tracing::debug!(error = %e, "attempt failed before sending");
-                body = Some(request_body);
-                last_error = match e {
-                    ConnectError::Timeout(_) => ProxyError::Timeout,
-                    other => ProxyError::Connect(Box::new(other)),
-                };
-                continue;
+        match send(&attempt, &chosen.target, request_body, progress.as_deref()).await {
+            Ok((response, sender, sent_at)) => {
+                return Ok(respond(response, chosen, sender, attempt.pool, sent_at, service.read_timeout));
             }
-        };
-        let request = build_request(attempt.parts, &chosen.target, attempt.preserve_host, request_body);
-        let sent_at = Instant::now();
-        let head = sender.try_send_request(request);
-        match wait_for_head(head, &mut body_sent, service.read_timeout).await {
-            Ok(Ok(response)) => {
-                let upstream_latency = sent_at.elapsed();
-                return Ok(respond(
-                    response,
-                    chosen,
-                    sender,
-                    attempt.pool,
-                    upstream_latency,
-                    sent_at,
-                    service.read_timeout,
-                ));
+            Err(Failure::NotSent { outcome, error, body: unsent }) => {
+                tracing::debug!(target = %chosen.target.authority, error = %error, "attempt failed before sending");
+                chosen.failed(Some(outcome));
+                body = Some(unsent);
+                last_error = error;
             }
-            Ok(Err(mut e)) => {
-                if caused_by_client_stall(e.error()) {
-                    chosen.failed(None);
-                    return Err(ProxyError::ClientTimeout);
-                }
+            Err(Failure::Broken(error)) => {
                 chosen.failed(Some(Outcome::TcpFailure));
-                if let Some(unsent) = e.take_message() {
-                    body = Some(unsent.into_body());
-                } else if replayable && idempotent {
+                if replayable && idempotent {
                     body = Some(RequestBody::Empty);
                 }
-                tracing::debug!(error = %e.error(), retry = body.is_some(), "attempt failed");
-                last_error = ProxyError::Upstream(Box::new(e.into_error()));
+                tracing::debug!(error = %error, retry = body.is_some(), "attempt failed");
+                last_error = ProxyError::Upstream(Box::new(error));
             }
-            Err(_) => {
+            Err(Failure::Client(error)) => {
+                chosen.failed(None);
+                return Err(error);
+            }
+            Err(Failure::TimedOut) => {
                 chosen.failed(Some(Outcome::Timeout));
                 return Err(ProxyError::Timeout);
             }
         }
     }
     Err(last_error)
+}
+
+/// One attempt on one target. A pooled connection that turns out to have closed before the
+/// request left is not the target's fault: the request goes again on a fresh connection to the
+/// same target, within the same attempt.
+async fn send(
+    attempt: &Attempt<'_>,
+    target: &TargetEntry,
+    body: RequestBody,
+    progress: Option<&Progress>,
+) -> Result<(Response<Incoming>, Sender, Instant), Failure> {
+    let service = &attempt.service.service;
+    let not_connected = |e: ConnectError, body| match e {
+        ConnectError::Timeout(_) => Failure::NotSent { outcome: Outcome::Timeout, error: ProxyError::Timeout, body },
+        other => Failure::NotSent { outcome: Outcome::TcpFailure, error: ProxyError::Connect(Box::new(other)), body },
+    };
+    let (mut sender, mut reused) = match attempt.pool.get(&target.authority, service.connect_timeout).await {
+        Ok(got) => got,
+        Err(e) => return Err(not_connected(e, body)),
+    };
+    let mut request = build_request(attempt.parts, target, attempt.preserve_host, body);
+    loop {
+        let sent_at = Instant::now();
+        let head = sender.try_send_request(request);
+        let mut error = match wait_for_head(head, progress, service.write_timeout, service.read_timeout).await {
+            Err(Stalled) => return Err(Failure::TimedOut),
+            Ok(Ok(response)) => return Ok((response, sender, sent_at)),
+            Ok(Err(error)) => error,
+        };
+        if let Some(client_error) = client_fault(error.error()) {
+            return Err(Failure::Client(client_error));
+        }
+        let Some(unsent) = error.take_message() else { return Err(Failure::Broken(error.into_error())) };
+        if !reused {
+            let error = ProxyError::Upstream(Box::new(error.into_error()));
+            return Err(Failure::NotSent { outcome: Outcome::TcpFailure, error, body: unsent.into_body() });
+        }
+        tracing::debug!(target = %target.authority, "pooled connection closed before use; opening a fresh one");
+        match attempt.pool.connect(&target.authority, service.connect_timeout).await {
+            Ok(fresh) => (sender, reused, request) = (fresh, false, unsent),
+            Err(e) => return Err(not_connected(e, unsent.into_body())),
+        }
+    }
 }
 
 /// Picks the next target: one not tried yet by this request while there is one.
@@ -181,39 +220,59 @@ fn build_request(parts: &Parts, target: &TargetEntry, preserve_host: bool, body:
     *request.uri_mut() = parts.uri.clone();
     *request.version_mut() = http::Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
+    let headers = request.headers_mut();
     if !preserve_host || !parts.headers.contains_key(header::HOST) {
-        request.headers_mut().insert(header::HOST, target.host_header.clone());
+        headers.insert(header::HOST, target.host_header.clone());
+    }
+    // A body of unknown length is sent chunked. hyper would otherwise send none at all for a GET
+    // or HEAD, where it assumes there is no body.
+    if matches!(request.body(), RequestBody::Stream { .. }) && !request.headers().contains_key(header::CONTENT_LENGTH) {
+        request.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     request
 }
 
-/// Waits for the response head. The read timeout starts once the request body has been sent:
-/// a long upload is governed by the write timeout between its frames, not by this one.
+/// Neither the body nor the response head moved in time.
+struct Stalled;
+
+/// Waits for the response head. While the body is still going up, the upstream must keep
+/// taking it (`write_timeout` without progress is a stall); once it is all sent, the head must
+/// come within `read_timeout`. A long upload is therefore not cut by the read timeout.
 async fn wait_for_head<F: Future>(
     head: F,
-    body_sent: &mut Option<oneshot::Receiver<()>>,
+    progress: Option<&Progress>,
+    write_timeout: Duration,
     read_timeout: Duration,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Result<F::Output, Stalled> {
     tokio::pin!(head);
-    if let Some(sent) = body_sent.as_mut() {
-        tokio::select! {
-            biased;
-            out = &mut head => return Ok(out),
-            _ = sent => *body_sent = None,
+    if let Some(progress) = progress {
+        let sent = progress.sent();
+        tokio::pin!(sent);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut head => return Ok(out),
+                () = &mut sent => break,
+                () = tokio::time::sleep_until(progress.deadline(write_timeout)) => {
+                    if progress.upstream_stalled(write_timeout) {
+                        return Err(Stalled);
+                    }
+                }
+            }
         }
     }
-    tokio::time::timeout(read_timeout, head).await
+    tokio::time::timeout(read_timeout, head).await.map_err(|_| Stalled)
 }
 
 fn respond(
     mut response: Response<Incoming>,
     chosen: Chosen,
-    sender: super::pool::Sender,
+    sender: Sender,
     pool: &Pool,
-    latency: Duration,
     sent_at: Instant,
     read_timeout: Duration,
 ) -> Forwarded {
+    let latency = sent_at.elapsed();
     let upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut response));
     if let Some((upstream, index)) = &chosen.pick {
         if let Some(outcome) = upstream.policy.passive.classify(response.status().as_u16()) {
@@ -221,7 +280,7 @@ fn respond(
         }
     }
     let connection = upgrade.is_none().then(|| (pool.clone(), chosen.target.authority.clone(), sender));
-    let finish = chosen.pick.map(|(upstream, index)| (upstream, index, latency));
+    let finish = chosen.into_finish(latency);
     let response = response.map(|incoming| ProxyBody::Upstream {
         body: IdleTimeout::new(incoming, read_timeout),
         completion: Completion { connection, finish },
@@ -229,17 +288,21 @@ fn respond(
     Forwarded { response, upgrade, sent_at, upstream_latency: latency }
 }
 
-/// Whether an exchange failed because the client's body stalled (our [`IdleTimedOut`] on the
-/// request body), not because of the upstream.
-fn caused_by_client_stall(error: &hyper::Error) -> bool {
+/// The error to answer with when an exchange failed because of the client's body (it stalled:
+/// 408; it was malformed: 400), not because of the upstream.
+fn client_fault(error: &hyper::Error) -> Option<ProxyError> {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
-        if e.is::<IdleTimedOut>() {
-            return true;
+        if let Some(ClientBodyError(inner)) = e.downcast_ref::<ClientBodyError>() {
+            return Some(if inner.is::<IdleTimedOut>() {
+                ProxyError::ClientTimeout
+            } else {
+                ProxyError::BadRequest("the request body is malformed")
+            });
         }
         source = e.source();
     }
-    false
+    None
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -19,6 +19,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those `Connection` lists. `Upgrade` is removed too
 /// unless `keep_upgrade`, in which case `Connection: upgrade` is put back.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // A message with both has its length from Transfer-Encoding, which is about to go: its
+    // Content-Length is wrong and must not be passed on (RFC 9112 §6.3).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -63,8 +68,12 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Sets `X-Forwarded-For` (the client appended to what it sent), `-Proto`, `-Host`, `-Port`.
+/// Sets `X-Forwarded-For` (the client appended to what it sent), `-Proto`, `-Host` (without
+/// its port, as Kong), `-Port` (the port the client connected to) and `X-Real-IP`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host: Option<&str>) {
     let ip = client.peer.ip().to_canonical();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -74,12 +83,67 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host
     if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
+    if let Ok(v) = HeaderValue::try_from(ip.to_string()) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match original_host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    match original_host.map(without_port).and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(v) => headers.insert(X_FORWARDED_HOST.clone(), v),
         None => headers.remove(&X_FORWARDED_HOST),
     };
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(client.local_port));
+}
+
+/// `X-Forwarded-Path` (the request's path) and, when the route stripped part of it,
+/// `X-Forwarded-Prefix` (the part stripped), so upstreams can build links that work through the
+/// gateway.
+pub struct ForwardedPath {
+    path: Option<HeaderValue>,
+    prefix: Option<HeaderValue>,
+}
+
+impl ForwardedPath {
+    /// The headers for a request to `path` of which the route stripped `stripped`.
+    pub fn new(path: &str, stripped: &str) -> ForwardedPath {
+        ForwardedPath {
+            path: HeaderValue::from_str(path).ok(),
+            prefix: Some(stripped.trim_end_matches('/'))
+                .filter(|s| !s.is_empty())
+                .and_then(|s| HeaderValue::from_str(s).ok()),
+        }
+    }
+
+    /// Sets them, replacing whatever the client sent.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        match self.path {
+            Some(v) => headers.insert(X_FORWARDED_PATH.clone(), v),
+            None => headers.remove(&X_FORWARDED_PATH),
+        };
+        match self.prefix {
+            Some(v) => headers.insert(X_FORWARDED_PREFIX.clone(), v),
+            None => headers.remove(&X_FORWARDED_PREFIX),
+        };
+    }
+}
+
+/// Joins the `cookie` fields an HTTP/2 client sends one per cookie into the single field
+/// HTTP/1.1 servers expect (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// `host` without a `:port` (IPv6 literals keep their brackets).
+fn without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
 }
 
 /// Appends this node to `Via` (`1.1 <via>`), keeping what earlier proxies wrote.
@@ -118,6 +182,37 @@ mod tests {
     }
 
     #[test]
+    fn transfer_encoding_wins_over_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        remove_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn h2_cookies_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2"]);
+    }
+
+    #[test]
+    fn forwarded_path_and_prefix() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/forged"));
+        ForwardedPath::new("/orders/1", "/orders").apply(&mut h);
+        assert_eq!(h["x-forwarded-path"], "/orders/1");
+        assert_eq!(h["x-forwarded-prefix"], "/orders");
+        ForwardedPath::new("/orders/", "/orders/").apply(&mut h);
+        assert_eq!(h["x-forwarded-prefix"], "/orders");
+        ForwardedPath::new("/keep", "/").apply(&mut h);
+        assert!(!h.contains_key("x-forwarded-prefix"));
+    }
+
+    #[test]
     fn upgrades_keep_upgrade() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -135,8 +230,14 @@ mod tests {
         let client = ClientInfo { peer: "[::ffff:10.0.0.9]:5555".parse().unwrap(), local_port: 8000 };
         set_forwarded(&mut h, &client, Some("api.example.com"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 10.0.0.9"));
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        set_forwarded(&mut h, &client, Some("[::1]:8443"));
+        assert_eq!(h["x-forwarded-host"], "[::1]");
+        set_forwarded(&mut h, &client, Some("example.com:8000"));
+        assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["x-forwarded-port"], "8000");
         let via = HeaderValue::from_static("1.1 gw");
         h.insert(header::VIA, HeaderValue::from_static("1.0 edge"));

@@ -10,6 +10,7 @@ mod error;
 mod forward;
 mod hash_key;
 mod headers;
+mod path;
 mod pool;
 mod upgrade;
 
@@ -17,6 +18,7 @@ pub use body::{BoxError, ProxyBody};
 pub use error::{json_error, ProxyError};
 pub use headers::ClientInfo;
 pub use pool::Pool;
+pub use upgrade::Tunnels;
 
 use crate::runtime::{Live, RouteEntry};
 use http::{header, HeaderValue, Request, Response, Uri};
@@ -30,13 +32,19 @@ pub struct Proxy {
     pool: Pool,
     /// `1.1 <node_id>`, this node's `Via` entry.
     via: HeaderValue,
+    tunnels: Tunnels,
 }
 
 impl Proxy {
     /// A proxy serving what `live` holds, over connections from `pool`.
     pub fn new(live: Arc<Live>, pool: Pool, node_id: &str) -> Proxy {
         let via = HeaderValue::try_from(format!("1.1 {node_id}")).unwrap_or(HeaderValue::from_static("1.1 gateway"));
-        Proxy { live, pool, via }
+        Proxy { live, pool, via, tunnels: Tunnels::default() }
+    }
+
+    /// The upgraded connections (WebSocket) this proxy has open.
+    pub fn tunnels(&self) -> &Tunnels {
+        &self.tunnels
     }
 
     /// Serves one request; never fails: errors become JSON responses.
@@ -70,18 +78,26 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let runtime = self.live.load();
         let host = request_host(&request);
+        let path = path::normalize(request.uri().path());
         let found = runtime
             .router
-            .find(host.as_deref(), request.uri().path(), request.method(), request.headers())
+            .find(host.as_deref(), &path, request.method(), request.headers())
             .ok_or(ProxyError::NoRoute)?;
         let entry = &runtime.routes[found.route];
-        let uri = upstream_uri(entry, request.uri(), found.matched_len)?;
+        let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
+        let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
+        let forwarded_path = headers::ForwardedPath::new(&path, stripped);
+        drop(path);
 
         let upgrade = request.version() == http::Version::HTTP_11 && headers::wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        if parts.version == http::Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
         headers::set_forwarded(&mut parts.headers, &client, host.as_deref());
+        forwarded_path.apply(&mut parts.headers);
         headers::append_via(&mut parts.headers, &self.via);
         if entry.route.preserve_host {
             if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -91,15 +107,14 @@ impl Proxy {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
 
-        let outcome = forward::forward(forward::Attempt {
+        let attempt = forward::Attempt {
             pool: &self.pool,
             service: &entry.service,
             parts: &parts,
-            body,
             client: &client,
             preserve_host: entry.route.preserve_host,
-        })
-        .await?;
+        };
+        let outcome = forward::forward(attempt, body).await?;
 
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
@@ -110,7 +125,7 @@ impl Proxy {
         h.insert("x-gateway-upstream-latency", HeaderValue::from(upstream_ms));
         h.insert("x-gateway-proxy-latency", HeaderValue::from(proxy_ms));
         if let (Some(client_side), Some(upstream_side)) = (client_upgrade, outcome.upgrade) {
-            upgrade::tunnel(client_side, upstream_side);
+            self.tunnels.open(client_side, upstream_side);
         }
         Ok(response)
     }
@@ -126,11 +141,10 @@ fn request_host<B>(request: &Request<B>) -> Option<String> {
 
 /// The upstream request's path and query: the service's path, then the request path with the
 /// matched part removed when the route strips it.
-fn upstream_uri(entry: &RouteEntry, uri: &Uri, matched_len: usize) -> Result<Uri, ProxyError> {
-    let path = uri.path();
+fn upstream_uri(entry: &RouteEntry, path: &str, query: Option<&str>, matched_len: usize) -> Result<Uri, ProxyError> {
     let rest = if entry.route.strip_path { path.get(matched_len..).unwrap_or("") } else { path };
     let base = entry.service.path.as_str();
-    let mut joined = String::with_capacity(base.len() + rest.len() + 2 + uri.query().map_or(0, |q| q.len() + 1));
+    let mut joined = String::with_capacity(base.len() + rest.len() + 2 + query.map_or(0, |q| q.len() + 1));
     joined.push_str(base);
     if rest.is_empty() {
         if joined.is_empty() {
@@ -142,7 +156,7 @@ fn upstream_uri(entry: &RouteEntry, uri: &Uri, matched_len: usize) -> Result<Uri
         }
         joined.push_str(rest);
     }
-    if let Some(q) = uri.query() {
+    if let Some(q) = query {
         joined.push('?');
         joined.push_str(q);
     }
@@ -176,7 +190,8 @@ services:
         );
         let case = |name: &str, matched: usize, uri: &str| {
             let e = rt.routes.iter().find(|r| r.route.name == name).unwrap();
-            upstream_uri(e, &uri.parse().unwrap(), matched).unwrap().to_string()
+            let uri: Uri = uri.parse().unwrap();
+            upstream_uri(e, uri.path(), uri.query(), matched).unwrap().to_string()
         };
         assert_eq!(case("strip", 7, "/orders/1?x=1"), "/v1/1?x=1");
         assert_eq!(case("strip", 7, "/orders"), "/v1");

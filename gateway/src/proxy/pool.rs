@@ -3,7 +3,9 @@
 //!
 //! A connection is taken out for one request and put back when the response body has been read
 //! to its end; a connection whose exchange did not finish cleanly is closed instead. Idle
-//! connections are reused newest first and dropped once older than the idle timeout.
+//! connections are reused newest first; [`Pool::reap`], run every half idle timeout, closes
+//! those older than the idle timeout and forgets those the upstream closed, including those of
+//! targets no longer configured.
 
 use super::body::RequestBody;
 use hyper::client::conn::http1;
@@ -57,8 +59,8 @@ struct Inner {
 }
 
 impl Pool {
-    /// A pool keeping at most `max_idle` idle connections per target, each for at most
-    /// `idle_timeout`.
+    /// A pool keeping at most `max_idle` idle connections per target (0: no keep-alive, a
+    /// connection per request), each for at most `idle_timeout`.
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
         Pool(Arc::new(Inner { idle: Mutex::new(HashMap::new()), max_idle, idle_timeout }))
     }
@@ -75,12 +77,13 @@ impl Pool {
         None
     }
 
-    /// An idle connection to `target`, or a new one opened within `connect_timeout`.
-    pub async fn get(&self, target: &Arc<str>, connect_timeout: Duration) -> Result<Sender, ConnectError> {
+    /// An idle connection to `target` (`true`: reused), or a new one opened within
+    /// `connect_timeout`.
+    pub async fn get(&self, target: &Arc<str>, connect_timeout: Duration) -> Result<(Sender, bool), ConnectError> {
         if let Some(sender) = self.checkout(target) {
-            return Ok(sender);
+            return Ok((sender, true));
         }
-        self.connect(target, connect_timeout).await
+        Ok((self.connect(target, connect_timeout).await?, false))
     }
 
     /// Opens a new connection to `target`.
@@ -119,13 +122,17 @@ impl Pool {
         }
         let pool = self.clone();
         tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
+            // Bounded: a connection that never becomes ready again is dropped, not waited on.
+            if let Ok(Ok(())) = tokio::time::timeout(pool.0.idle_timeout, sender.ready()).await {
                 pool.checkin(target, sender);
             }
         });
     }
 
     fn checkin(&self, target: Arc<str>, sender: Sender) {
+        if self.0.max_idle == 0 {
+            return;
+        }
         let mut idle = self.0.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.entry(target).or_default();
         let timeout = self.0.idle_timeout;
@@ -134,6 +141,21 @@ impl Pool {
             list.remove(0);
         }
         list.push(Idle { sender, since: Instant::now() });
+    }
+
+    /// Closes idle connections older than the idle timeout and forgets closed ones.
+    pub fn reap(&self) {
+        let timeout = self.0.idle_timeout;
+        let mut idle = self.0.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            !list.is_empty()
+        });
+    }
+
+    /// How often [`Pool::reap`] should run.
+    pub fn reap_interval(&self) -> Duration {
+        (self.0.idle_timeout / 2).max(Duration::from_millis(100))
     }
 
     /// Idle connections held now, over all targets.

@@ -1,10 +1,14 @@
 //! Accepting connections and serving HTTP/1.1 and h2c on them, until told to stop.
 //!
-//! Limits that protect the node from its clients live here: a client must start talking within
-//! the header read timeout and finish its request head within it too, or it is dropped; a head
-//! larger than the limit gets 431; a malformed request gets 400 from hyper and only that
-//! connection ends. On shutdown the listener closes at once, connections finish their in-flight
-//! requests, and whatever is still running when the grace period ends is cut.
+//! Limits that protect the node from its clients live here: at most `max_connections` are served
+//! at once (more wait in the kernel's backlog); a client must say which protocol it speaks within
+//! the header read timeout, and an HTTP/1.1 client must then finish its request head within it
+//! too, or it is dropped; a head larger than the limit gets 431; a malformed request gets 400
+//! from hyper and only that connection ends; HTTP/2 peers that stop answering pings are dropped.
+//! On shutdown the listener closes at once, connections finish their in-flight requests, and
+//! whatever is still running when the grace period ends is cut.
+
+mod rewind;
 
 use crate::proxy::{BoxError, ClientInfo, ProxyBody};
 use http::{Request, Response};
@@ -18,6 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// Limits applied to every connection of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +33,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// Serves `handler` on every connection accepted from `listener` until `shutdown` completes,
@@ -45,12 +52,23 @@ where
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -70,13 +88,10 @@ where
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // hyper's header timeout starts once the protocol is known; a client that connects
-            // and says nothing is dropped here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
+            let _slot = slot;
+            // hyper's header timeout starts once the protocol is known; a client that says
+            // nothing, or only part of the HTTP/2 preface, is dropped here.
+            let Some(stream) = rewind::Rewind::read_start(stream, limits.header_read_timeout).await else { return };
             let service = service_fn(move |request| {
                 let response = handler(request, client);
                 async move { Ok::<_, Infallible>(response.await) }
