@@ -272,3 +272,32 @@ async fn health_endpoints_answer_404_and_405_clearly() {
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_follow_targets_in_and_out_of_the_config() {
+    let (a, b, c) = (Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await);
+    let checks = "{ active: { healthy: { interval: 0.05 }, unhealthy: { interval: 0.05, http_failures: 1 } } }";
+    let gw = Gateway::start(&config(&[&a, &b], "round-robin", checks)).await;
+    let client = HttpClient::new();
+    // No traffic is sent: every request an echo sees is a probe.
+    eventually(Duration::from_secs(5), "a and b to be probed", || async {
+        (a.requests() > 0 && b.requests() > 0).then_some(())
+    })
+    .await;
+    assert_eq!(c.requests(), 0);
+
+    gw.write_config(&config(&[&a, &c], "round-robin", checks));
+    gw.signal("HUP");
+    eventually(Duration::from_secs(5), "c to be probed", || async { (c.requests() > 0).then_some(()) }).await;
+    eventually(Duration::from_secs(5), "b to leave", || async {
+        state_of(&client, &gw, &b).await.is_empty().then_some(())
+    })
+    .await;
+    let b_seen = b.requests();
+    let a_seen = a.requests();
+    eventually(Duration::from_secs(5), "a to be probed five more times", || async {
+        (a.requests() >= a_seen + 5).then_some(())
+    })
+    .await;
+    assert!(b.requests() <= b_seen + 1, "b is no longer probed ({} after {b_seen})", b.requests());
+}
