@@ -46,5 +46,6 @@ async fn a_256_mib_body_streams_both_ways_in_bounded_memory() {
     assert_eq!(received, SIZE);
 
     let peak = gw.peak_rss_kib();
+    eprintln!("gateway peak RSS after 256 MiB each way: {peak} KiB");
     assert!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB for {SIZE} bytes each way");
 }
