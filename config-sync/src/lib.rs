@@ -8,11 +8,14 @@
 //! - [`Snapshot`]: one immutable version of the config, with its version and hash; entities
 //!   with dangling references are left out and listed.
 //! - [`declarative`] and [`FileSource`]: the nested YAML format and the file it lives in.
+//! - [`etcd`]: the key layout, the watching source that turns etcd into snapshots, and the
+//!   writer behind the admin API, `gateway apply` and `gateway dump`.
 //!
 //! This crate does no proxying and knows nothing of the gateway; the gateway depends on it.
 
 pub mod config;
 pub mod declarative;
+pub mod etcd;
 pub mod file;
 pub mod model;
 pub mod snapshot;

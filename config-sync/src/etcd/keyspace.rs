@@ -1,0 +1,277 @@
+//! The config as etcd holds it, key by key, and the snapshots built from it (sans-IO).
+//!
+//! Each key is checked on its own. A value that does not parse or validate is not applied: the
+//! key keeps its last good value (or its absence) and the error is listed, with the key and the
+//! revision, until a later write fixes or deletes it. Every other key still applies.
+
+use super::keys::EntityKey;
+use crate::config::Config;
+use crate::model::{Plugins, Route, Service, Target, Upstream};
+use crate::snapshot::{ConfigError, Snapshot};
+use crate::validate::{from_value, Errors};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A validated value of one key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entity {
+    /// A service.
+    Service(Service),
+    /// A route.
+    Route(Route),
+    /// An upstream.
+    Upstream(Upstream),
+    /// A target.
+    Target(Target),
+    /// One global plugin's config, as `{"<name>": <config>}`.
+    Plugin(Plugins),
+}
+
+/// Every config key under a prefix: the good values, and the errors of the bad ones.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpace {
+    good: BTreeMap<EntityKey, Entity>,
+    /// By full key, so that keys outside the layout are listed too.
+    errors: BTreeMap<String, ConfigError>,
+}
+
+impl KeySpace {
+    /// An empty key space.
+    pub fn new() -> KeySpace {
+        KeySpace::default()
+    }
+
+    /// Applies a put of `value` at `key` (the full key; `relative` is the part after the prefix).
+    pub fn put(&mut self, key: &str, relative: &str, value: &[u8], revision: u64) {
+        match parse_entity(relative, value) {
+            Ok((entity_key, entity)) => {
+                self.errors.remove(key);
+                self.good.insert(entity_key, entity);
+            }
+            Err(message) => {
+                let error = ConfigError { key: key.to_owned(), revision: Some(revision), message };
+                self.errors.insert(key.to_owned(), error);
+            }
+        }
+    }
+
+    /// Applies a delete of `key`.
+    pub fn delete(&mut self, key: &str, relative: &str) {
+        self.errors.remove(key);
+        if let Ok(entity_key) = EntityKey::parse(relative) {
+            self.good.remove(&entity_key);
+        }
+    }
+
+    /// How many keys hold a good value.
+    pub fn len(&self) -> usize {
+        self.good.len()
+    }
+
+    /// Whether no key holds a good value.
+    pub fn is_empty(&self) -> bool {
+        self.good.is_empty()
+    }
+
+    /// The config the good values make.
+    pub fn config(&self) -> Config {
+        let mut config = Config::default();
+        for (key, entity) in &self.good {
+            match (key, entity) {
+                (EntityKey::Service(name), Entity::Service(s)) => {
+                    config.services.insert(name.clone(), s.clone());
+                }
+                (EntityKey::Route(name), Entity::Route(r)) => {
+                    config.routes.insert(name.clone(), r.clone());
+                }
+                (EntityKey::Upstream(name), Entity::Upstream(u)) => {
+                    config.upstreams.insert(name.clone(), u.clone());
+                }
+                (EntityKey::Target(upstream, name), Entity::Target(t)) => {
+                    config.targets.entry(upstream.clone()).or_default().insert(name.clone(), t.clone());
+                }
+                (EntityKey::Plugin(_), Entity::Plugin(p)) => config.plugins = p.or(&config.plugins),
+                _ => unreachable!("parse_entity pairs each key kind with its entity kind"),
+            }
+        }
+        config
+    }
+
+    /// The snapshot of this key space at `revision`: the good values, less entities whose
+    /// references dangle, with every error listed.
+    pub fn snapshot(&self, revision: u64) -> Snapshot {
+        Snapshot::new(self.config(), revision, self.errors.values().cloned().collect())
+    }
+}
+
+/// Parses and validates one key's value on its own.
+pub fn parse_entity(relative: &str, value: &[u8]) -> Result<(EntityKey, Entity), String> {
+    let key = EntityKey::parse(relative)?;
+    let json: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
+    if !json.is_object() {
+        return Err("must be a JSON object".into());
+    }
+    let path = key.path();
+    let mut errors = Errors::default();
+    let entity = match &key {
+        EntityKey::Service(name) => {
+            let mut s: Service = from_value(with_name(json, "name", name, &path)?, &path).map_err(|e| e.to_string())?;
+            s.name.clone_from(name);
+            s.validate(&path, &mut errors);
+            Entity::Service(s)
+        }
+        EntityKey::Route(name) => {
+            let r: Route = from_value(with_name(json, "name", name, &path)?, &path).map_err(|e| e.to_string())?;
+            r.validate(&path, &mut errors);
+            Entity::Route(r)
+        }
+        EntityKey::Upstream(name) => {
+            let u: Upstream = from_value(with_name(json, "name", name, &path)?, &path).map_err(|e| e.to_string())?;
+            u.validate(&path, &mut errors);
+            Entity::Upstream(u)
+        }
+        EntityKey::Target(_, target) => {
+            let t: Target = from_value(with_name(json, "target", target, &path)?, &path).map_err(|e| e.to_string())?;
+            t.validate(&path, &mut errors);
+            Entity::Target(t)
+        }
+        EntityKey::Plugin(name) => {
+            let wrapped = Value::Object([(name.clone(), json)].into_iter().collect());
+            let p: Plugins = from_value(wrapped, "plugins").map_err(|e| e.to_string())?;
+            p.validate("plugins", &mut errors);
+            Entity::Plugin(p)
+        }
+    };
+    if errors.is_empty() {
+        Ok((key, entity))
+    } else {
+        Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    }
+}
+
+/// Fills the name field from the key, or checks that the body's equals it.
+fn with_name(mut json: Value, field: &str, name: &str, path: &str) -> Result<Value, String> {
+    let object = json.as_object_mut().expect("checked to be an object");
+    match object.get(field) {
+        None => {
+            object.insert(field.to_owned(), Value::String(name.to_owned()));
+        }
+        Some(Value::String(given)) if given == name => {}
+        Some(given) => return Err(format!("{path}.{field}: {given} differs from the key's {name:?}")),
+    }
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(puts: &[(&str, &str)]) -> KeySpace {
+        let mut ks = KeySpace::new();
+        for (rev, (key, value)) in puts.iter().enumerate() {
+            ks.put(&format!("/g/{key}"), key, value.as_bytes(), rev as u64 + 1);
+        }
+        ks
+    }
+
+    #[test]
+    fn the_contract_example_as_six_keys() {
+        let ks = space(&[
+            ("services/orders", r#"{"url":"http://orders-up/v1","retries":3}"#),
+            ("routes/orders", r#"{"service":"orders","paths":["/orders"],"plugins":{"rate-limiting":{"minute":100}}}"#),
+            ("upstreams/orders-up", r#"{"healthchecks":{"passive":{"unhealthy":{"tcp_failures":2}}}}"#),
+            ("upstreams/orders-up/targets/10.0.0.5:8080", r#"{"weight":100}"#),
+            ("upstreams/orders-up/targets/10.0.0.6:8080", r#"{}"#),
+            ("plugins/proxy-cache", r#"{"cache_ttl":30}"#),
+        ]);
+        let snap = ks.snapshot(6);
+        assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+        let expected = crate::declarative::parse(
+            r#"
+services:
+  - name: orders
+    url: http://orders-up/v1
+    retries: 3
+    routes:
+      - name: orders
+        paths: [/orders]
+        plugins:
+          rate-limiting: { minute: 100 }
+upstreams:
+  - name: orders-up
+    healthchecks:
+      passive: { unhealthy: { tcp_failures: 2 } }
+    targets:
+      - { target: "10.0.0.5:8080", weight: 100 }
+      - { target: "10.0.0.6:8080" }
+plugins:
+  proxy-cache: { cache_ttl: 30 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(snap.config, expected, "etcd keys and the declarative file make the same config");
+        assert_eq!(snap.hash, Snapshot::new(expected, 1, vec![]).hash);
+    }
+
+    #[test]
+    fn a_bad_value_keeps_the_last_good_one_until_fixed() {
+        let mut ks = space(&[("services/a", r#"{"url":"http://x","retries":1}"#)]);
+        ks.put("/g/services/a", "services/a", b"{not json", 7);
+        let snap = ks.snapshot(7);
+        assert_eq!(snap.config.services["a"].retries, 1, "the last good value stays");
+        assert_eq!(snap.errors.len(), 1);
+        assert_eq!(snap.errors[0].key, "/g/services/a");
+        assert_eq!(snap.errors[0].revision, Some(7));
+        assert!(snap.errors[0].message.starts_with("not JSON"), "{}", snap.errors[0].message);
+        ks.put("/g/services/a", "services/a", br#"{"url":"http://x","retries":2}"#, 8);
+        let snap = ks.snapshot(8);
+        assert_eq!(snap.config.services["a"].retries, 2);
+        assert!(snap.errors.is_empty());
+    }
+
+    #[test]
+    fn a_bad_first_value_leaves_the_key_absent() {
+        let ks = space(&[("services/a", r#"{"url":"ftp://x"}"#), ("things/b", "{}")]);
+        let snap = ks.snapshot(2);
+        assert!(snap.config.services.is_empty());
+        let messages: Vec<_> = snap.errors.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
+        assert!(messages[0].1.starts_with("services/a.url:"), "{messages:?}");
+        assert!(messages[1].1.contains("is not a config key"), "{messages:?}");
+    }
+
+    #[test]
+    fn deletes_clear_values_and_errors() {
+        let mut ks = space(&[("services/a", r#"{"url":"http://x"}"#), ("services/b", "[]")]);
+        ks.delete("/g/services/a", "services/a");
+        ks.delete("/g/services/b", "services/b");
+        let snap = ks.snapshot(3);
+        assert!(snap.config.services.is_empty() && snap.errors.is_empty());
+    }
+
+    #[test]
+    fn names_in_bodies_must_match_their_keys() {
+        let ks = space(&[
+            ("services/a", r#"{"name":"b","url":"http://x"}"#),
+            ("services/c", r#"{"name":"c","url":"http://x"}"#),
+        ]);
+        let snap = ks.snapshot(2);
+        assert!(snap.config.services.contains_key("c"));
+        assert!(snap.errors[0].message.contains("differs from the key's \"a\""), "{:?}", snap.errors);
+    }
+
+    #[test]
+    fn dangling_routes_are_inactive_and_listed() {
+        let ks = space(&[("routes/r", r#"{"service":"nobody","paths":["/"]}"#)]);
+        let snap = ks.snapshot(1);
+        assert!(snap.config.routes.is_empty());
+        assert_eq!(snap.errors[0].key, "routes/r.service");
+    }
+
+    #[test]
+    fn unknown_global_plugins_are_errors() {
+        let ks = space(&[("plugins/nope", "{}"), ("plugins/rate-limiting", r#"{"second":5}"#)]);
+        let snap = ks.snapshot(2);
+        assert_eq!(snap.config.plugins.rate_limiting.as_ref().unwrap().second, Some(5));
+        assert!(snap.errors[0].message.contains("unknown field `nope`"), "{:?}", snap.errors);
+    }
+}

@@ -1,0 +1,14 @@
+//! Config in etcd: the key layout, the key space that turns keys into snapshots, the watching
+//! source, and the writer used by the admin API, `gateway apply` and `gateway dump`.
+
+mod backoff;
+pub mod keys;
+pub mod keyspace;
+mod watcher;
+mod writer;
+
+pub use backoff::Backoff;
+pub use keys::{normalize_prefix, EntityKey};
+pub use keyspace::{parse_entity, Entity, KeySpace};
+pub use watcher::{Connection, EtcdConfig, EtcdSource, EtcdStatus};
+pub use writer::{desired_keys, ApplyReport, EtcdWriter, StoredKey, WriteError};

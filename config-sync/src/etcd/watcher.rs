@@ -1,0 +1,396 @@
+//! The etcd source: one consistent read of the prefix, then one watch from that revision + 1,
+//! every change published as a new snapshot.
+//!
+//! A handle and a worker: [`EtcdSource::spawn`] starts the worker, which owns the connection
+//! and the [`KeySpace`]; snapshots and status come out on `watch` channels.
+//!
+//! What can go wrong, and what happens:
+//! - etcd unreachable, or the stream breaks: the last snapshot keeps being served, the status
+//!   says `disconnected`, and the worker reconnects with capped exponential back-off and jitter.
+//!   On reconnect it watches from the last revision it applied + 1, so nothing is missed.
+//! - The revision it needs was compacted (the watch is cancelled with a compact revision), or
+//!   etcd came back with a lower revision than the one applied (restarted from scratch or
+//!   restored): a full re-read, which builds exactly the snapshot a fresh node would.
+//! - The stream goes quiet: every `liveness_interval` the worker asks etcd for a progress
+//!   notification; no answer in another interval means the stream is dead, and it reconnects.
+//!   The revision never moves forward on a timeout.
+
+use super::backoff::Backoff;
+use super::keyspace::KeySpace;
+use crate::snapshot::Snapshot;
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchResponse};
+use futures_util::FutureExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Where and how to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    /// Endpoints, such as `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Every config key lives under it (normalized: `/gateway`).
+    pub prefix: String,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for one request (reads; not the watch stream).
+    pub request_timeout: Duration,
+    /// Shortest wait before reconnecting.
+    pub retry_min: Duration,
+    /// Longest wait before reconnecting.
+    pub retry_max: Duration,
+    /// How often a quiet watch stream is asked to prove it is alive.
+    pub liveness_interval: Duration,
+}
+
+impl EtcdConfig {
+    /// Defaults for everything but where etcd is and the prefix.
+    pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdConfig {
+        EtcdConfig {
+            endpoints,
+            prefix: super::keys::normalize_prefix(prefix),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(5),
+            retry_min: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            liveness_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Options for a client connection. No request timeout here: it would cut the watch stream;
+    /// reads get theirs one by one.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true)
+    }
+}
+
+/// Whether the source is talking to etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Not connected yet.
+    Connecting,
+    /// Reading or watching.
+    Connected,
+    /// Lost; retrying.
+    Disconnected {
+        /// Why.
+        error: String,
+    },
+}
+
+/// What the source reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdStatus {
+    /// Whether it is talking to etcd.
+    pub connection: Connection,
+    /// The last revision applied (0: none yet).
+    pub revision: u64,
+    /// Full re-reads after the first (compactions, etcd restarts).
+    pub resyncs: u64,
+}
+
+/// The handle of a running source.
+pub struct EtcdSource {
+    /// The latest snapshot (None until the first read).
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// The latest status.
+    pub status: watch::Receiver<EtcdStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl EtcdSource {
+    /// Starts the worker.
+    pub fn spawn(config: EtcdConfig) -> EtcdSource {
+        let (snapshots_tx, snapshots) = watch::channel(None);
+        let initial = EtcdStatus { connection: Connection::Connecting, revision: 0, resyncs: 0 };
+        let (status_tx, status) = watch::channel(initial);
+        let (stop, stopped) = oneshot::channel();
+        let worker = Worker {
+            backoff: Backoff::new(config.retry_min, config.retry_max),
+            watch_prefix: format!("{}/", config.prefix),
+            config,
+            keyspace: KeySpace::new(),
+            revision: 0,
+            reads: 0,
+            snapshots: snapshots_tx,
+            status: status_tx,
+        };
+        let task = tokio::spawn(worker.run(stopped));
+        EtcdSource { snapshots, status, stop: Some(stop), task }
+    }
+
+    /// Stops the worker and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for EtcdSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Why a session with etcd ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the watch stream closed")]
+    Closed,
+    #[error("the watch stream went quiet: no progress notification within {0:?}")]
+    Quiet(Duration),
+}
+
+/// Why a watch ended without an error: a full re-read is needed.
+enum Resync {
+    Compacted(i64),
+    Cancelled(String),
+}
+
+struct Worker {
+    config: EtcdConfig,
+    /// `<prefix>/`: every key watched starts with it.
+    watch_prefix: String,
+    keyspace: KeySpace,
+    /// The last revision applied; 0 before the first read.
+    revision: u64,
+    /// Full reads done.
+    reads: u64,
+    backoff: Backoff,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    status: watch::Sender<EtcdStatus>,
+}
+
+impl Worker {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        loop {
+            let error = tokio::select! {
+                _ = &mut stop => return,
+                error = self.session() => error,
+            };
+            tracing::warn!(error = %error, revision = self.revision, "etcd: disconnected; serving the last config");
+            self.set_connection(Connection::Disconnected { error: error.to_string() });
+            let wait = self.backoff.next(fastrand::f64());
+            tokio::select! {
+                _ = &mut stop => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One connection: sync, then watch, until something breaks.
+    async fn session(&mut self) -> SessionError {
+        let mut client = match Client::connect(&self.config.endpoints, Some(self.config.connect_options())).await {
+            Ok(client) => client,
+            Err(e) => return e.into(),
+        };
+        loop {
+            match self.sync(&mut client).await {
+                Ok(()) => {}
+                Err(e) => return e,
+            }
+            if self.status.borrow().connection != Connection::Connected {
+                tracing::info!(revision = self.revision, "etcd: connected");
+            }
+            self.set_connection(Connection::Connected);
+            self.backoff.reset();
+            match self.watch(&mut client).await {
+                Ok(Resync::Compacted(at)) => {
+                    tracing::warn!(compacted = at, revision = self.revision, "etcd: revision compacted; re-reading");
+                    self.revision = 0;
+                }
+                Ok(Resync::Cancelled(reason)) => {
+                    tracing::warn!(%reason, "etcd: watch cancelled; re-reading");
+                    self.revision = 0;
+                }
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Reads the whole prefix when there is nothing applied yet, or when etcd is behind what
+    /// was applied (it restarted empty or was restored).
+    async fn sync(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        let count = GetOptions::new().with_prefix().with_count_only();
+        let probe = self.timed(client.get(self.watch_prefix.as_str(), Some(count))).await?;
+        let current = probe.header().map_or(0, |h| h.revision().max(0) as u64);
+        if self.revision != 0 && current >= self.revision {
+            return Ok(());
+        }
+        if self.revision != 0 {
+            tracing::warn!(applied = self.revision, etcd = current, "etcd: its revision is behind ours; re-reading");
+        }
+        self.full_read(client).await
+    }
+
+    /// One consistent read of the prefix, page by page at one revision.
+    async fn full_read(&mut self, client: &mut Client) -> Result<(), SessionError> {
+        const PAGE: i64 = 500;
+        let end = prefix_end(&self.watch_prefix);
+        let mut keyspace = KeySpace::new();
+        let mut from = self.watch_prefix.clone().into_bytes();
+        let mut at = 0i64;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if at != 0 {
+                options = options.with_revision(at);
+            }
+            let page = self.timed(client.get(from.clone(), Some(options))).await?;
+            if at == 0 {
+                at = page.header().map_or(0, |h| h.revision());
+            }
+            for kv in page.kvs() {
+                if let Some((key, relative)) = self.relative(kv.key()) {
+                    keyspace.put(key, relative, kv.value(), kv.mod_revision().max(0) as u64);
+                }
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.keyspace = keyspace;
+        self.revision = at.max(0) as u64;
+        self.reads += 1;
+        self.publish();
+        Ok(())
+    }
+
+    /// Watches from the revision after the last applied until a re-read is needed or the
+    /// stream fails.
+    async fn watch(&mut self, client: &mut Client) -> Result<Resync, SessionError> {
+        let options =
+            WatchOptions::new().with_prefix().with_start_revision(self.revision as i64 + 1).with_progress_notify();
+        let mut stream = client.watch(self.watch_prefix.as_str(), Some(options)).await?;
+        let quiet = self.config.liveness_interval;
+        let mut asked_at: Option<Instant> = None;
+        let mut check = tokio::time::interval_at(Instant::now() + quiet, quiet);
+        loop {
+            tokio::select! {
+                message = stream.message() => {
+                    asked_at = None;
+                    let mut changed = false;
+                    let mut next = Some(message);
+                    // Apply what has arrived, then publish once: a burst of writes makes one
+                    // snapshot, not one per write.
+                    while let Some(message) = next.take() {
+                        let response = message?.ok_or(SessionError::Closed)?;
+                        if let Some(resync) = needs_resync(&response) {
+                            return Ok(resync);
+                        }
+                        changed |= self.apply(&response);
+                        next = stream.message().now_or_never();
+                    }
+                    if changed {
+                        self.publish();
+                    }
+                }
+                _ = check.tick() => match asked_at {
+                    Some(at) if at.elapsed() >= quiet => return Err(SessionError::Quiet(quiet)),
+                    Some(_) => {}
+                    None => {
+                        stream.request_progress().await?;
+                        asked_at = Some(Instant::now());
+                    }
+                },
+            }
+        }
+    }
+
+    /// Applies a response's events; whether anything changed.
+    fn apply(&mut self, response: &WatchResponse) -> bool {
+        let mut changed = false;
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Some((key, relative)) = self.relative(kv.key()) else { continue };
+            let revision = kv.mod_revision().max(0) as u64;
+            match event.event_type() {
+                EventType::Put => self.keyspace.put(key, relative, kv.value(), revision),
+                EventType::Delete => self.keyspace.delete(key, relative),
+            }
+            self.revision = self.revision.max(revision);
+            changed = true;
+        }
+        changed
+    }
+
+    /// The full key and the part after `<prefix>/`, for a key under the prefix.
+    fn relative<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
+        let key = std::str::from_utf8(key).ok()?;
+        Some((key, key.strip_prefix(self.watch_prefix.as_str())?))
+    }
+
+    fn publish(&mut self) {
+        let snapshot = self.keyspace.snapshot(self.revision);
+        tracing::debug!(version = snapshot.version, hash = %snapshot.hash, errors = snapshot.errors.len(), "etcd: snapshot");
+        self.snapshots.send_replace(Some(Arc::new(snapshot)));
+        let resyncs = self.reads.saturating_sub(1);
+        let revision = self.revision;
+        self.status.send_modify(|s| {
+            s.revision = revision;
+            s.resyncs = resyncs;
+        });
+    }
+
+    fn set_connection(&self, connection: Connection) {
+        self.status.send_if_modified(|s| {
+            let changed = s.connection != connection;
+            s.connection = connection;
+            changed
+        });
+    }
+
+    async fn timed<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, SessionError> {
+        let limit = self.config.request_timeout;
+        tokio::time::timeout(limit, request).await.map_err(|_| SessionError::Timeout(limit))?.map_err(Into::into)
+    }
+}
+
+/// A watch response that ends the watch: compacted, or cancelled by etcd.
+fn needs_resync(response: &WatchResponse) -> Option<Resync> {
+    if response.compact_revision() > 0 {
+        return Some(Resync::Compacted(response.compact_revision()));
+    }
+    response.canceled().then(|| Resync::Cancelled(response.cancel_reason().to_owned()))
+}
+
+/// The first key after every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("/gateway/"), b"/gateway0");
+        assert_eq!(prefix_end("a"), b"b");
+    }
+}

@@ -1,0 +1,252 @@
+//! Writing config to etcd: one key at a time (the admin API), or a whole declarative file in
+//! one transaction (`gateway apply`), and reading it all back (`gateway dump`).
+
+use super::keys::{normalize_prefix, EntityKey};
+use super::keyspace::KeySpace;
+use super::watcher::{prefix_end, EtcdConfig};
+use crate::config::Config;
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Why a write or read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// etcd refused or could not be reached.
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    /// etcd did not answer in time.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Another writer changed the prefix between the read and the transaction.
+    #[error("the config in etcd changed while applying; nothing was written, run it again")]
+    Conflict,
+    /// etcd refused the transaction for its size.
+    #[error(
+        "etcd refused a transaction of {0} operations (its --max-txn-ops is lower, 128 by default); \
+         raise it to apply this file in one transaction"
+    )]
+    TooLarge(usize),
+}
+
+/// One key as read: value and the revision it was last written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The value.
+    pub value: Vec<u8>,
+    /// When it was last written.
+    pub mod_revision: i64,
+}
+
+/// What `apply` would do, or did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Keys created (relative to the prefix).
+    pub created: Vec<String>,
+    /// Keys whose value changed.
+    pub changed: Vec<String>,
+    /// Keys deleted.
+    pub deleted: Vec<String>,
+    /// The revision written at; None for a dry run or when nothing changed.
+    pub revision: Option<u64>,
+}
+
+impl ApplyReport {
+    /// Whether nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.changed.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// A connection for writing config under a prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct EtcdWriter {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl EtcdWriter {
+    /// Connects to etcd. The connection is made lazily by the client, so this fails only on
+    /// bad endpoints; every call has its own timeout.
+    pub async fn connect(config: &EtcdConfig) -> Result<EtcdWriter, WriteError> {
+        let client = Client::connect(&config.endpoints, Some(config.connect_options())).await?;
+        Ok(EtcdWriter { client, prefix: normalize_prefix(&config.prefix), timeout: config.request_timeout })
+    }
+
+    /// Writes one entity's JSON at its key; the revision of the write.
+    pub async fn put(&self, key: &EntityKey, value: &Value) -> Result<u64, WriteError> {
+        let mut client = self.client.clone();
+        let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+        let response = self.timed(client.put(key.under(&self.prefix), bytes, None)).await?;
+        Ok(response.header().map_or(0, |h| h.revision().max(0) as u64))
+    }
+
+    /// Deletes one entity; an upstream goes with its targets, in one transaction. The revision,
+    /// and whether the entity existed.
+    pub async fn delete(&self, key: &EntityKey) -> Result<(u64, bool), WriteError> {
+        let mut client = self.client.clone();
+        let full = key.under(&self.prefix);
+        let mut ops = vec![TxnOp::delete(full.clone(), None)];
+        if let EntityKey::Upstream(_) = key {
+            let targets = format!("{full}/targets/");
+            ops.push(TxnOp::delete(targets.clone(), Some(DeleteOptions::new().with_range(prefix_end(&targets)))));
+        }
+        let response = self.timed(client.txn(Txn::new().and_then(ops))).await?;
+        let deleted = response
+            .op_responses()
+            .first()
+            .map(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0))
+            .unwrap_or(false);
+        Ok((response.header().map_or(0, |h| h.revision().max(0) as u64), deleted))
+    }
+
+    /// Every key under the prefix (relative), with the revision of the read.
+    pub async fn read_all(&self) -> Result<(BTreeMap<String, StoredKey>, u64), WriteError> {
+        let mut client = self.client.clone();
+        let base = format!("{}/", self.prefix);
+        let options = GetOptions::new().with_range(prefix_end(&base));
+        let response = self.timed(client.get(base.as_str(), Some(options))).await?;
+        let revision = response.header().map_or(0, |h| h.revision().max(0) as u64);
+        let keys = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(base.as_str())?.to_owned();
+                Some((key, StoredKey { value: kv.value().to_vec(), mod_revision: kv.mod_revision() }))
+            })
+            .collect();
+        Ok((keys, revision))
+    }
+
+    /// The config etcd holds now, as a node would serve it, with the problems of bad keys.
+    pub async fn read_config(&self) -> Result<(crate::Snapshot, u64), WriteError> {
+        let (keys, revision) = self.read_all().await?;
+        let mut keyspace = KeySpace::new();
+        for (relative, stored) in &keys {
+            keyspace.put(&format!("{}/{relative}", self.prefix), relative, &stored.value, stored.mod_revision as u64);
+        }
+        Ok((keyspace.snapshot(revision), revision))
+    }
+
+    /// Makes the prefix hold exactly `config`, in one transaction that fails, writing nothing, if
+    /// any key changed since it was read. With `dry_run`, only says what it would do.
+    pub async fn apply(&self, config: &Config, dry_run: bool) -> Result<ApplyReport, WriteError> {
+        let desired = desired_keys(config);
+        let (current, _) = self.read_all().await?;
+        let mut report = ApplyReport::default();
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        for (key, value) in &desired {
+            let full = format!("{}/{key}", self.prefix);
+            let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+            match current.get(key) {
+                None => {
+                    report.created.push(key.clone());
+                    compares.push(Compare::version(full.clone(), CompareOp::Equal, 0));
+                }
+                Some(stored) if serde_json::from_slice::<Value>(&stored.value).ok().as_ref() == Some(value) => continue,
+                Some(stored) => {
+                    report.changed.push(key.clone());
+                    compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, stored.mod_revision));
+                }
+            }
+            ops.push(TxnOp::put(full, bytes, None));
+        }
+        for (key, stored) in &current {
+            if !desired.contains_key(key) {
+                let full = format!("{}/{key}", self.prefix);
+                report.deleted.push(key.clone());
+                compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, stored.mod_revision));
+                ops.push(TxnOp::delete(full, None));
+            }
+        }
+        if dry_run || report.is_empty() {
+            return Ok(report);
+        }
+        let size = ops.len();
+        let mut client = self.client.clone();
+        let response = match self.timed(client.txn(Txn::new().when(compares).and_then(ops))).await {
+            Err(WriteError::Etcd(e)) if e.to_string().contains("too many operations") => {
+                return Err(WriteError::TooLarge(size))
+            }
+            other => other?,
+        };
+        if !response.succeeded() {
+            return Err(WriteError::Conflict);
+        }
+        report.revision = response.header().map(|h| h.revision().max(0) as u64);
+        Ok(report)
+    }
+
+    async fn timed<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, WriteError> {
+        tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| WriteError::Timeout(self.timeout))?
+            .map_err(Into::into)
+    }
+}
+
+/// The keys (relative to the prefix) and JSON values that hold `config`, the same layout a node
+/// reads: one key per service, route, upstream, target and global plugin.
+pub fn desired_keys(config: &Config) -> BTreeMap<String, Value> {
+    fn to_value<T: serde::Serialize>(entity: &T) -> Value {
+        serde_json::to_value(entity).expect("entities serialize")
+    }
+    let mut keys = BTreeMap::new();
+    for (name, service) in &config.services {
+        keys.insert(EntityKey::Service(name.clone()).path(), to_value(service));
+    }
+    for (name, route) in &config.routes {
+        keys.insert(EntityKey::Route(name.clone()).path(), to_value(route));
+    }
+    for (name, upstream) in &config.upstreams {
+        keys.insert(EntityKey::Upstream(name.clone()).path(), to_value(upstream));
+    }
+    for (upstream, targets) in &config.targets {
+        for (name, target) in targets {
+            keys.insert(EntityKey::Target(upstream.clone(), name.clone()).path(), to_value(target));
+        }
+    }
+    if let Value::Object(plugins) = serde_json::to_value(&config.plugins).expect("entities serialize") {
+        for (name, value) in plugins {
+            keys.insert(EntityKey::Plugin(name).path(), value);
+        }
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn desired_keys_read_back_as_the_same_config() {
+        let config = crate::declarative::parse(
+            r#"
+services:
+  - { name: a, url: "http://up/v1", routes: [{ name: r, paths: [/a] }] }
+upstreams:
+  - { name: up, targets: [{ target: "10.0.0.1:80", weight: 5 }] }
+plugins:
+  proxy-cache: { cache_ttl: 30 }
+"#,
+        )
+        .unwrap();
+        let keys = desired_keys(&config);
+        let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["plugins/proxy-cache", "routes/r", "services/a", "upstreams/up", "upstreams/up/targets/10.0.0.1:80"]
+        );
+        let mut ks = KeySpace::new();
+        for (key, value) in &keys {
+            ks.put(key, key, &serde_json::to_vec(value).unwrap(), 1);
+        }
+        assert_eq!(ks.snapshot(1).config, config);
+    }
+}
