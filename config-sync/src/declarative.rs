@@ -55,10 +55,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
 }
 
 /// Writes a config as a declarative document that [`parse`] reads back to the same config.
+/// Fields equal to their defaults are left out, so the document reads like one a person wrote.
 pub fn to_yaml(config: &Config) -> String {
+    let defaults = Defaults::new();
     let mut routes_by_service: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for route in config.routes.values() {
-        let mut value = serde_json::to_value(route).expect("entities serialize");
+        let mut value = defaults.strip(route, &defaults.route);
         if config.services.contains_key(&route.service) {
             if let Value::Object(o) = &mut value {
                 o.remove("service");
@@ -71,7 +73,7 @@ pub fn to_yaml(config: &Config) -> String {
         .services
         .values()
         .map(|s| {
-            let mut v = serde_json::to_value(s).expect("entities serialize");
+            let mut v = defaults.strip(s, &defaults.service);
             if let (Value::Object(o), Some(routes)) = (&mut v, routes_by_service.remove(s.name.as_str())) {
                 o.insert("routes".into(), Value::Array(routes));
             }
@@ -82,9 +84,8 @@ pub fn to_yaml(config: &Config) -> String {
         .upstreams
         .values()
         .map(|u| {
-            let mut v = serde_json::to_value(u).expect("entities serialize");
-            let targets: Vec<Value> =
-                config.targets_of(&u.name).map(|t| serde_json::to_value(t).expect("entities serialize")).collect();
+            let mut v = defaults.strip(u, &defaults.upstream);
+            let targets: Vec<Value> = config.targets_of(&u.name).map(|t| defaults.strip(t, &defaults.target)).collect();
             if let (Value::Object(o), false) = (&mut v, targets.is_empty()) {
                 o.insert("targets".into(), Value::Array(targets));
             }
@@ -98,9 +99,88 @@ pub fn to_yaml(config: &Config) -> String {
     }
     root.insert("upstreams".into(), Value::Array(upstreams));
     if !config.plugins.is_empty() {
-        root.insert("plugins".into(), serde_json::to_value(&config.plugins).expect("entities serialize"));
+        let plugins = serde_json::to_value(&config.plugins).expect("entities serialize");
+        root.insert("plugins".into(), defaults.plugins(plugins));
     }
     serde_yaml_ng::to_string(&Value::Object(root)).expect("JSON values serialize to YAML")
+}
+
+/// Each entity as serialized with nothing set: what `to_yaml` leaves out.
+struct Defaults {
+    service: Value,
+    route: Value,
+    upstream: Value,
+    target: Value,
+    /// Each plugin's config with nothing set, by plugin name.
+    plugins: Value,
+}
+
+/// Fields always written: what names an entity or is required.
+const ALWAYS: [&str; 4] = ["name", "url", "service", "target"];
+
+impl Defaults {
+    fn new() -> Defaults {
+        fn of<T: serde::de::DeserializeOwned + serde::Serialize>(fields: Value) -> Value {
+            let entity: T = serde_json::from_value(fields).expect("an entity with only its required fields");
+            serde_json::to_value(entity).expect("entities serialize")
+        }
+        Defaults {
+            service: of::<Service>(serde_json::json!({ "url": "http://x" })),
+            route: of::<Route>(serde_json::json!({})),
+            upstream: of::<Upstream>(serde_json::json!({})),
+            target: of::<Target>(serde_json::json!({})),
+            plugins: of::<Plugins>(serde_json::json!({ "rate-limiting": {}, "proxy-cache": {} })),
+        }
+    }
+
+    /// `entity` as JSON without what equals `defaults`; its plugins keep every plugin set.
+    fn strip<T: serde::Serialize>(&self, entity: &T, defaults: &Value) -> Value {
+        let mut value = serde_json::to_value(entity).expect("entities serialize");
+        let plugins = value.as_object_mut().and_then(|o| o.remove("plugins"));
+        let mut value = without_defaults(value, defaults);
+        if let (Value::Object(o), Some(plugins)) = (&mut value, plugins) {
+            o.insert("plugins".into(), self.plugins(plugins));
+        }
+        value
+    }
+
+    /// A plugins map without each plugin's defaults; a plugin set with nothing but defaults
+    /// stays, as `{}`.
+    fn plugins(&self, plugins: Value) -> Value {
+        let Value::Object(plugins) = plugins else { return plugins };
+        let stripped = plugins
+            .into_iter()
+            .map(|(name, config)| {
+                let stripped = match self.plugins.get(&name) {
+                    Some(defaults) => without_defaults(config, defaults),
+                    None => config,
+                };
+                (name, stripped)
+            })
+            .collect();
+        Value::Object(stripped)
+    }
+}
+
+/// `value` without the fields equal to those of `defaults`, recursively; an object left empty
+/// goes too.
+fn without_defaults(value: Value, defaults: &Value) -> Value {
+    let (Value::Object(fields), Value::Object(default_fields)) = (&value, defaults) else { return value };
+    let mut kept = Map::new();
+    for (key, field) in fields {
+        let Some(default) = default_fields.get(key).filter(|_| !ALWAYS.contains(&key.as_str())) else {
+            kept.insert(key.clone(), field.clone());
+            continue;
+        };
+        if default == field {
+            continue;
+        }
+        let field = without_defaults(field.clone(), default);
+        if !field.as_object().is_some_and(Map::is_empty) {
+            kept.insert(key.clone(), field);
+        }
+    }
+    Value::Object(kept)
 }
 
 /// Takes the list under `key`, or reports that it is not a list.
@@ -259,7 +339,17 @@ plugins:
     #[test]
     fn dump_then_parse_round_trips() {
         let config = parse(EXAMPLE).unwrap();
-        assert_eq!(parse(&to_yaml(&config)).unwrap(), config);
+        let yaml = to_yaml(&config);
+        assert_eq!(parse(&yaml).unwrap(), config);
+        assert!(!yaml.contains("connect_timeout"), "defaults are left out:\n{yaml}");
+        assert!(yaml.contains("tcp_failures: 2"), "what was set stays:\n{yaml}");
+        let bare = parse(
+            "services: [{ name: a, url: 'http://x', plugins: { proxy-cache: {} }, routes: [{ name: r, paths: [/] }] }]",
+        )
+        .unwrap();
+        let yaml = to_yaml(&bare);
+        assert!(yaml.contains("proxy-cache: {}"), "a plugin with only defaults stays set:\n{yaml}");
+        assert_eq!(parse(&yaml).unwrap(), bare);
         assert_eq!(parse("").unwrap(), Config::default());
     }
 

@@ -24,6 +24,36 @@ pub enum Command {
         /// The declarative file (YAML or JSON).
         file: PathBuf,
     },
+    /// Make etcd hold exactly what a declarative file says, in one transaction; prints what it
+    /// creates, changes and deletes.
+    Apply {
+        /// The declarative file (YAML or JSON).
+        file: PathBuf,
+        /// Where etcd is.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the config in etcd as a declarative file.
+    Dump {
+        /// Where etcd is.
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+/// Where etcd is, for `apply` and `dump`: flags, else `GATEWAY_ETCD_ENDPOINTS` and
+/// `GATEWAY_ETCD_PREFIX`, else the node's defaults.
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    /// etcd endpoints, comma-separated.
+    #[arg(long = "etcd", value_name = "URLS")]
+    pub endpoints: Option<String>,
+    /// Prefix of every config key.
+    #[arg(long)]
+    pub prefix: Option<String>,
 }
 
 /// `gateway run`.

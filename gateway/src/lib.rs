@@ -1,6 +1,7 @@
 //! The gateway node: everything between a client's request and an upstream's response.
 //!
-//! - [`node`] wires a running node: listeners, the live config, reloads, shutdown.
+//! - [`node`] wires a running node: listeners, the live config, shutdown.
+//! - [`sources`]: config from the declarative file (SIGHUP) or from etcd (as it changes).
 //! - [`settings`] and [`cli`]: what an operator sets, and how.
 //! - [`runtime`]: a config snapshot compiled for the request path, behind an `ArcSwap`.
 //! - [`router`]: matches requests to routes, compiled once per snapshot.
@@ -21,3 +22,4 @@ pub mod router;
 pub mod runtime;
 pub mod server;
 pub mod settings;
+pub mod sources;

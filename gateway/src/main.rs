@@ -1,14 +1,17 @@
 //! The `gateway` command.
 
 use clap::Parser;
-use gateway::cli::{Cli, Command};
+use gateway::cli::{Cli, Command, EtcdArgs};
 use gateway::settings::Settings;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { file } => validate(&file),
+        Command::Apply { file, etcd, dry_run } => with_runtime(apply(file, etcd, dry_run)),
+        Command::Dump { etcd } => with_runtime(dump(etcd)),
         Command::Run(args) => {
             let settings = match Settings::load(args.config.as_deref(), &args.flags) {
                 Ok(s) => s,
@@ -35,6 +38,68 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Runs a one-shot command on a small runtime; its error is printed and exits 1.
+fn with_runtime(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The etcd settings for `apply` and `dump`.
+fn etcd_config(args: EtcdArgs) -> config_sync::etcd::EtcdConfig {
+    let mut settings = Settings::default();
+    if let Some(endpoints) = args.endpoints.or_else(|| std::env::var("GATEWAY_ETCD_ENDPOINTS").ok()) {
+        settings.etcd_endpoints = endpoints;
+    }
+    if let Some(prefix) = args.prefix.or_else(|| std::env::var("GATEWAY_ETCD_PREFIX").ok()) {
+        settings.etcd_prefix = prefix;
+    }
+    gateway::node::etcd_config(&settings)
+}
+
+async fn apply(file: PathBuf, etcd: EtcdArgs, dry_run: bool) -> anyhow::Result<()> {
+    let config = config_sync::FileSource::new(&file).load()?;
+    let etcd = etcd_config(etcd);
+    let writer = config_sync::etcd::EtcdWriter::connect(&etcd).await?;
+    let report = writer.apply(&config, dry_run).await?;
+    for (verb, keys) in [("create", &report.created), ("change", &report.changed), ("delete", &report.deleted)] {
+        for key in keys {
+            println!("{verb} {}/{key}", etcd.prefix);
+        }
+    }
+    let counts =
+        format!("{} created, {} changed, {} deleted", report.created.len(), report.changed.len(), report.deleted.len());
+    match report.revision {
+        _ if report.is_empty() => println!("no changes: etcd already holds {}", file.display()),
+        Some(revision) => println!("applied at revision {revision}: {counts}"),
+        None => println!("dry run: {counts}; nothing written"),
+    }
+    Ok(())
+}
+
+async fn dump(etcd: EtcdArgs) -> anyhow::Result<()> {
+    let etcd = etcd_config(etcd);
+    let writer = config_sync::etcd::EtcdWriter::connect(&etcd).await?;
+    let (snapshot, revision) = writer.read_config().await?;
+    println!("# {} at revision {revision}", etcd.prefix);
+    for error in &snapshot.errors {
+        eprintln!("gateway: left out {}: {}", error.key, error.message);
+    }
+    print!("{}", config_sync::declarative::to_yaml(&snapshot.config));
+    Ok(())
 }
 
 fn validate(file: &std::path::Path) -> ExitCode {

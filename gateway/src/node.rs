@@ -1,12 +1,15 @@
-//! A running node: the listeners, the live config and its reloads, and shutdown.
+//! A running node: the config source, the listeners, and shutdown.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, EtcdLink};
 use crate::proxy::{Pool, Proxy};
-use crate::runtime::{Live, Runtime};
+use crate::runtime::Live;
 use crate::server::{self, Limits};
-use crate::settings::Settings;
+use crate::settings::{ConfigSource, Settings};
+use crate::sources;
 use anyhow::Context as _;
+use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -14,17 +17,42 @@ use tokio::sync::watch;
 
 /// Runs a node until SIGTERM or SIGINT, then drains.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
-    let source = settings.config_file.clone().map(FileSource::new);
-    let config = match &source {
+    let file = match settings.config_source {
+        ConfigSource::File => settings.config_file.clone().map(FileSource::new),
+        ConfigSource::Etcd => None,
+    };
+    let config = match &file {
         Some(source) => source.load()?,
-        None => {
+        None if settings.config_source == ConfigSource::File => {
             tracing::warn!("no config_file: starting with an empty config");
             Config::default()
         }
+        None => Config::default(),
     };
-    let live = Arc::new(Live::new(Snapshot::new(config, 1, Vec::new()))?);
-    log_applied(&live.load());
+    let initial_version = if settings.config_source == ConfigSource::File { 1 } else { 0 };
+    let live = Arc::new(Live::new(Arc::new(Snapshot::new(config, initial_version, Vec::new())))?);
+    if settings.config_source == ConfigSource::File {
+        sources::log_applied(&live.load());
+    }
     live.start_probes();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let mut etcd = None;
+    if settings.config_source == ConfigSource::Etcd {
+        let config = etcd_config(&settings);
+        tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, "config from etcd");
+        let writer = EtcdWriter::connect(&config).await.context("etcd_endpoints")?;
+        let source = EtcdSource::spawn(config);
+        let link = EtcdLink { status: source.status.clone(), writer };
+        etcd = Some((source, link));
+    }
 
     let proxy_listener = TcpListener::bind(settings.proxy_listen)
         .await
@@ -42,13 +70,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("redis_url is set, but this build keeps no state in Redis yet");
     }
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
     let limits = Limits {
         header_read_timeout: settings.header_read_timeout(),
         max_header_bytes: settings.max_header_bytes,
@@ -59,7 +80,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
     let proxy = Arc::new(Proxy::new(live.clone(), pool, &settings.node_id));
     let tunnels = proxy.tunnels().clone();
-    let admin = Arc::new(Admin::new(live.clone(), &settings));
+    let admin = Arc::new(Admin::new(live.clone(), &settings, etcd.as_ref().map(|(_, link)| link.clone())));
 
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,
@@ -72,13 +93,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let admin_server = tokio::spawn(server::serve(
         admin_listener,
-        move |request, _client| std::future::ready(admin.handle(&request)),
+        move |request, _client| {
+            let admin = admin.clone();
+            async move { admin.handle(request).await }
+        },
         limits,
         stopped(),
     ));
-    if let Some(source) = source {
-        tokio::spawn(reload_on_sighup(source, live.clone(), stopped()));
+    if let Some(file) = file {
+        tokio::spawn(sources::reload_on_sighup(file, live.clone(), stopped()));
     }
+    let follower = etcd.map(|(source, _)| {
+        let live = live.clone();
+        let stopped = stopped();
+        tokio::spawn(async move {
+            sources::follow_etcd(&source, live, stopped).await;
+            source.shutdown().await;
+        })
+    });
 
     wait_for_stop_signal().await?;
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace();
@@ -87,44 +119,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if tokio::time::timeout_at(deadline, tunnels.closed()).await.is_err() {
         tracing::warn!(open = tunnels.count(), "grace period over; cutting upgraded connections");
     }
+    if let Some(follower) = follower {
+        let _ = follower.await;
+    }
     live.health().shutdown();
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Re-reads the file on every SIGHUP; a file that does not load leaves the running config as
-/// it is.
-async fn reload_on_sighup(source: FileSource, live: Arc<Live>, stopped: impl std::future::Future<Output = ()>) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
-            return;
-        }
-    };
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            () = &mut stopped => return,
-            received = hangups.recv() => if received.is_none() { return },
-        }
-        let path = source.path().display().to_string();
-        let config = match source.load() {
-            Ok(config) => config,
-            Err(e) => {
-                tracing::error!(file = %path, error = %e, "reload refused; still serving the previous config");
-                continue;
-            }
-        };
-        let version = live.load().snapshot.version + 1;
-        match live.apply(Snapshot::new(config, version, Vec::new())) {
-            Ok(runtime) => log_applied(&runtime),
-            Err(e) => tracing::error!(file = %path, error = %e, "reload refused; still serving the previous config"),
-        }
-    }
+/// The etcd settings of a node (and of `gateway apply` and `dump`).
+pub fn etcd_config(settings: &Settings) -> EtcdConfig {
+    let endpoints = settings.etcd_endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
+    EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix)
 }
 
-async fn reap_idle_connections(pool: Pool, stopped: impl std::future::Future<Output = ()>) {
+async fn reap_idle_connections(pool: Pool, stopped: impl Future<Output = ()>) {
     let mut every = tokio::time::interval(pool.reap_interval());
     tokio::pin!(stopped);
     loop {
@@ -133,18 +142,6 @@ async fn reap_idle_connections(pool: Pool, stopped: impl std::future::Future<Out
             _ = every.tick() => pool.reap(),
         }
     }
-}
-
-fn log_applied(runtime: &Runtime) {
-    let s = &runtime.snapshot;
-    tracing::info!(
-        version = s.version,
-        hash = %s.hash,
-        services = s.config.services.len(),
-        routes = s.config.routes.len(),
-        upstreams = s.config.upstreams.len(),
-        "config applied"
-    );
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

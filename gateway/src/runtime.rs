@@ -16,6 +16,7 @@ use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
 
 /// A snapshot compiled for serving.
 pub struct Runtime {
@@ -227,14 +228,23 @@ impl Runtime {
 pub struct Live {
     runtime: ArcSwap<Runtime>,
     health: Arc<Registry>,
+    /// The version of the runtime in force.
+    applied: watch::Sender<u64>,
 }
 
 impl Live {
     /// Compiles and starts serving `snapshot`. Active probes start with [`Live::start_probes`].
-    pub fn new(snapshot: Snapshot) -> Result<Live, CompileError> {
+    pub fn new(snapshot: Arc<Snapshot>) -> Result<Live, CompileError> {
         let health = Arc::new(Registry::new());
-        let runtime = Runtime::build(Arc::new(snapshot), None, &health)?;
-        Ok(Live { runtime: ArcSwap::from_pointee(runtime), health })
+        let version = snapshot.version;
+        let runtime = Runtime::build(snapshot, None, &health)?;
+        Ok(Live { runtime: ArcSwap::from_pointee(runtime), health, applied: watch::Sender::new(version) })
+    }
+
+    /// Waits until a runtime of `version` or later is in force, at most `limit`; whether it is.
+    pub async fn wait_applied(&self, version: u64, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(limit, applied.wait_for(|v| *v >= version)).await.is_ok_and(|r| r.is_ok())
     }
 
     /// The runtime in force; hold it for the whole request.
@@ -254,11 +264,13 @@ impl Live {
 
     /// Compiles `snapshot` against the current runtime and swaps it in, then brings the probes
     /// in line. On error the current runtime stays.
-    pub fn apply(&self, snapshot: Snapshot) -> Result<Arc<Runtime>, CompileError> {
+    pub fn apply(&self, snapshot: Arc<Snapshot>) -> Result<Arc<Runtime>, CompileError> {
         let current = self.runtime.load();
-        let next = Arc::new(Runtime::build(Arc::new(snapshot), Some(&current), &self.health)?);
+        let version = snapshot.version;
+        let next = Arc::new(Runtime::build(snapshot, Some(&current), &self.health)?);
         self.runtime.store(next.clone());
         self.health.sync(&next);
+        self.applied.send_replace(version);
         Ok(next)
     }
 }
@@ -294,10 +306,10 @@ upstreams:
 
     #[test]
     fn unchanged_upstreams_keep_their_balancer() {
-        let live = Live::new(snapshot(CONFIG, 1)).unwrap();
+        let live = Live::new(Arc::new(snapshot(CONFIG, 1))).unwrap();
         let before = live.load();
         let changed = CONFIG.replace("127.0.0.1:3", "127.0.0.1:4");
-        let after = live.apply(snapshot(&changed, 2)).unwrap();
+        let after = live.apply(Arc::new(snapshot(&changed, 2))).unwrap();
         assert!(Arc::ptr_eq(&before.upstreams["up"], &after.upstreams["up"]));
         assert!(!Arc::ptr_eq(&before.upstreams["other"], &after.upstreams["other"]));
         assert_eq!(live.load().snapshot.version, 2);

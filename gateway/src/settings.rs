@@ -199,10 +199,8 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.config_source == ConfigSource::Etcd {
-            return Err(SettingsError(
-                "config_source = etcd is not available in this build yet; use config_source = file".into(),
-            ));
+        if self.config_source == ConfigSource::Etcd && self.etcd_endpoints.split(',').all(|e| e.trim().is_empty()) {
+            return Err(SettingsError("config_source = etcd needs etcd_endpoints".into()));
         }
         if self.node_id.is_empty() {
             return Err(SettingsError("node_id may not be empty".into()));

@@ -46,12 +46,26 @@ impl Gateway {
         let dir = TempDir::new();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).expect("write the config");
+        let file = config_path.to_string_lossy().into_owned();
+        let mut args = vec!["--node-id", "test-node", "--config-file", &file];
+        args.extend_from_slice(flags);
+        Gateway::spawn(dir, config_path.clone(), &args).await
+    }
+
+    /// Starts a node named `node_id` on the config in etcd at `endpoints` under `/gateway`.
+    pub async fn start_etcd(node_id: &str, endpoints: &str, flags: &[&str]) -> Gateway {
+        let dir = TempDir::new();
+        let mut args = vec!["--node-id", node_id, "--config-source", "etcd", "--etcd-endpoints", endpoints];
+        args.extend_from_slice(flags);
+        let unused = dir.path().join("unused.yaml");
+        Gateway::spawn(dir, unused, &args).await
+    }
+
+    async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str]) -> Gateway {
         let mut child = Command::new(binary())
             .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--node-id", "test-node", "--log-level", "info,gateway=debug"])
-            .arg("--config-file")
-            .arg(&config_path)
-            .args(flags)
+            .args(["--log-level", "info,gateway=debug,config_sync=debug"])
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -3,18 +3,22 @@
 //!
 //! - [`echo`]: the demo and test upstream (also the `echo-upstream` binary).
 //! - [`Upstream`]: an echo server on a free port, in the test's process.
-//! - [`Gateway`]: a `gateway run` process with a config file of the test's, its ports read
-//!   from its log.
+//! - [`Gateway`]: a `gateway run` process with a config file of the test's, or on etcd, its
+//!   ports read from its log.
+//! - [`Etcd`]: a real etcd server on free ports; [`Relay`]: a TCP relay that can cut one
+//!   node's connection to it.
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
 pub mod echo;
+mod etcd;
 mod gateway;
 pub mod http;
 mod tempdir;
 mod upstream;
 
-pub use gateway::Gateway;
+pub use etcd::{Etcd, Relay};
+pub use gateway::{binary as gateway_binary, Gateway};
 pub use tempdir::TempDir;
 pub use upstream::{closed_port, Upstream};
 

@@ -1,86 +1,21 @@
-//! The admin API (JSON, on `admin_listen`): what this node serves, as it applied it.
-//!
-//! Config is read-only for now: it comes from the declarative file, so entity writes answer 405
-//! and say how to change config. Target health can be read and reset on this node. Every request must carry `Authorization: Bearer <admin_token>` when a
-//! token is set.
+//! Reading what this node serves, as it applied it: entities, status, target health; and the
+//! health reset, which acts on this node.
 
+use super::Admin;
 use crate::health::State;
 use crate::proxy::{json_error, ProxyBody};
-use crate::runtime::{Live, Runtime, UpstreamState};
-use crate::settings::{ConfigSource, Settings};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use crate::runtime::{Runtime, UpstreamState};
+use crate::settings::ConfigSource;
+use config_sync::etcd::Connection;
+use http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Serves the admin API.
-pub struct Admin {
-    live: Arc<Live>,
-    node_id: String,
-    token: Option<String>,
-    source: ConfigSource,
-}
-
 impl Admin {
-    /// An admin API over what `live` holds.
-    pub fn new(live: Arc<Live>, settings: &Settings) -> Admin {
-        Admin {
-            live,
-            node_id: settings.node_id.clone(),
-            token: settings.admin_token.clone().filter(|t| !t.is_empty()),
-            source: settings.config_source,
-        }
-    }
-
-    /// Answers one request.
-    pub fn handle<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
-        if !self.authorized(request) {
-            let mut response = json_error(StatusCode::UNAUTHORIZED, "Unauthorized");
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
-        let runtime = self.live.load();
-        let segments: Vec<&str> = request.uri().path().split('/').filter(|s| !s.is_empty()).collect();
-        if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
-            return match *request.method() {
-                Method::PUT | Method::POST => set_health(&runtime, upstream, target, action),
-                _ => method_not_allowed("PUT, POST"),
-            };
-        }
-        let Some(found) = self.resource(&runtime, &segments) else {
-            return json_error(StatusCode::NOT_FOUND, "Not found");
-        };
-        match (request.method(), found) {
-            (&Method::GET | &Method::HEAD, Ok(value)) => json_response(StatusCode::OK, &value),
-            (&Method::GET | &Method::HEAD, Err(missing)) => json_error(StatusCode::NOT_FOUND, &missing),
-            (&Method::PUT | &Method::POST | &Method::PATCH | &Method::DELETE, _) if is_entity(&segments) => {
-                let mut response = json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "config_source is file: edit the declarative file and send SIGHUP to reload it",
-                );
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                response
-            }
-            _ => method_not_allowed("GET, HEAD"),
-        }
-    }
-
-    fn authorized<B>(&self, request: &Request<B>) -> bool {
-        let Some(token) = &self.token else { return true };
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token);
-        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
-    }
-
     /// The resource at `segments`: None for an unknown path, `Err` for a known kind of path
     /// naming something absent.
-    fn resource(&self, rt: &Runtime, segments: &[&str]) -> Option<Result<Value, String>> {
+    pub(super) fn resource(&self, rt: &Runtime, segments: &[&str]) -> Option<Result<Value, String>> {
         let config = &rt.snapshot.config;
         Some(match segments {
             ["status"] => Ok(self.status(rt)),
@@ -154,7 +89,18 @@ impl Admin {
                 "applied_at": rfc3339(rt.applied_at),
                 "errors": snapshot.errors,
             },
-            "etcd": "disabled",
+            "etcd": match &self.etcd {
+                None => "disabled".to_owned(),
+                Some(link) => match &link.status.borrow().connection {
+                    Connection::Connecting => "connecting".to_owned(),
+                    Connection::Connected => "connected".to_owned(),
+                    Connection::Disconnected { .. } => "disconnected".to_owned(),
+                },
+            },
+            "etcd_error": self.etcd.as_ref().and_then(|link| match &link.status.borrow().connection {
+                Connection::Disconnected { error } => Some(error.clone()),
+                _ => None,
+            }),
             "redis": "disabled",
             "cluster": { "members": 1 },
         })
@@ -162,7 +108,7 @@ impl Admin {
 }
 
 /// An operator's reset of one target on this node: sets the state and clears the counters.
-fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &str) -> Response<ProxyBody> {
+pub(super) fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &str) -> Response<ProxyBody> {
     let Some(state) = rt.upstreams.get(upstream) else {
         return json_error(StatusCode::NOT_FOUND, &format!("upstream {upstream:?} not found"));
     };
@@ -175,16 +121,6 @@ fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &str) -> Respo
     response
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
-    let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
-    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    response
-}
-
-fn is_entity(segments: &[&str]) -> bool {
-    matches!(segments, ["services" | "routes" | "upstreams", _] | ["upstreams", _, "targets", _])
-}
-
 fn list<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Value {
     json!({ "data": items.map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect::<Vec<_>>() })
 }
@@ -195,17 +131,6 @@ fn one<T: Serialize>(item: Option<&T>, kind: &str, name: &str) -> Result<Value, 
 
 fn target(upstream: &str, target: &config_sync::model::Target) -> Value {
     json!({ "target": target.target, "weight": target.weight, "upstream": upstream })
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `2026-11-21T07:41:15.123Z`.
@@ -242,12 +167,5 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_246_875_123);
         assert_eq!(rfc3339(t), "2026-11-21T07:41:15.123Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"ab", b"abc"));
     }
 }

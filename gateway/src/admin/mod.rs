@@ -1,0 +1,159 @@
+//! The admin API (JSON, on `admin_listen`).
+//!
+//! - Reads ([`read`]): status, the entities this node applied, target health; and the health
+//!   reset, which acts on this node.
+//! - Writes ([`write`]): with `config_source = etcd`, `PUT` and `DELETE` on entities validate
+//!   first and write to etcd; with the file they answer 405 and say how config changes.
+//!
+//! Every request must carry `Authorization: Bearer <admin_token>` when a token is set.
+
+mod read;
+mod write;
+
+use crate::proxy::{json_error, ProxyBody};
+use crate::runtime::Live;
+use crate::settings::{ConfigSource, Settings};
+use bytes::Bytes;
+use config_sync::etcd::{EtcdStatus, EtcdWriter};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The largest request body the admin API reads.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the admin API needs of etcd.
+#[derive(Clone)]
+pub struct EtcdLink {
+    /// The source's status.
+    pub status: watch::Receiver<EtcdStatus>,
+    /// Writes entities.
+    pub writer: EtcdWriter,
+}
+
+/// Serves the admin API.
+pub struct Admin {
+    live: Arc<Live>,
+    node_id: String,
+    token: Option<String>,
+    source: ConfigSource,
+    etcd: Option<EtcdLink>,
+}
+
+impl Admin {
+    /// An admin API over what `live` holds; `etcd` when config comes from etcd.
+    pub fn new(live: Arc<Live>, settings: &Settings, etcd: Option<EtcdLink>) -> Admin {
+        Admin {
+            live,
+            node_id: settings.node_id.clone(),
+            token: settings.admin_token.clone().filter(|t| !t.is_empty()),
+            source: settings.config_source,
+            etcd,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        if !self.authorized(&request) {
+            let mut response = json_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+        let (parts, body) = request.into_parts();
+        let segments: Vec<&str> = parts.uri.path().split('/').filter(|s| !s.is_empty()).collect();
+        let wait = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=1" || p == "wait=true"));
+        let runtime = self.live.load();
+        if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
+            return match parts.method {
+                Method::PUT | Method::POST => read::set_health(&runtime, upstream, target, action),
+                _ => method_not_allowed("PUT, POST"),
+            };
+        }
+        if let Some(key) = write::entity_key(&segments) {
+            match (&parts.method, &self.etcd) {
+                (&Method::GET | &Method::HEAD, _) => {}
+                (&Method::PUT | &Method::DELETE, Some(link)) => {
+                    let context = write::Context { link, live: &self.live, runtime: &runtime, wait };
+                    return if parts.method == Method::PUT {
+                        match read_body(body).await {
+                            Ok(bytes) => write::put(&context, &key, &bytes).await,
+                            Err(response) => response,
+                        }
+                    } else {
+                        write::delete(&context, &key).await
+                    };
+                }
+                (_, Some(_)) => return method_not_allowed("GET, HEAD, PUT, DELETE"),
+                (_, None) => {
+                    let mut response = json_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "config_source is file: edit the declarative file and send SIGHUP to reload it",
+                    );
+                    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                    return response;
+                }
+            }
+        }
+        match (&parts.method, self.resource(&runtime, &segments)) {
+            (_, None) => json_error(StatusCode::NOT_FOUND, "Not found"),
+            (&Method::GET | &Method::HEAD, Some(Ok(value))) => json_response(StatusCode::OK, &value),
+            (&Method::GET | &Method::HEAD, Some(Err(missing))) => json_error(StatusCode::NOT_FOUND, &missing),
+            _ => method_not_allowed("GET, HEAD"),
+        }
+    }
+
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token);
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+}
+
+/// The request body, at most [`MAX_BODY`] bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<ProxyBody>> {
+    match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the body may be at most {MAX_BODY} bytes")))
+        }
+        Err(e) => Err(json_error(StatusCode::BAD_REQUEST, &format!("could not read the body: {e}"))),
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<ProxyBody> {
+    let mut response = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}

@@ -1,0 +1,116 @@
+//! Writing entities to etcd through the admin API (`config_source = etcd`).
+//!
+//! A `PUT` validates the body as the entity its path names, checks its references against the
+//! config this node serves, and only then writes the key; any problem is a 400 naming the field
+//! at fault, and nothing is written. A `DELETE` refuses to remove what other entities still
+//! use. Both answer with the etcd revision; with `?wait=1` they answer once this node has
+//! applied that revision.
+
+use super::{json_response, EtcdLink};
+use crate::proxy::{json_error, ProxyBody};
+use crate::runtime::{Live, Runtime};
+use config_sync::etcd::{parse_entity, Entity, EntityKey};
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// How long `?wait=1` waits for this node to apply a write.
+const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a write needs.
+pub struct Context<'a> {
+    /// etcd.
+    pub link: &'a EtcdLink,
+    /// To wait for the write to apply.
+    pub live: &'a Live,
+    /// The config served now, for reference checks.
+    pub runtime: &'a Runtime,
+    /// `?wait=1`.
+    pub wait: bool,
+}
+
+/// The entity key an admin path names, if it names one.
+pub fn entity_key(segments: &[&str]) -> Option<EntityKey> {
+    Some(match *segments {
+        ["services", name] => EntityKey::Service(name.to_owned()),
+        ["routes", name] => EntityKey::Route(name.to_owned()),
+        ["upstreams", name] => EntityKey::Upstream(name.to_owned()),
+        ["upstreams", upstream, "targets", target] => EntityKey::Target(upstream.to_owned(), target.to_owned()),
+        _ => return None,
+    })
+}
+
+/// `PUT`: validate, check references, write.
+pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<ProxyBody> {
+    let entity = match parse_entity(&key.path(), body) {
+        Ok((_, entity)) => entity,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
+    let config = &cx.runtime.snapshot.config;
+    let (value, dangling) = match &entity {
+        Entity::Route(route) => (
+            to_json(route),
+            (!config.services.contains_key(&route.service))
+                .then(|| format!("{}.service: unknown service {:?}", key.path(), route.service)),
+        ),
+        Entity::Target(target) => {
+            let EntityKey::Target(upstream, _) = key else { unreachable!("a target key") };
+            (
+                to_json(target),
+                (!config.upstreams.contains_key(upstream))
+                    .then(|| format!("{}: unknown upstream {upstream:?}", key.path())),
+            )
+        }
+        Entity::Service(service) => (to_json(service), None),
+        Entity::Upstream(upstream) => (to_json(upstream), None),
+        Entity::Plugin(plugins) => (to_json(plugins), None),
+    };
+    if let Some(message) = dangling {
+        return json_error(StatusCode::BAD_REQUEST, &message);
+    }
+    match cx.link.writer.put(key, &value).await {
+        Ok(revision) => answer(cx, revision, json!({ "revision": revision, "data": value })).await,
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `DELETE`: refuse while something uses the entity, then delete (an upstream with its
+/// targets).
+pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
+    let config = &cx.runtime.snapshot.config;
+    let users: Vec<String> = match key {
+        EntityKey::Service(name) => {
+            config.routes.values().filter(|r| &r.service == name).map(|r| format!("routes/{}", r.name)).collect()
+        }
+        EntityKey::Upstream(name) => config
+            .services
+            .values()
+            .filter(|s| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none()))
+            .map(|s| format!("services/{}", s.name))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !users.is_empty() {
+        let message = format!("{} is used by {}; change or delete those first", key.path(), users.join(", "));
+        return json_error(StatusCode::BAD_REQUEST, &message);
+    }
+    match cx.link.writer.delete(key).await {
+        Ok((_, false)) => json_error(StatusCode::NOT_FOUND, &format!("{} not found in etcd", key.path())),
+        Ok((revision, true)) => answer(cx, revision, json!({ "revision": revision })).await,
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// 200 with `body`; with `?wait=1`, once this node applied `revision` (504 if it does not in
+/// time: the write stands).
+async fn answer(cx: &Context<'_>, revision: u64, body: Value) -> Response<ProxyBody> {
+    if cx.wait && !cx.live.wait_applied(revision, WAIT_LIMIT).await {
+        let message = format!("written at revision {revision}, but not applied on this node within {WAIT_LIMIT:?}");
+        return json_response(StatusCode::GATEWAY_TIMEOUT, &json!({ "message": message, "revision": revision }));
+    }
+    json_response(StatusCode::OK, &body)
+}
+
+fn to_json<T: serde::Serialize>(entity: &T) -> Value {
+    serde_json::to_value(entity).expect("entities serialize")
+}
