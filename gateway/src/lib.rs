@@ -10,12 +10,12 @@
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
 //! - [`admin`]: the admin API.
+//! - [`telemetry`]: logs, OpenTelemetry traces, Prometheus metrics.
 
 pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod health;
-pub mod logging;
 pub mod node;
 pub mod proxy;
 pub mod router;
@@ -23,3 +23,4 @@ pub mod runtime;
 pub mod server;
 pub mod settings;
 pub mod sources;
+pub mod telemetry;

@@ -20,14 +20,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            gateway::logging::init(&settings);
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             runtime.enable_all();
             if settings.worker_threads > 0 {
                 runtime.worker_threads(settings.worker_threads);
             }
-            let result =
-                runtime.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(gateway::node::run(settings)));
+            let result = runtime.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(settings)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -38,6 +36,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Runs a node, with logging and trace export around it.
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let tracing = gateway::telemetry::init(&settings)?;
+    let result = gateway::node::run(settings).await;
+    if let Some(tracing) = tracing {
+        // Flushing blocks; keep it off the runtime's worker threads.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
+    result
 }
 
 /// Runs a one-shot command on a small runtime; its error is printed and exits 1.

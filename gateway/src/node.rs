@@ -6,6 +6,7 @@ use crate::runtime::Live;
 use crate::server::{self, Limits};
 use crate::settings::{ConfigSource, Settings};
 use crate::sources;
+use crate::telemetry::{metrics, Metrics};
 use anyhow::Context as _;
 use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
@@ -61,7 +62,6 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on admin_listen {}", settings.admin_listen))?;
     tracing::info!(
-        node_id = %settings.node_id,
         proxy = %proxy_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
         "listening"
@@ -78,9 +78,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
-    let proxy = Arc::new(Proxy::new(live.clone(), pool, &settings.node_id));
+    let sources = metrics::Sources { live: live.clone(), etcd: etcd.as_ref().map(|(source, _)| source.status.clone()) };
+    let metrics = Arc::new(Metrics::new(sources));
+    let proxy = Arc::new(Proxy::new(live.clone(), pool, metrics.clone(), &settings.node_id));
     let tunnels = proxy.tunnels().clone();
-    let admin = Arc::new(Admin::new(live.clone(), &settings, etcd.as_ref().map(|(_, link)| link.clone())));
+    let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());
+    let admin = Arc::new(Admin::new(live.clone(), &settings, etcd_link, metrics));
 
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,

@@ -9,6 +9,7 @@
 use crate::balance::{Balancer, TargetSpec};
 use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
 use crate::router::{RouteSpec, Router};
+use crate::telemetry::Name;
 use arc_swap::ArcSwap;
 use config_sync::model::{Plugins, Route, Service, Upstream};
 use config_sync::Snapshot;
@@ -40,6 +41,10 @@ pub struct RouteEntry {
     pub service: Arc<ServiceEntry>,
     /// The plugins in force: the route's, else its service's, else the global ones.
     pub plugins: Plugins,
+    /// The route's name, as metrics and traces label it.
+    pub name: Name,
+    /// Its service's name, likewise.
+    pub service_name: Name,
 }
 
 /// A service with its destination resolved.
@@ -216,7 +221,8 @@ impl Runtime {
                 priority: route.priority,
             });
             let plugins = route.plugins.or(&service.service.plugins).or(&config.plugins);
-            routes.push(RouteEntry { route: route.clone(), service: service.clone(), plugins });
+            let (name, service_name) = (Name(Arc::from(route.name.as_str())), Name(Arc::from(route.service.as_str())));
+            routes.push(RouteEntry { route: route.clone(), service: service.clone(), plugins, name, service_name });
         }
         let router = Router::new(&specs)?;
         Ok(Runtime { snapshot, applied_at: SystemTime::now(), router, routes, upstreams })

@@ -2,6 +2,7 @@
 //! file (re-read on SIGHUP) or etcd (every change, as it happens).
 
 use crate::runtime::{Live, Runtime};
+use crate::telemetry::traces;
 use config_sync::etcd::EtcdSource;
 use config_sync::{FileSource, Snapshot};
 use std::future::Future;
@@ -63,9 +64,12 @@ pub async fn follow_etcd(source: &EtcdSource, live: Arc<Live>, stopped: impl Fut
     }
 }
 
-/// Logs the config now in force.
+/// Logs the config now in force (inside a span, so that traces show config applies too).
 pub fn log_applied(runtime: &Runtime) {
     let s = &runtime.snapshot;
+    let span =
+        tracing::info_span!(target: traces::TARGET, "config apply", config.version = s.version, config.hash = %s.hash);
+    let _entered = span.enter();
     tracing::info!(
         version = s.version,
         hash = %s.hash,

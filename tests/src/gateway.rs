@@ -43,13 +43,18 @@ impl Gateway {
 
     /// Starts a node serving `yaml` with extra `gateway run` flags.
     pub async fn start_with(yaml: &str, flags: &[&str]) -> Gateway {
+        Gateway::start_with_env(yaml, flags, &[]).await
+    }
+
+    /// Starts a node serving `yaml` with extra flags and environment variables.
+    pub async fn start_with_env(yaml: &str, flags: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = TempDir::new();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).expect("write the config");
         let file = config_path.to_string_lossy().into_owned();
         let mut args = vec!["--node-id", "test-node", "--config-file", &file];
         args.extend_from_slice(flags);
-        Gateway::spawn(dir, config_path.clone(), &args).await
+        Gateway::spawn(dir, config_path.clone(), &args, env).await
     }
 
     /// Starts a node named `node_id` on the config in etcd at `endpoints` under `/gateway`.
@@ -58,15 +63,20 @@ impl Gateway {
         let mut args = vec!["--node-id", node_id, "--config-source", "etcd", "--etcd-endpoints", endpoints];
         args.extend_from_slice(flags);
         let unused = dir.path().join("unused.yaml");
-        Gateway::spawn(dir, unused, &args).await
+        Gateway::spawn(dir, unused, &args, &[]).await
     }
 
-    async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str]) -> Gateway {
+    async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(binary())
             .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--log-level", "info,gateway=debug,config_sync=debug"])
             .args(args)
             .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

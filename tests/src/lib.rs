@@ -7,6 +7,7 @@
 //!   ports read from its log.
 //! - [`Etcd`]: a real etcd server on free ports; [`Relay`]: a TCP relay that can cut one
 //!   node's connection to it.
+//! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
@@ -14,6 +15,7 @@ pub mod echo;
 mod etcd;
 mod gateway;
 pub mod http;
+pub mod otlp;
 mod tempdir;
 mod upstream;
 

@@ -2,6 +2,7 @@
 //!
 //! - Reads ([`read`]): status, the entities this node applied, target health; and the health
 //!   reset, which acts on this node.
+//! - `GET /metrics`: Prometheus metrics.
 //! - Writes ([`write`]): with `config_source = etcd`, `PUT` and `DELETE` on entities validate
 //!   first and write to etcd; with the file they answer 405 and say how config changes.
 //!
@@ -13,6 +14,7 @@ mod write;
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::Live;
 use crate::settings::{ConfigSource, Settings};
+use crate::telemetry::Metrics;
 use bytes::Bytes;
 use config_sync::etcd::{EtcdStatus, EtcdWriter};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -41,17 +43,19 @@ pub struct Admin {
     token: Option<String>,
     source: ConfigSource,
     etcd: Option<EtcdLink>,
+    metrics: Arc<Metrics>,
 }
 
 impl Admin {
     /// An admin API over what `live` holds; `etcd` when config comes from etcd.
-    pub fn new(live: Arc<Live>, settings: &Settings, etcd: Option<EtcdLink>) -> Admin {
+    pub fn new(live: Arc<Live>, settings: &Settings, etcd: Option<EtcdLink>, metrics: Arc<Metrics>) -> Admin {
         Admin {
             live,
             node_id: settings.node_id.clone(),
             token: settings.admin_token.clone().filter(|t| !t.is_empty()),
             source: settings.config_source,
             etcd,
+            metrics,
         }
     }
 
@@ -65,6 +69,17 @@ impl Admin {
         let (parts, body) = request.into_parts();
         let segments: Vec<&str> = parts.uri.path().split('/').filter(|s| !s.is_empty()).collect();
         let wait = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == "wait=1" || p == "wait=true"));
+        if segments == ["metrics"] {
+            return match parts.method {
+                Method::GET | Method::HEAD => {
+                    let mut response = Response::new(ProxyBody::full(self.metrics.render()));
+                    let kind = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+                    response.headers_mut().insert(header::CONTENT_TYPE, kind);
+                    response
+                }
+                _ => method_not_allowed("GET, HEAD"),
+            };
+        }
         let runtime = self.live.load();
         if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
             return match parts.method {

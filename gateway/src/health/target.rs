@@ -87,6 +87,14 @@ impl TargetHealth {
         let t = transition?;
         self.healthy.store(t.to == State::Healthy, Ordering::Relaxed);
         self.state.send_replace(t.to);
+        let span = tracing::info_span!(
+            target: crate::telemetry::traces::TARGET,
+            "health change",
+            upstream = %self.upstream,
+            target = %self.address,
+            to = %t.to,
+        );
+        let _entered = span.enter();
         tracing::info!(
             upstream = %self.upstream,
             target = %self.address,

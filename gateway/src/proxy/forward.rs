@@ -11,9 +11,11 @@ use super::error::ProxyError;
 use super::hash_key::hash_key;
 use super::headers::ClientInfo;
 use super::pool::{ConnectError, Pool, Sender};
+use super::span;
 use crate::balance::Pick;
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
+use crate::telemetry::traces;
 use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -23,6 +25,7 @@ use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 /// One request to forward.
 pub struct Attempt<'a> {
@@ -82,7 +85,7 @@ impl Drop for Chosen {
 }
 
 /// Why one attempt failed, and what that allows next.
-enum Failure {
+pub(super) enum Failure {
     /// Nothing reached the target; the body comes back for the next attempt.
     NotSent { outcome: Outcome, error: ProxyError, body: RequestBody },
     /// The exchange broke after the request left.
@@ -112,10 +115,13 @@ pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forw
     };
     let mut tried = Vec::new();
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
-    for _ in 0..=service.retries {
+    for retry in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
         let chosen = choose(&attempt.service.destination, key, &mut tried)?;
-        match send(&attempt, &chosen.target, request_body, progress.as_deref()).await {
+        let span = span::attempt(&attempt.parts.method, &chosen.target.authority, retry);
+        let result = send(&attempt, &chosen.target, request_body, progress.as_deref()).instrument(span.clone()).await;
+        span::attempt_outcome(&span, &result);
+        match result {
             Ok((response, sender, sent_at)) => {
                 return Ok(respond(response, chosen, sender, attempt.pool, sent_at, service.read_timeout));
             }
@@ -149,12 +155,14 @@ pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forw
 /// One attempt on one target. A pooled connection that turns out to have closed before the
 /// request left is not the target's fault: the request goes again on a fresh connection to the
 /// same target, within the same attempt.
+pub(super) type Sent = (Response<Incoming>, Sender, Instant);
+
 async fn send(
     attempt: &Attempt<'_>,
     target: &TargetEntry,
     body: RequestBody,
     progress: Option<&Progress>,
-) -> Result<(Response<Incoming>, Sender, Instant), Failure> {
+) -> Result<Sent, Failure> {
     let service = &attempt.service.service;
     let not_connected = |e: ConnectError, body| match e {
         ConnectError::Timeout(_) => Failure::NotSent { outcome: Outcome::Timeout, error: ProxyError::Timeout, body },
@@ -165,6 +173,10 @@ async fn send(
         Err(e) => return Err(not_connected(e, body)),
     };
     let mut request = build_request(attempt.parts, target, attempt.preserve_host, body);
+    if traces::enabled() {
+        // The attempt's span is current: the upstream's spans become its children.
+        traces::inject(&tracing::Span::current(), request.headers_mut());
+    }
     loop {
         let sent_at = Instant::now();
         let head = sender.try_send_request(request);

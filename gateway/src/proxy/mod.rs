@@ -12,6 +12,7 @@ mod hash_key;
 mod headers;
 mod path;
 mod pool;
+mod span;
 mod upgrade;
 
 pub use body::{BoxError, ProxyBody};
@@ -21,15 +22,18 @@ pub use pool::Pool;
 pub use upgrade::Tunnels;
 
 use crate::runtime::{Live, RouteEntry};
+use crate::telemetry::{traces, Metrics, Name};
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 /// Serves proxied requests; shared by every connection.
 pub struct Proxy {
     live: Arc<Live>,
     pool: Pool,
+    metrics: Arc<Metrics>,
     /// `1.1 <node_id>`, this node's `Via` entry.
     via: HeaderValue,
     tunnels: Tunnels,
@@ -37,9 +41,9 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy serving what `live` holds, over connections from `pool`.
-    pub fn new(live: Arc<Live>, pool: Pool, node_id: &str) -> Proxy {
+    pub fn new(live: Arc<Live>, pool: Pool, metrics: Arc<Metrics>, node_id: &str) -> Proxy {
         let via = HeaderValue::try_from(format!("1.1 {node_id}")).unwrap_or(HeaderValue::from_static("1.1 gateway"));
-        Proxy { live, pool, via, tunnels: Tunnels::default() }
+        Proxy { live, pool, metrics, via, tunnels: Tunnels::default() }
     }
 
     /// The upgraded connections (WebSocket) this proxy has open.
@@ -53,7 +57,10 @@ impl Proxy {
         let method = request.method().clone();
         // Kept for the error log; cloning a Uri shares its bytes.
         let uri = request.uri().clone();
-        match self.serve(request, client, received).await {
+        let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
+        let mut served = Served::default();
+        let result = self.serve(request, client, received, &mut served).instrument(span.clone()).await;
+        let response = match result {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
@@ -67,7 +74,12 @@ impl Proxy {
                 headers::append_via(response.headers_mut(), &self.via);
                 response
             }
-        }
+        };
+        let status = response.status();
+        span::finish(&span, &method, served.route.as_ref(), status);
+        let (service, route) = served.route.unwrap_or_else(|| (Name(Arc::from("")), Name(Arc::from(""))));
+        self.metrics.request(&service, &route, status.as_u16(), received.elapsed(), served.upstream_latency);
+        response
     }
 
     async fn serve(
@@ -75,6 +87,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         client: ClientInfo,
         received: Instant,
+        served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let runtime = self.live.load();
         let host = request_host(&request);
@@ -84,6 +97,7 @@ impl Proxy {
             .find(host.as_deref(), &path, request.method(), request.headers())
             .ok_or(ProxyError::NoRoute)?;
         let entry = &runtime.routes[found.route];
+        served.route = Some((entry.service_name.clone(), entry.name.clone()));
         let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
         let forwarded_path = headers::ForwardedPath::new(&path, stripped);
@@ -116,6 +130,7 @@ impl Proxy {
         };
         let outcome = forward::forward(attempt, body).await?;
 
+        served.upstream_latency = Some(outcome.upstream_latency);
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
         headers::append_via(response.headers_mut(), &self.via);
@@ -129,6 +144,15 @@ impl Proxy {
         }
         Ok(response)
     }
+}
+
+/// What serving a request found out, for its metrics and span.
+#[derive(Default)]
+struct Served {
+    /// The matched route's service and name.
+    route: Option<(Name, Name)>,
+    /// The upstream's time to the response head.
+    upstream_latency: Option<std::time::Duration>,
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.

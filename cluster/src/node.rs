@@ -1,0 +1,644 @@
+//! [`Node`]: one cluster member as a sans-IO state machine (foca + codec + envelope + messages).
+//!
+//! A node does no I/O and reads no clock: the driver (the tokio worker, or a simulation) hands it
+//! packets with [`Node::handle_packet`], due timers with [`Node::handle_timer`] and commands, each
+//! with the current time, and carries out the [`Output`]: packets to send, timers to schedule,
+//! messages to deliver, membership events.
+//!
+//! # Confirming a suspicion
+//!
+//! In SWIM, the member whose probe failed marks the target suspect and declares it down when the
+//! suspicion times out, unless the target's refutation (a higher incarnation) reached it first.
+//! foca treats *down* as final whatever the incarnation, so when the refutation reached everyone
+//! but the prober (loss), the prober's verdict still spreads, and with `notify_down_members` the
+//! refuted member is told to turn undead and rejoins: a spurious rejoin. This node therefore does
+//! not hand foca's `ChangeSuspectToDown` timer over at once: if foca still holds the member
+//! suspect at that incarnation, it first asks the member directly ([`CoreFrame::SuspectCheck`]), up
+//! to [`CONFIRM_ATTEMPTS`] times `probe_rtt / 2` apart. A live member answers by applying the
+//! suspicion to itself (refuting it if it had not yet) and announcing itself to the asker, which
+//! carries its new incarnation; foca then drops the timer because the incarnation moved. Only a
+//! member that stays silent is declared down. `notify_down_members` stays on, so a member that
+//! *was* rightly declared down while alive (a partition) learns it and rejoins at once.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU16, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use foca::{Foca, NoCustomBroadcast, Notification, OwnedNotification, Timer};
+use rand::{rngs::SmallRng, Rng, RngExt, SeedableRng};
+use tracing::{debug, info, warn};
+
+use crate::{
+    codec::{self, CoreFrame, SwimCodec, KIND_CORE, KIND_SWIM},
+    config::{max_transmissions, ClusterConfig},
+    counters::{RejectReason, Rejections},
+    envelope::Envelope,
+    identity::NodeIdentity,
+    members::{DownLog, Member, MemberState},
+    messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
+    ClusterError,
+};
+
+/// Direct questions a suspect gets before it is declared down.
+pub const CONFIRM_ATTEMPTS: u8 = 3;
+/// Bytes a `Push` frame adds around its messages (variant, count, flag), rounded up.
+const PUSH_OVERHEAD: usize = 16;
+/// How often a rejection reason is logged at `warn` at most (the rest go to `debug`).
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+type Swim = Foca<NodeIdentity, SwimCodec, SmallRng, NoCustomBroadcast>;
+
+/// A timer a [`Node`] asked for; give it back to [`Node::handle_timer`] when due.
+#[derive(Clone, Debug)]
+pub struct NodeTimer(TimerKind);
+
+#[derive(Clone, Debug)]
+enum TimerKind {
+    Swim(Timer<NodeIdentity>),
+    Confirm { timer: Timer<NodeIdentity>, attempt: u8 },
+    Exchange,
+    Sweep,
+}
+
+impl NodeTimer {
+    /// Order among timers due at the same instant (lower first). foca needs a probe's indirect
+    /// stage handled before the next probe starts, should both be late.
+    pub fn priority(&self) -> u8 {
+        match &self.0 {
+            TimerKind::Swim(Timer::SendIndirectProbe { .. }) => 0,
+            TimerKind::Swim(Timer::ProbeRandomMember(_)) => 1,
+            TimerKind::Swim(_) | TimerKind::Confirm { .. } => 2,
+            TimerKind::Exchange | TimerKind::Sweep => 3,
+        }
+    }
+}
+
+/// A change the driver may want to log or count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// This node is known by at least one live member (joined, or back after being isolated).
+    Joined,
+    /// No live member is left: this node is alone until a seed answers again.
+    Isolated,
+    /// The cluster declared this node down while it was alive; it rejoined under a new identity.
+    Rejoined,
+    /// This node left the cluster.
+    Left,
+    /// A member is live.
+    MemberUp {
+        /// Its name.
+        id: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A member was declared down (failed, or left).
+    MemberDown {
+        /// Its name.
+        id: String,
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// A member restarted (or rejoined): its new identity replaced the previous one.
+    MemberRestarted {
+        /// Its name.
+        id: String,
+        /// Its (new) address.
+        addr: SocketAddr,
+    },
+}
+
+/// What a [`Node`] asks its driver to do. Drain every field after each call.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Datagrams to send.
+    pub packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// Timers to schedule: hand each back after its delay.
+    pub timers: Vec<(Duration, NodeTimer)>,
+    /// Messages from other nodes, each delivered once.
+    pub delivered: Vec<Delivered>,
+    /// Membership changes.
+    pub events: Vec<NodeEvent>,
+}
+
+impl Output {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty() && self.timers.is_empty() && self.delivered.is_empty() && self.events.is_empty()
+    }
+}
+
+/// foca's window to the outside: seals what foca sends, records timers and notifications.
+struct SwimRuntime<'a> {
+    envelope: &'a Envelope,
+    rng: &'a mut SmallRng,
+    notes: &'a mut Vec<OwnedNotification<NodeIdentity>>,
+    out: &'a mut Output,
+}
+
+impl foca::Runtime<NodeIdentity> for SwimRuntime<'_> {
+    fn notify(&mut self, notification: Notification<'_, NodeIdentity>) {
+        self.notes.push(notification.to_owned());
+    }
+
+    fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
+        let packet = self.envelope.seal(KIND_SWIM, data, self.rng);
+        self.out.packets.push((to.socket(), packet));
+    }
+
+    fn submit_after(&mut self, event: Timer<NodeIdentity>, after: Duration) {
+        self.out.timers.push((after, NodeTimer(TimerKind::Swim(event))));
+    }
+}
+
+/// Builds a [`SwimRuntime`] from disjoint fields of a [`Node`].
+macro_rules! runtime {
+    ($node:ident, $out:ident) => {
+        SwimRuntime { envelope: &$node.envelope, rng: &mut $node.rng, notes: &mut $node.notes, out: $out }
+    };
+}
+
+/// Settings a node reads after start.
+#[derive(Debug)]
+struct Settings {
+    confirm_interval: Duration,
+    exchange_interval: Duration,
+    exchange_fanout: usize,
+    broadcast_fanout: usize,
+    sweep_interval: Duration,
+}
+
+/// One cluster member, sans IO. See the module documentation.
+pub struct Node {
+    foca: Swim,
+    foca_config: foca::Config,
+    envelope: Envelope,
+    rng: SmallRng,
+    store: MessageStore,
+    down: DownLog,
+    settings: Settings,
+    rejections: Arc<Rejections>,
+    incarnation: Arc<AtomicU16>,
+    notes: Vec<OwnedNotification<NodeIdentity>>,
+    warned: [Option<Instant>; RejectReason::ALL.len()],
+    active: bool,
+    left: bool,
+    view_changed: bool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("identity", self.foca.identity())
+            .field("active", &self.active)
+            .field("members", &self.foca.num_members())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node for `config`, reached at `advertise`, started at `started_ms` (wall clock, ms since
+    /// the Unix epoch: orders restarts of the same node) with randomness from `seed`.
+    /// Call [`Node::start`] next.
+    pub fn new(config: &ClusterConfig, advertise: SocketAddr, started_ms: u64, seed: u64) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let foca_rng = SmallRng::seed_from_u64(rng.next_u64());
+        let identity = NodeIdentity::new(&config.node_id, advertise, started_ms, rng.next_u64());
+        let envelope = Envelope::new(&config.cluster, &config.keys, config.max_packet_size);
+        // foca's packet goes inside the envelope, after the body's kind byte.
+        let foca_config = config.foca_config(envelope.overhead() + 1);
+        let incarnation = Arc::new(AtomicU16::new(0));
+        let foca = Foca::new(identity, foca_config.clone(), foca_rng, SwimCodec::new(incarnation.clone()));
+        let rtt = config.effective_probe_rtt();
+        Ok(Self {
+            foca,
+            foca_config,
+            envelope,
+            rng,
+            store: MessageStore::new(config.message_retention),
+            down: DownLog::new(config.down_retention),
+            settings: Settings {
+                confirm_interval: rtt / 2,
+                exchange_interval: config.exchange_interval,
+                exchange_fanout: config.exchange_fanout.get(),
+                broadcast_fanout: config.broadcast_fanout.get(),
+                sweep_interval: config.probe_period.min(Duration::from_secs(1)),
+            },
+            rejections: Arc::new(Rejections::default()),
+            incarnation,
+            notes: Vec::new(),
+            warned: [None; RejectReason::ALL.len()],
+            active: false,
+            left: false,
+            view_changed: true,
+        })
+    }
+
+    /// Schedules the node's periodic work (anti-entropy, expiry).
+    pub fn start(&mut self, out: &mut Output) {
+        let first_exchange = self.jittered(self.settings.exchange_interval);
+        out.timers.push((first_exchange, NodeTimer(TimerKind::Exchange)));
+        out.timers.push((self.settings.sweep_interval, NodeTimer(TimerKind::Sweep)));
+    }
+
+    /// This node's name.
+    pub fn node_id(&self) -> &str {
+        self.foca.identity().node()
+    }
+
+    /// The address this node advertises.
+    pub fn advertise(&self) -> SocketAddr {
+        self.foca.identity().socket()
+    }
+
+    /// Whether at least one live member knows this node (foca's `Active`, until `Idle`).
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Live members other than this node (alive or suspect).
+    pub fn live_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Dropped-packet counters (shared: they keep counting).
+    pub fn rejections(&self) -> Arc<Rejections> {
+        self.rejections.clone()
+    }
+
+    /// Whether the member list may have changed since the last call (then rebuild it with
+    /// [`Node::members`]). Suspicions and incarnations change without events, so this also turns
+    /// true at every sweep.
+    pub fn take_view_changed(&mut self) -> bool {
+        std::mem::take(&mut self.view_changed)
+    }
+
+    /// The member list: this node first, then the others sorted by name; down members for
+    /// `down_retention` after they went down.
+    pub fn members(&self) -> Vec<Member> {
+        let me = self.foca.identity();
+        let local = Member {
+            id: me.node().to_owned(),
+            addr: me.socket(),
+            state: if self.left { MemberState::Down } else { MemberState::Alive },
+            incarnation: u64::from(self.incarnation.load(Ordering::Relaxed)),
+        };
+        self.down.view(local, self.foca.iter_membership_state())
+    }
+
+    /// Asks each seed address to let this node in. Call again (with fresh DNS answers) until
+    /// [`Node::is_active`]; once a seed answers, foca's announce brings the member list.
+    pub fn join(&mut self, seeds: &[SocketAddr], out: &mut Output) {
+        if self.left {
+            return;
+        }
+        let hello = CoreFrame::Hello { from: self.foca.identity().clone() };
+        for &seed in seeds.iter().filter(|&&seed| seed != self.advertise()) {
+            self.send_frame(seed, &hello, out);
+        }
+    }
+
+    /// Sends `message` to every other member: pushed at once to a few, then spread by them and by
+    /// anti-entropy. Never delivered back to this node.
+    pub fn broadcast(&mut self, message: Message, now: Instant, out: &mut Output) -> Result<(), ClusterError> {
+        if self.left {
+            return Err(ClusterError::Stopped);
+        }
+        let me = self.foca.identity();
+        // The largest encoding this message can have (varints at their widest).
+        let probe = WireMessage {
+            id: MessageId { origin: me.node().to_owned(), boot: u64::MAX, seq: u64::MAX },
+            age_ms: u32::MAX,
+            message,
+        };
+        let size = codec::to_vec(&probe).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+        let max = self.max_message();
+        if size > max {
+            return Err(ClusterError::MessageTooLarge { size, max });
+        }
+        let boot = me.boot();
+        let node = me.node().to_owned();
+        let wire = self.store.originate(&node, boot, probe.message, now);
+        debug!(seq = wire.id.seq, "broadcasting a cluster message");
+        for peer in self.pick_members(self.settings.broadcast_fanout, None) {
+            self.send_messages(peer, std::slice::from_ref(&wire), true, out);
+        }
+        Ok(())
+    }
+
+    /// Leaves the cluster: declares this node down to a few members (foca's leave, plus two more
+    /// rounds of gossip so the news survives some loss). The node stays inert afterwards.
+    pub fn leave(&mut self, out: &mut Output) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.view_changed = true;
+        if let Err(error) = self.foca.leave_cluster(runtime!(self, out)) {
+            debug!(%error, "leaving the cluster");
+        }
+        for _ in 0..2 {
+            let _ = self.foca.gossip(runtime!(self, out));
+        }
+        self.notes.clear();
+        self.active = false;
+        out.events.push(NodeEvent::Left);
+    }
+
+    /// Handles one datagram received from `from`.
+    pub fn handle_packet(&mut self, packet: &[u8], from: SocketAddr, now: Instant, out: &mut Output) {
+        if self.left {
+            return;
+        }
+        let body = match self.envelope.open(packet) {
+            Ok(body) => body,
+            Err(reason) => return self.reject(reason, from, now),
+        };
+        let Some((&kind, payload)) = body.split_first() else {
+            return self.reject(RejectReason::Truncated, from, now);
+        };
+        match kind {
+            KIND_SWIM => {
+                let result = self.foca.handle_data(payload, runtime!(self, out));
+                self.process_notes(now, out);
+                if let Err(error) = result {
+                    let reason = match error {
+                        foca::Error::DataFromOurselves => RejectReason::Identity,
+                        foca::Error::DataTooBig => RejectReason::Oversized,
+                        _ => RejectReason::Decode,
+                    };
+                    self.reject(reason, from, now);
+                }
+            }
+            KIND_CORE => match codec::from_exact::<CoreFrame>(payload) {
+                Ok(frame) => self.handle_frame(frame, from, now, out),
+                Err(_) => self.reject(RejectReason::Decode, from, now),
+            },
+            _ => self.reject(RejectReason::Decode, from, now),
+        }
+    }
+
+    /// Handles a timer this node scheduled, now due.
+    pub fn handle_timer(&mut self, timer: NodeTimer, now: Instant, out: &mut Output) {
+        if self.left {
+            return;
+        }
+        match timer.0 {
+            TimerKind::Swim(timer @ Timer::ChangeSuspectToDown { .. }) => self.confirm_or_declare(timer, 0, now, out),
+            TimerKind::Confirm { timer, attempt } => self.confirm_or_declare(timer, attempt, now, out),
+            TimerKind::Swim(timer) => {
+                if let Err(error) = self.foca.handle_timer(timer, runtime!(self, out)) {
+                    debug!(%error, "foca timer");
+                }
+                self.process_notes(now, out);
+            }
+            TimerKind::Exchange => {
+                let digest = self.store.digest(now, self.max_body().saturating_sub(PUSH_OVERHEAD));
+                let frame = CoreFrame::Digest(digest);
+                for peer in self.pick_members(self.settings.exchange_fanout, None) {
+                    self.send_frame(peer, &frame, out);
+                }
+                let next = self.jittered(self.settings.exchange_interval);
+                out.timers.push((next, NodeTimer(TimerKind::Exchange)));
+            }
+            TimerKind::Sweep => {
+                self.store.expire(now);
+                self.down.expire(now);
+                self.view_changed = true;
+                out.timers.push((self.settings.sweep_interval, NodeTimer(TimerKind::Sweep)));
+            }
+        }
+    }
+
+    /// See the module documentation, "Confirming a suspicion".
+    fn confirm_or_declare(&mut self, timer: Timer<NodeIdentity>, attempt: u8, now: Instant, out: &mut Output) {
+        if let Timer::ChangeSuspectToDown { member_id, incarnation, .. } = &timer {
+            let still_suspect = self.foca.iter_membership_state().any(|member| {
+                member.id() == member_id
+                    && member.state() == foca::State::Suspect
+                    && member.incarnation() == *incarnation
+            });
+            if still_suspect && attempt < CONFIRM_ATTEMPTS {
+                if attempt == 0 {
+                    debug!(member = member_id.node(), "suspect did not refute in time; asking it directly");
+                }
+                let check = CoreFrame::SuspectCheck {
+                    target: member_id.clone(),
+                    incarnation: *incarnation,
+                    from: self.foca.identity().clone(),
+                };
+                self.send_frame(member_id.socket(), &check, out);
+                let retry = NodeTimer(TimerKind::Confirm { timer, attempt: attempt + 1 });
+                out.timers.push((self.settings.confirm_interval, retry));
+                return;
+            }
+        }
+        if let Err(error) = self.foca.handle_timer(timer, runtime!(self, out)) {
+            debug!(%error, "foca timer");
+        }
+        self.process_notes(now, out);
+    }
+
+    fn handle_frame(&mut self, frame: CoreFrame, from: SocketAddr, now: Instant, out: &mut Output) {
+        match frame {
+            CoreFrame::Hello { from: joiner } => {
+                if joiner.node() != self.node_id() {
+                    let welcome = CoreFrame::Welcome { from: self.foca.identity().clone() };
+                    self.send_frame(from, &welcome, out);
+                }
+            }
+            CoreFrame::Welcome { from: seed } => {
+                if seed.node() != self.node_id() {
+                    if let Err(error) = self.foca.announce(seed, runtime!(self, out)) {
+                        debug!(%error, "announce");
+                    }
+                    self.process_notes(now, out);
+                }
+            }
+            CoreFrame::Push { messages, relay } => self.receive_messages(messages, relay, from, now, out),
+            CoreFrame::Digest(digest) => {
+                let pull = self.store.missing(&digest);
+                if !pull.wanted.is_empty() {
+                    self.send_frame(from, &CoreFrame::Pull(pull), out);
+                }
+                let lacking = self.store.lacking(&digest, now);
+                self.send_messages(from, &lacking, false, out);
+            }
+            CoreFrame::Pull(request) => {
+                let found = self.store.get(&request, now);
+                self.send_messages(from, &found, false, out);
+            }
+            CoreFrame::SuspectCheck { target, incarnation, from: checker } => {
+                use foca::Identity;
+                let me = self.foca.identity().clone();
+                if target.addr() != me.addr() || checker.node() == me.node() {
+                    return;
+                }
+                if target == me {
+                    // Applying the suspicion makes foca refute it (bump the incarnation) if it has
+                    // not already, and gossip the refutation.
+                    let suspicion = foca::Member::new(me, incarnation, foca::State::Suspect);
+                    let _ = self.foca.apply_many(std::iter::once(suspicion), true, runtime!(self, out));
+                }
+                // The announce carries the current incarnation (or the newer identity) to the checker.
+                if let Err(error) = self.foca.announce(checker, runtime!(self, out)) {
+                    debug!(%error, "answering a suspicion check");
+                }
+                self.process_notes(now, out);
+            }
+        }
+    }
+
+    fn receive_messages(
+        &mut self,
+        messages: Vec<WireMessage>,
+        relay: bool,
+        from: SocketAddr,
+        now: Instant,
+        out: &mut Output,
+    ) {
+        let mut fresh = Vec::new();
+        for message in messages {
+            if self.store.has_seen(&message.id) {
+                continue;
+            }
+            let forward = relay.then(|| message.clone());
+            if let Some(delivered) = self.store.accept(message, now) {
+                out.delivered.push(delivered);
+                fresh.extend(forward);
+            }
+        }
+        if !fresh.is_empty() {
+            for peer in self.pick_members(self.settings.broadcast_fanout, Some(from)) {
+                self.send_messages(peer, &fresh, true, out);
+            }
+        }
+    }
+
+    fn process_notes(&mut self, now: Instant, out: &mut Output) {
+        if self.notes.is_empty() {
+            return;
+        }
+        let mut notes = std::mem::take(&mut self.notes);
+        for note in notes.drain(..) {
+            self.view_changed = true;
+            match note {
+                OwnedNotification::MemberUp(id) => {
+                    info!(member = id.node(), addr = %id.socket(), "cluster member up");
+                    self.down.up(id.node());
+                    out.events.push(NodeEvent::MemberUp { id: id.node().to_owned(), addr: id.socket() });
+                }
+                OwnedNotification::MemberDown(id) => {
+                    info!(member = id.node(), addr = %id.socket(), "cluster member down");
+                    self.down.down(id.node(), now);
+                    out.events.push(NodeEvent::MemberDown { id: id.node().to_owned(), addr: id.socket() });
+                }
+                OwnedNotification::Rename(_, new) => {
+                    debug!(member = new.node(), addr = %new.socket(), "cluster member restarted");
+                    out.events.push(NodeEvent::MemberRestarted { id: new.node().to_owned(), addr: new.socket() });
+                }
+                OwnedNotification::Active => {
+                    info!(members = self.foca.num_members(), "joined the cluster");
+                    self.active = true;
+                    out.events.push(NodeEvent::Joined);
+                }
+                OwnedNotification::Idle => {
+                    warn!("no live cluster member left; retrying the seeds");
+                    self.active = false;
+                    out.events.push(NodeEvent::Isolated);
+                }
+                OwnedNotification::Defunct => {
+                    self.active = false;
+                }
+                OwnedNotification::Rejoin(_) => {
+                    warn!("the cluster declared this node down; rejoined under a new identity");
+                    out.events.push(NodeEvent::Rejoined);
+                }
+            }
+        }
+        self.notes = notes;
+        // Disseminate updates about as often as foca's LAN formula wants for the current size.
+        let wanted = max_transmissions(self.foca.num_members());
+        if wanted != self.foca_config.max_transmissions {
+            self.foca_config.max_transmissions = wanted;
+            let _ = self.foca.set_config(self.foca_config.clone());
+        }
+    }
+
+    fn reject(&mut self, reason: RejectReason, from: SocketAddr, now: Instant) {
+        self.rejections.record(reason);
+        let slot = &mut self.warned[RejectReason::ALL.iter().position(|&r| r == reason).unwrap_or(0)];
+        if slot.is_none_or(|at| now.saturating_duration_since(at) >= WARN_EVERY) {
+            *slot = Some(now);
+            warn!(%reason, %from, total = self.rejections.get(reason), "dropped gossip packet (logged once a minute per reason)");
+        } else {
+            debug!(%reason, %from, "dropped gossip packet");
+        }
+    }
+
+    /// The largest body a packet can carry (after the envelope).
+    fn max_body(&self) -> usize {
+        self.envelope.max_body() - 1
+    }
+
+    /// The largest encoded message a packet can carry.
+    fn max_message(&self) -> usize {
+        self.max_body() - PUSH_OVERHEAD
+    }
+
+    fn send_frame(&mut self, to: SocketAddr, frame: &CoreFrame, out: &mut Output) {
+        match codec::to_vec(frame) {
+            Ok(payload) if payload.len() <= self.max_body() => {
+                out.packets.push((to, self.envelope.seal(KIND_CORE, &payload, &mut self.rng)));
+            }
+            Ok(payload) => debug!(len = payload.len(), "frame too large to send"),
+            Err(error) => debug!(%error, "cannot encode frame"),
+        }
+    }
+
+    /// Sends `messages` to `to`, as many `Push` frames as it takes.
+    fn send_messages(&mut self, to: SocketAddr, messages: &[WireMessage], relay: bool, out: &mut Output) {
+        let budget = self.max_message();
+        let mut batch: Vec<WireMessage> = Vec::new();
+        let mut size = 0;
+        for message in messages {
+            let len = codec::to_vec(message).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+            if len > budget {
+                continue;
+            }
+            if size + len > budget {
+                let full = CoreFrame::Push { messages: std::mem::take(&mut batch), relay };
+                self.send_frame(to, &full, out);
+                size = 0;
+            }
+            size += len;
+            batch.push(message.clone());
+        }
+        if !batch.is_empty() {
+            self.send_frame(to, &CoreFrame::Push { messages: batch, relay }, out);
+        }
+    }
+
+    /// Up to `count` random live members' addresses, leaving out `except`.
+    fn pick_members(&mut self, count: usize, except: Option<SocketAddr>) -> Vec<SocketAddr> {
+        let mut candidates: Vec<SocketAddr> =
+            self.foca.iter_members().map(|member| member.id().socket()).filter(|&addr| Some(addr) != except).collect();
+        let count = count.min(candidates.len());
+        for i in 0..count {
+            let j = self.rng.random_range(i..candidates.len());
+            candidates.swap(i, j);
+        }
+        candidates.truncate(count);
+        candidates
+    }
+
+    /// `period` ±10%, so that nodes started together do not stay in step.
+    fn jittered(&mut self, period: Duration) -> Duration {
+        period.mul_f64(self.rng.random_range(0.9..1.1))
+    }
+}
