@@ -28,8 +28,8 @@ fn route(i: usize) -> RouteSpec {
     } else {
         vec![format!("/api/v{}/svc{i}/resource", i % 3)]
     };
-    let methods = if i % 3 == 0 { vec![Method::GET, Method::POST] } else { vec![] };
-    let headers = if i % 10 == 0 { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
+    let methods = if i.is_multiple_of(3) { vec![Method::GET, Method::POST] } else { vec![] };
+    let headers = if i.is_multiple_of(10) { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
     RouteSpec { id: i, hosts, paths, methods, headers, priority: (i % 5) as i32 }
 }
 
