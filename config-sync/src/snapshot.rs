@@ -43,6 +43,16 @@ impl Snapshot {
         Snapshot { version, hash, config, errors }
     }
 
+    /// This snapshot less one route, with why listed: for a route that validated but cannot be
+    /// served (the router would not compile it).
+    pub fn without_route(&self, name: &str, message: String) -> Snapshot {
+        let mut config = self.config.clone();
+        config.routes.remove(name);
+        let mut errors = self.errors.clone();
+        errors.push(ConfigError { key: format!("routes/{name}"), revision: None, message });
+        Snapshot::new(config, self.version, errors)
+    }
+
     /// The snapshot of a node with no config yet.
     pub fn empty() -> Snapshot {
         Snapshot::new(Config::default(), 0, Vec::new())

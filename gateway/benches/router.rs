@@ -29,7 +29,8 @@ fn route(i: usize) -> RouteSpec {
         vec![format!("/api/v{}/svc{i}/resource", i % 3)]
     };
     let methods = if i.is_multiple_of(3) { vec![Method::GET, Method::POST] } else { vec![] };
-    let headers = if i.is_multiple_of(10) { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
+    let headers =
+        if i.is_multiple_of(10) { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
     RouteSpec { id: i, hosts, paths, methods, headers, priority: (i % 5) as i32 }
 }
 

@@ -102,6 +102,10 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_prefix: Option<String>,
+    /// How often a quiet etcd watch must prove it is alive, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_liveness_interval_ms: Option<u64>,
     /// `redis://…` for shared rate limits and cache.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -133,7 +133,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// The etcd settings of a node (and of `gateway apply` and `dump`).
 pub fn etcd_config(settings: &Settings) -> EtcdConfig {
     let endpoints = settings.etcd_endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
-    EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix)
+    let mut config = EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix);
+    config.liveness_interval = std::time::Duration::from_millis(settings.etcd_liveness_interval_ms.max(50));
+    config
 }
 
 async fn reap_idle_connections(pool: Pool, stopped: impl Future<Output = ()>) {

@@ -145,6 +145,14 @@ impl UpstreamState {
 /// Why a snapshot could not be compiled. Validation catches these first; this is the last line.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    /// One route does not compile; the rest of the config can be served without it.
+    #[error("routes/{name}: {message}")]
+    Route {
+        /// The route.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The route table did not compile.
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
@@ -224,7 +232,10 @@ impl Runtime {
             let (name, service_name) = (Name(Arc::from(route.name.as_str())), Name(Arc::from(route.service.as_str())));
             routes.push(RouteEntry { route: route.clone(), service: service.clone(), plugins, name, service_name });
         }
-        let router = Router::new(&specs)?;
+        let router = Router::new(&specs).map_err(|e| match e.route() {
+            Some(id) => CompileError::Route { name: routes[id].route.name.clone(), message: e.to_string() },
+            None => CompileError::Router(e),
+        })?;
         Ok(Runtime { snapshot, applied_at: SystemTime::now(), router, routes, upstreams })
     }
 }
@@ -270,10 +281,20 @@ impl Live {
 
     /// Compiles `snapshot` against the current runtime and swaps it in, then brings the probes
     /// in line. On error the current runtime stays.
-    pub fn apply(&self, snapshot: Arc<Snapshot>) -> Result<Arc<Runtime>, CompileError> {
+    pub fn apply(&self, mut snapshot: Arc<Snapshot>) -> Result<Arc<Runtime>, CompileError> {
         let current = self.runtime.load();
         let version = snapshot.version;
-        let next = Arc::new(Runtime::build(snapshot, Some(&current), &self.health)?);
+        // A route that does not compile is left out and listed, rather than freezing the config.
+        let next = loop {
+            match Runtime::build(snapshot.clone(), Some(&current), &self.health) {
+                Ok(runtime) => break Arc::new(runtime),
+                Err(CompileError::Route { name, message }) => {
+                    tracing::warn!(route = %name, %message, "route left out: it does not compile");
+                    snapshot = Arc::new(snapshot.without_route(&name, message));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.runtime.store(next.clone());
         self.health.sync(&next);
         self.applied.send_replace(version);

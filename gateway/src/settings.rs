@@ -54,6 +54,9 @@ pub struct Settings {
     /// Every config key lives under it. Default /gateway.
     #[serde(deserialize_with = "lenient::string")]
     pub etcd_prefix: String,
+    /// A quiet etcd watch is asked for a progress notification this often, and counts as dead
+    /// when none comes within another such interval, ms. Default 5000.
+    pub etcd_liveness_interval_ms: u64,
     /// `redis://…`; none: rate limits and cache are node-local.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
@@ -102,6 +105,7 @@ impl Default for Settings {
             config_file: None,
             etcd_endpoints: "http://127.0.0.1:2379".into(),
             etcd_prefix: "/gateway".into(),
+            etcd_liveness_interval_ms: 5_000,
             redis_url: None,
             cluster_bind: ([0, 0, 0, 0], 7946).into(),
             cluster_advertise: None,

@@ -9,9 +9,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// A running etcd; killed when dropped.
 pub struct Etcd {
@@ -108,12 +110,14 @@ impl Etcd {
     }
 }
 
-/// A TCP relay to one address, whose connections can be cut and new ones refused.
+/// A TCP relay to one address, whose connections can be cut (closed, new ones dropped) or
+/// frozen (kept open, nothing forwarded either way: a connection that died silently).
 pub struct Relay {
     /// Where clients connect.
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
     cut: Arc<Notify>,
+    frozen: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -124,23 +128,27 @@ impl Relay {
         let addr = listener.local_addr().expect("an address");
         let open = Arc::new(AtomicBool::new(true));
         let cut = Arc::new(Notify::new());
-        let (is_open, cut_signal) = (open.clone(), cut.clone());
+        let frozen = watch::Sender::new(false);
+        let (is_open, cut_signal, freeze) = (open.clone(), cut.clone(), frozen.clone());
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !is_open.load(Ordering::SeqCst) {
                     continue; // dropped: refused in effect
                 }
-                let cut = cut_signal.clone();
+                let (cut, freeze) = (cut_signal.clone(), freeze.clone());
                 tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+                    let Ok(upstream) = TcpStream::connect(target).await else { return };
+                    let (client_read, client_write) = client.into_split();
+                    let (upstream_read, upstream_write) = upstream.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        () = pump(client_read, upstream_write, freeze.subscribe()) => {}
+                        () = pump(upstream_read, client_write, freeze.subscribe()) => {}
                         () = cut.notified() => {}
                     }
                 });
             }
         });
-        Relay { addr, open, cut, task }
+        Relay { addr, open, cut, frozen, task }
     }
 
     /// `http://<addr>`.
@@ -154,9 +162,32 @@ impl Relay {
         self.cut.notify_waiters();
     }
 
+    /// Stops forwarding anything, on open connections and new ones, without closing them.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
     /// Relays again.
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+        self.frozen.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding the bytes while frozen.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.wait_for(|f| !*f).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -33,6 +33,10 @@ pub struct KeySpace {
     good: BTreeMap<EntityKey, Entity>,
     /// By full key, so that keys outside the layout are listed too.
     errors: BTreeMap<String, ConfigError>,
+    /// Every key seen, bad ones included, with the revision it was last written at.
+    revisions: BTreeMap<String, u64>,
+    /// The full key of each good entity.
+    full_keys: BTreeMap<EntityKey, String>,
 }
 
 impl KeySpace {
@@ -43,13 +47,23 @@ impl KeySpace {
 
     /// Applies a put of `value` at `key` (the full key; `relative` is the part after the prefix).
     pub fn put(&mut self, key: &str, relative: &str, value: &[u8], revision: u64) {
+        self.revisions.insert(key.to_owned(), revision);
         match parse_entity(relative, value) {
             Ok((entity_key, entity)) => {
                 self.errors.remove(key);
+                self.full_keys.insert(entity_key.clone(), key.to_owned());
                 self.good.insert(entity_key, entity);
             }
             Err(message) => {
-                let error = ConfigError { key: key.to_owned(), revision: Some(revision), message };
+                // Say what is served instead, so that two nodes that differ here can be told apart:
+                // one that had a good value keeps it, one that never had one serves nothing.
+                let kept = EntityKey::parse(relative).is_ok_and(|k| self.good.contains_key(&k));
+                let served = if kept { "serving its last good value" } else { "not served" };
+                let error = ConfigError {
+                    key: key.to_owned(),
+                    revision: Some(revision),
+                    message: format!("{message} ({served})"),
+                };
                 self.errors.insert(key.to_owned(), error);
             }
         }
@@ -58,9 +72,24 @@ impl KeySpace {
     /// Applies a delete of `key`.
     pub fn delete(&mut self, key: &str, relative: &str) {
         self.errors.remove(key);
+        self.revisions.remove(key);
         if let Ok(entity_key) = EntityKey::parse(relative) {
             self.good.remove(&entity_key);
+            self.full_keys.remove(&entity_key);
         }
+    }
+
+    /// Whether `keys` (full key, revision last written) are exactly the keys this space was
+    /// built from.
+    pub fn holds_exactly<'a>(&self, keys: impl Iterator<Item = (&'a str, u64)>) -> bool {
+        let mut count = 0;
+        for (key, revision) in keys {
+            if self.revisions.get(key) != Some(&revision) {
+                return false;
+            }
+            count += 1;
+        }
+        count == self.revisions.len()
     }
 
     /// How many keys hold a good value.
@@ -100,7 +129,20 @@ impl KeySpace {
     /// The snapshot of this key space at `revision`: the good values, less entities whose
     /// references dangle, with every error listed.
     pub fn snapshot(&self, revision: u64) -> Snapshot {
-        Snapshot::new(self.config(), revision, self.errors.values().cloned().collect())
+        let mut snapshot = Snapshot::new(self.config(), revision, self.errors.values().cloned().collect());
+        // A dangling reference is listed like a bad value: under the referring entity's key and
+        // the revision it was written at, the field named in the message.
+        for error in snapshot.errors.iter_mut().filter(|e| e.revision.is_none()) {
+            let (path, field) = error.key.split_once('.').unwrap_or((error.key.as_str(), ""));
+            let Ok(entity) = EntityKey::parse(path) else { continue };
+            if let Some(full) = self.full_keys.get(&entity) {
+                error.message =
+                    if field.is_empty() { error.message.clone() } else { format!("{field}: {}", error.message) };
+                error.revision = self.revisions.get(full).copied();
+                error.key = full.clone();
+            }
+        }
+        snapshot
     }
 }
 
@@ -223,6 +265,7 @@ plugins:
         assert_eq!(snap.errors[0].key, "/g/services/a");
         assert_eq!(snap.errors[0].revision, Some(7));
         assert!(snap.errors[0].message.starts_with("not JSON"), "{}", snap.errors[0].message);
+        assert!(snap.errors[0].message.ends_with("(serving its last good value)"), "{}", snap.errors[0].message);
         ks.put("/g/services/a", "services/a", br#"{"url":"http://x","retries":2}"#, 8);
         let snap = ks.snapshot(8);
         assert_eq!(snap.config.services["a"].retries, 2);
@@ -236,6 +279,7 @@ plugins:
         assert!(snap.config.services.is_empty());
         let messages: Vec<_> = snap.errors.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
         assert!(messages[0].1.starts_with("services/a.url:"), "{messages:?}");
+        assert!(messages[0].1.ends_with("(not served)"), "{messages:?}");
         assert!(messages[1].1.contains("is not a config key"), "{messages:?}");
     }
 
@@ -264,7 +308,19 @@ plugins:
         let ks = space(&[("routes/r", r#"{"service":"nobody","paths":["/"]}"#)]);
         let snap = ks.snapshot(1);
         assert!(snap.config.routes.is_empty());
-        assert_eq!(snap.errors[0].key, "routes/r.service");
+        assert_eq!(snap.errors[0].key, "/g/routes/r");
+        assert_eq!(snap.errors[0].revision, Some(1));
+        assert_eq!(snap.errors[0].message, "service: unknown service \"nobody\"");
+    }
+
+    #[test]
+    fn holds_exactly_compares_keys_and_revisions() {
+        let mut ks = space(&[("services/a", r#"{"url":"http://x"}"#), ("services/b", "bad")]);
+        assert!(ks.holds_exactly([("/g/services/a", 1), ("/g/services/b", 2)].into_iter()));
+        assert!(!ks.holds_exactly([("/g/services/a", 1)].into_iter()), "a key missing");
+        assert!(!ks.holds_exactly([("/g/services/a", 1), ("/g/services/b", 3)].into_iter()), "another revision");
+        ks.delete("/g/services/b", "services/b");
+        assert!(ks.holds_exactly([("/g/services/a", 1)].into_iter()));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use super::backoff::Backoff;
 use super::keyspace::KeySpace;
 use crate::snapshot::Snapshot;
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions, WatchResponse};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KvClient, WatchClient, WatchOptions, WatchResponse};
 use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +118,7 @@ impl EtcdSource {
             keyspace: KeySpace::new(),
             revision: 0,
             reads: 0,
+            published: u64::MAX,
             snapshots: snapshots_tx,
             status: status_tx,
         };
@@ -138,6 +139,16 @@ impl Drop for EtcdSource {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The largest message read from etcd: a watcher catching up gets up to 1,000 revisions in one
+/// response, more than the client's 4 MiB default (Go's clientv3 allows `i32::MAX`).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
+
+/// The clients of one connection.
+struct Clients {
+    kv: KvClient,
+    watch: WatchClient,
 }
 
 /// Why a session with etcd ended.
@@ -168,6 +179,8 @@ struct Worker {
     revision: u64,
     /// Full reads done.
     reads: u64,
+    /// The version of the last snapshot published.
+    published: u64,
     backoff: Backoff,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     status: watch::Sender<EtcdStatus>,
@@ -192,21 +205,23 @@ impl Worker {
 
     /// One connection: sync, then watch, until something breaks.
     async fn session(&mut self) -> SessionError {
-        let mut client = match Client::connect(&self.config.endpoints, Some(self.config.connect_options())).await {
+        let client = match Client::connect(&self.config.endpoints, Some(self.config.connect_options())).await {
             Ok(client) => client,
             Err(e) => return e.into(),
         };
+        let mut clients = Clients {
+            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
+            watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
+        };
         loop {
-            match self.sync(&mut client).await {
-                Ok(()) => {}
-                Err(e) => return e,
+            if let Err(e) = self.sync(&mut clients.kv).await {
+                return e;
             }
-            if self.status.borrow().connection != Connection::Connected {
-                tracing::info!(revision = self.revision, "etcd: connected");
+            // What was applied before a break and not yet published goes out now.
+            if self.published != self.revision {
+                self.publish();
             }
-            self.set_connection(Connection::Connected);
-            self.backoff.reset();
-            match self.watch(&mut client).await {
+            match self.watch(&mut clients.watch).await {
                 Ok(Resync::Compacted(at)) => {
                     tracing::warn!(compacted = at, revision = self.revision, "etcd: revision compacted; re-reading");
                     self.revision = 0;
@@ -220,23 +235,46 @@ impl Worker {
         }
     }
 
-    /// Reads the whole prefix when there is nothing applied yet, or when etcd is behind what
-    /// was applied (it restarted empty or was restored).
-    async fn sync(&mut self, client: &mut Client) -> Result<(), SessionError> {
+    /// Reads the whole prefix when nothing was applied yet, or when etcd no longer holds what
+    /// was applied: its revision is behind ours (it restarted empty, or was restored), or the
+    /// keys it holds at our revision are not the ones we applied (it was wiped and written back
+    /// up to our revision).
+    async fn sync(&mut self, kv: &mut KvClient) -> Result<(), SessionError> {
+        if self.revision == 0 {
+            return self.full_read(kv).await;
+        }
         let count = GetOptions::new().with_prefix().with_count_only();
-        let probe = self.timed(client.get(self.watch_prefix.as_str(), Some(count))).await?;
+        let probe = self.timed(kv.get(self.watch_prefix.as_str(), Some(count))).await?;
         let current = probe.header().map_or(0, |h| h.revision().max(0) as u64);
-        if self.revision != 0 && current >= self.revision {
-            return Ok(());
-        }
-        if self.revision != 0 {
+        if current < self.revision {
             tracing::warn!(applied = self.revision, etcd = current, "etcd: its revision is behind ours; re-reading");
+            return self.full_read(kv).await;
         }
-        self.full_read(client).await
+        let at_ours = GetOptions::new()
+            .with_range(prefix_end(&self.watch_prefix))
+            .with_keys_only()
+            .with_revision(self.revision as i64);
+        let same = match self.timed(kv.get(self.watch_prefix.as_str(), Some(at_ours))).await {
+            Ok(page) => self.keyspace.holds_exactly(
+                page.kvs()
+                    .iter()
+                    .filter_map(|kv| Some((std::str::from_utf8(kv.key()).ok()?, kv.mod_revision().max(0) as u64))),
+            ),
+            Err(SessionError::Etcd(e)) if e.to_string().contains("compacted") => {
+                tracing::warn!(revision = self.revision, "etcd: our revision was compacted; re-reading");
+                return self.full_read(kv).await;
+            }
+            Err(e) => return Err(e),
+        };
+        if !same {
+            tracing::warn!(revision = self.revision, "etcd: its keys differ from what was applied; re-reading");
+            return self.full_read(kv).await;
+        }
+        Ok(())
     }
 
     /// One consistent read of the prefix, page by page at one revision.
-    async fn full_read(&mut self, client: &mut Client) -> Result<(), SessionError> {
+    async fn full_read(&mut self, kv: &mut KvClient) -> Result<(), SessionError> {
         const PAGE: i64 = 500;
         let end = prefix_end(&self.watch_prefix);
         let mut keyspace = KeySpace::new();
@@ -247,7 +285,7 @@ impl Worker {
             if at != 0 {
                 options = options.with_revision(at);
             }
-            let page = self.timed(client.get(from.clone(), Some(options))).await?;
+            let page = self.timed(kv.get(from.clone(), Some(options))).await?;
             if at == 0 {
                 at = page.header().map_or(0, |h| h.revision());
             }
@@ -272,11 +310,11 @@ impl Worker {
     }
 
     /// Watches from the revision after the last applied until a re-read is needed or the
-    /// stream fails.
-    async fn watch(&mut self, client: &mut Client) -> Result<Resync, SessionError> {
+    /// stream fails. The source counts as connected once the watch answers.
+    async fn watch(&mut self, client: &mut WatchClient) -> Result<Resync, SessionError> {
         let options =
             WatchOptions::new().with_prefix().with_start_revision(self.revision as i64 + 1).with_progress_notify();
-        let mut stream = client.watch(self.watch_prefix.as_str(), Some(options)).await?;
+        let mut stream = self.timed(client.watch(self.watch_prefix.as_str(), Some(options))).await?;
         let quiet = self.config.liveness_interval;
         let mut asked_at: Option<Instant> = None;
         let mut check = tokio::time::interval_at(Instant::now() + quiet, quiet);
@@ -287,17 +325,28 @@ impl Worker {
                     let mut changed = false;
                     let mut next = Some(message);
                     // Apply what has arrived, then publish once: a burst of writes makes one
-                    // snapshot, not one per write.
+                    // snapshot, not one per write. What was applied is published even when the
+                    // stream then fails.
+                    let mut outcome = None;
                     while let Some(message) = next.take() {
-                        let response = message?.ok_or(SessionError::Closed)?;
+                        let response = match message {
+                            Ok(Some(response)) => response,
+                            Ok(None) => { outcome = Some(Err(SessionError::Closed)); break }
+                            Err(e) => { outcome = Some(Err(e.into())); break }
+                        };
                         if let Some(resync) = needs_resync(&response) {
-                            return Ok(resync);
+                            outcome = Some(Ok(resync));
+                            break;
                         }
+                        self.connected();
                         changed |= self.apply(&response);
                         next = stream.message().now_or_never();
                     }
                     if changed {
                         self.publish();
+                    }
+                    if let Some(outcome) = outcome {
+                        return outcome;
                     }
                 }
                 _ = check.tick() => match asked_at {
@@ -309,6 +358,15 @@ impl Worker {
                     }
                 },
             }
+        }
+    }
+
+    /// The first answer of a watch: talking to etcd again.
+    fn connected(&mut self) {
+        if self.status.borrow().connection != Connection::Connected {
+            tracing::info!(revision = self.revision, "etcd: connected");
+            self.set_connection(Connection::Connected);
+            self.backoff.reset();
         }
     }
 
@@ -336,6 +394,7 @@ impl Worker {
     }
 
     fn publish(&mut self) {
+        self.published = self.revision;
         let snapshot = self.keyspace.snapshot(self.revision);
         tracing::debug!(version = snapshot.version, hash = %snapshot.hash, errors = snapshot.errors.len(), "etcd: snapshot");
         self.snapshots.send_replace(Some(Arc::new(snapshot)));

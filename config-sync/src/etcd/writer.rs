@@ -2,10 +2,11 @@
 //! one transaction (`gateway apply`), and reading it all back (`gateway dump`).
 
 use super::keys::{normalize_prefix, EntityKey};
+use super::keyspace::parse_entity;
 use super::keyspace::KeySpace;
 use super::watcher::{prefix_end, EtcdConfig};
 use crate::config::Config;
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,8 +17,8 @@ pub enum WriteError {
     /// etcd refused or could not be reached.
     #[error("etcd: {0}")]
     Etcd(#[from] etcd_client::Error),
-    /// etcd did not answer in time.
-    #[error("etcd did not answer within {0:?}")]
+    /// etcd did not answer in time; a write may or may not have happened.
+    #[error("etcd did not answer within {0:?}; the write may or may not have been made")]
     Timeout(Duration),
     /// Another writer changed the prefix between the read and the transaction.
     #[error("the config in etcd changed while applying; nothing was written, run it again")]
@@ -30,13 +31,15 @@ pub enum WriteError {
     TooLarge(usize),
 }
 
-/// One key as read: value and the revision it was last written at.
+/// One key as read: value, the revision it was last written at, and its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     /// The value.
     pub value: Vec<u8>,
     /// When it was last written.
     pub mod_revision: i64,
+    /// Its lease (0: none).
+    pub lease: i64,
 }
 
 /// What `apply` would do, or did.
@@ -75,12 +78,24 @@ impl EtcdWriter {
         Ok(EtcdWriter { client, prefix: normalize_prefix(&config.prefix), timeout: config.request_timeout })
     }
 
-    /// Writes one entity's JSON at its key; the revision of the write.
-    pub async fn put(&self, key: &EntityKey, value: &Value) -> Result<u64, WriteError> {
+    /// Writes one entity's JSON at its key, if `requires` (the entity it refers to) exists in
+    /// etcd at that moment: the revision of the write, or None when it does not.
+    pub async fn put(
+        &self,
+        key: &EntityKey,
+        value: &Value,
+        requires: Option<&EntityKey>,
+    ) -> Result<Option<u64>, WriteError> {
         let mut client = self.client.clone();
         let bytes = serde_json::to_vec(value).expect("JSON values serialize");
-        let response = self.timed(client.put(key.under(&self.prefix), bytes, None)).await?;
-        Ok(response.header().map_or(0, |h| h.revision().max(0) as u64))
+        // etcd-client wants the conditions before the operations.
+        let mut txn = Txn::new();
+        if let Some(required) = requires {
+            txn = txn.when([Compare::version(required.under(&self.prefix), CompareOp::Greater, 0)]);
+        }
+        let txn = txn.and_then([TxnOp::put(key.under(&self.prefix), bytes, None)]);
+        let response = self.timed(client.txn(txn)).await?;
+        Ok(response.succeeded().then(|| response.header().map_or(0, |h| h.revision().max(0) as u64)))
     }
 
     /// Deletes one entity; an upstream goes with its targets, in one transaction. The revision,
@@ -93,31 +108,49 @@ impl EtcdWriter {
             let targets = format!("{full}/targets/");
             ops.push(TxnOp::delete(targets.clone(), Some(DeleteOptions::new().with_range(prefix_end(&targets)))));
         }
-        let response = self.timed(client.txn(Txn::new().and_then(ops))).await?;
-        let deleted = response
-            .op_responses()
-            .first()
-            .map(|r| matches!(r, etcd_client::TxnOpResponse::Delete(d) if d.deleted() > 0))
-            .unwrap_or(false);
-        Ok((response.header().map_or(0, |h| h.revision().max(0) as u64), deleted))
+        // Only when the entity itself exists: an upstream that is not there keeps the targets
+        // registered under its name.
+        let exists = Compare::version(full, CompareOp::Greater, 0);
+        let response = self.timed(client.txn(Txn::new().when([exists]).and_then(ops))).await?;
+        Ok((response.header().map_or(0, |h| h.revision().max(0) as u64), response.succeeded()))
     }
 
-    /// Every key under the prefix (relative), with the revision of the read.
+    /// Every key under the prefix (relative), read page by page at one revision, and that
+    /// revision.
     pub async fn read_all(&self) -> Result<(BTreeMap<String, StoredKey>, u64), WriteError> {
-        let mut client = self.client.clone();
+        const PAGE: i64 = 500;
+        let mut kv = self.client.kv_client().max_decoding_message_size(super::watcher::MAX_MESSAGE);
         let base = format!("{}/", self.prefix);
-        let options = GetOptions::new().with_range(prefix_end(&base));
-        let response = self.timed(client.get(base.as_str(), Some(options))).await?;
-        let revision = response.header().map_or(0, |h| h.revision().max(0) as u64);
-        let keys = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                let key = std::str::from_utf8(kv.key()).ok()?.strip_prefix(base.as_str())?.to_owned();
-                Some((key, StoredKey { value: kv.value().to_vec(), mod_revision: kv.mod_revision() }))
-            })
-            .collect();
-        Ok((keys, revision))
+        let end = prefix_end(&base);
+        let mut keys = BTreeMap::new();
+        let mut from = base.clone().into_bytes();
+        let mut at = 0;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if at != 0 {
+                options = options.with_revision(at);
+            }
+            let page = self.timed(kv.get(from.clone(), Some(options))).await?;
+            if at == 0 {
+                at = page.header().map_or(0, |h| h.revision());
+            }
+            for kv in page.kvs() {
+                let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(base.as_str())) else {
+                    continue;
+                };
+                let stored =
+                    StoredKey { value: kv.value().to_vec(), mod_revision: kv.mod_revision(), lease: kv.lease() };
+                keys.insert(key.to_owned(), stored);
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((keys, at.max(0) as u64))
     }
 
     /// The config etcd holds now, as a node would serve it, with the problems of bad keys.
@@ -131,41 +164,47 @@ impl EtcdWriter {
     }
 
     /// Makes the prefix hold exactly `config`, in one transaction that fails, writing nothing, if
-    /// any key changed since it was read. With `dry_run`, only says what it would do.
+    /// anything under the prefix changed since it was read. Keys are compared by what they mean,
+    /// not by their bytes, and a key rewritten keeps its lease. With `dry_run`, only says what it
+    /// would do.
     pub async fn apply(&self, config: &Config, dry_run: bool) -> Result<ApplyReport, WriteError> {
         let desired = desired_keys(config);
-        let (current, _) = self.read_all().await?;
+        let (current, read_at) = self.read_all().await?;
+        let base = format!("{}/", self.prefix);
         let mut report = ApplyReport::default();
-        let mut compares = Vec::new();
+        // Nothing under the prefix created or written since the read...
+        let mut compares = vec![
+            Compare::mod_revision(base.clone(), CompareOp::Less, read_at as i64 + 1).with_range(prefix_end(&base))
+        ];
+        // ...and nothing deleted.
+        for (key, stored) in &current {
+            compares.push(Compare::mod_revision(format!("{base}{key}"), CompareOp::Equal, stored.mod_revision));
+        }
         let mut ops = Vec::new();
         for (key, value) in &desired {
-            let full = format!("{}/{key}", self.prefix);
+            let full = format!("{base}{key}");
             let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+            let mut options = None;
             match current.get(key) {
-                None => {
-                    report.created.push(key.clone());
-                    compares.push(Compare::version(full.clone(), CompareOp::Equal, 0));
-                }
-                Some(stored) if serde_json::from_slice::<Value>(&stored.value).ok().as_ref() == Some(value) => continue,
+                None => report.created.push(key.clone()),
+                Some(stored) if same_entity(key, &stored.value, &bytes) => continue,
                 Some(stored) => {
                     report.changed.push(key.clone());
-                    compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, stored.mod_revision));
+                    if stored.lease != 0 {
+                        options = Some(PutOptions::new().with_lease(stored.lease));
+                    }
                 }
             }
-            ops.push(TxnOp::put(full, bytes, None));
+            ops.push(TxnOp::put(full, bytes, options));
         }
-        for (key, stored) in &current {
-            if !desired.contains_key(key) {
-                let full = format!("{}/{key}", self.prefix);
-                report.deleted.push(key.clone());
-                compares.push(Compare::mod_revision(full.clone(), CompareOp::Equal, stored.mod_revision));
-                ops.push(TxnOp::delete(full, None));
-            }
+        for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+            report.deleted.push(key.clone());
+            ops.push(TxnOp::delete(format!("{base}{key}"), None));
         }
         if dry_run || report.is_empty() {
             return Ok(report);
         }
-        let size = ops.len();
+        let size = ops.len().max(compares.len());
         let mut client = self.client.clone();
         let response = match self.timed(client.txn(Txn::new().when(compares).and_then(ops))).await {
             Err(WriteError::Etcd(e)) if e.to_string().contains("too many operations") => {
@@ -188,6 +227,15 @@ impl EtcdWriter {
             .await
             .map_err(|_| WriteError::Timeout(self.timeout))?
             .map_err(Into::into)
+    }
+}
+
+/// Whether a stored value means the same entity as `desired` (both at `key`): a target written
+/// as `{}` equals one written with every default.
+fn same_entity(key: &str, stored: &[u8], desired: &[u8]) -> bool {
+    match (parse_entity(key, stored), parse_entity(key, desired)) {
+        (Ok((_, a)), Ok((_, b))) => a == b,
+        _ => stored == desired,
     }
 }
 

@@ -1,15 +1,15 @@
 //! Writing entities to etcd through the admin API (`config_source = etcd`).
 //!
-//! A `PUT` validates the body as the entity its path names, checks its references against the
-//! config this node serves, and only then writes the key; any problem is a 400 naming the field
-//! at fault, and nothing is written. A `DELETE` refuses to remove what other entities still
+//! A `PUT` validates the body as the entity its path names, and writes the key only if what it
+//! refers to exists in etcd at that moment (one transaction); any problem is a 400 naming the
+//! field at fault, and nothing is written. A `DELETE` refuses to remove what other entities still
 //! use. Both answer with the etcd revision; with `?wait=1` they answer once this node has
 //! applied that revision.
 
 use super::{json_response, EtcdLink};
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::{Live, Runtime};
-use config_sync::etcd::{parse_entity, Entity, EntityKey};
+use config_sync::etcd::{parse_entity, Entity, EntityKey, WriteError};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -46,31 +46,30 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Ok((_, entity)) => entity,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
-    let config = &cx.runtime.snapshot.config;
-    let (value, dangling) = match &entity {
-        Entity::Route(route) => (
-            to_json(route),
-            (!config.services.contains_key(&route.service))
-                .then(|| format!("{}.service: unknown service {:?}", key.path(), route.service)),
-        ),
+    // What the entity refers to must exist in etcd when it is written: checked in the same
+    // transaction, so neither this node's view nor a concurrent delete can let a dangling
+    // reference through.
+    let (value, requires) = match &entity {
+        Entity::Route(route) => (to_json(route), Some(EntityKey::Service(route.service.clone()))),
         Entity::Target(target) => {
             let EntityKey::Target(upstream, _) = key else { unreachable!("a target key") };
-            (
-                to_json(target),
-                (!config.upstreams.contains_key(upstream))
-                    .then(|| format!("{}: unknown upstream {upstream:?}", key.path())),
-            )
+            (to_json(target), Some(EntityKey::Upstream(upstream.clone())))
         }
         Entity::Service(service) => (to_json(service), None),
         Entity::Upstream(upstream) => (to_json(upstream), None),
         Entity::Plugin(plugins) => (to_json(plugins), None),
     };
-    if let Some(message) = dangling {
-        return json_error(StatusCode::BAD_REQUEST, &message);
-    }
-    match cx.link.writer.put(key, &value).await {
-        Ok(revision) => answer(cx, revision, json!({ "revision": revision, "data": value })).await,
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    match cx.link.writer.put(key, &value, requires.as_ref()).await {
+        Ok(Some(revision)) => answer(cx, revision, json!({ "revision": revision, "data": value })).await,
+        Ok(None) => {
+            let missing = requires.map(|k| k.path()).unwrap_or_default();
+            let field = match key {
+                EntityKey::Route(_) => format!("{}.service", key.path()),
+                _ => key.path(),
+            };
+            json_error(StatusCode::BAD_REQUEST, &format!("{field}: {missing} does not exist"))
+        }
+        Err(e) => write_failed(&e),
     }
 }
 
@@ -97,7 +96,7 @@ pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
     match cx.link.writer.delete(key).await {
         Ok((_, false)) => json_error(StatusCode::NOT_FOUND, &format!("{} not found in etcd", key.path())),
         Ok((revision, true)) => answer(cx, revision, json!({ "revision": revision })).await,
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => write_failed(&e),
     }
 }
 
@@ -109,6 +108,15 @@ async fn answer(cx: &Context<'_>, revision: u64, body: Value) -> Response<ProxyB
         return json_response(StatusCode::GATEWAY_TIMEOUT, &json!({ "message": message, "revision": revision }));
     }
     json_response(StatusCode::OK, &body)
+}
+
+/// 504 when etcd did not answer (the write may have been made: GET to see), 503 otherwise.
+fn write_failed(error: &WriteError) -> Response<ProxyBody> {
+    let status = match error {
+        WriteError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    json_error(status, &error.to_string())
 }
 
 fn to_json<T: serde::Serialize>(entity: &T) -> Value {

@@ -109,6 +109,16 @@ pub enum RouterError {
     TooLarge,
 }
 
+impl RouterError {
+    /// The route at fault, when one route is.
+    pub fn route(&self) -> Option<usize> {
+        match self {
+            RouterError::InvalidRegex { route, .. } | RouterError::InvalidHost { route, .. } => Some(*route),
+            _ => None,
+        }
+    }
+}
+
 /// The compiled routes of one configuration snapshot.
 #[derive(Debug)]
 pub struct Router {
