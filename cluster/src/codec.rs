@@ -34,11 +34,9 @@ pub(crate) const KIND_CORE: u8 = 2;
 /// Largest allocation a decode may make; well above any packet.
 const LIMIT: usize = 64 * 1024;
 
-fn config() -> bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<LIMIT>,
-> {
+fn config(
+) -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<LIMIT>>
+{
     bincode::config::standard().with_limit::<LIMIT>()
 }
 
@@ -96,6 +94,11 @@ pub(crate) enum CoreFrame {
         /// The seed.
         from: NodeIdentity,
     },
+    /// Part of a member list (foca's full membership state): sent by a seed with `Welcome`, so that
+    /// the joiner knows every member at once (foca's announce answer holds only what fits in one
+    /// packet), and in answer to a `Digest` whose membership summary shows the sender knows fewer
+    /// members (nodes that joined at the same time through different seeds).
+    Members(Vec<foca::Member<NodeIdentity>>),
     /// Messages. `relay`: pushed eagerly; forward each one to a few members on first receipt.
     Push {
         /// The messages.
@@ -103,9 +106,14 @@ pub(crate) enum CoreFrame {
         /// Whether receivers forward what is new to them.
         relay: bool,
     },
-    /// Anti-entropy: the messages the sender holds. The receiver pulls what it lacks and pushes
-    /// what the sender lacks.
-    Digest(Digest),
+    /// Anti-entropy: the messages the sender holds, and a summary of the members it knows. The
+    /// receiver pulls what it lacks and pushes what the sender lacks.
+    Digest {
+        /// The messages.
+        messages: Digest,
+        /// The members.
+        members: MembershipSummary,
+    },
     /// Anti-entropy: the messages the sender lacks, by id.
     Pull(PullRequest),
     /// "You are suspected at this incarnation; refute it to me": sent before a suspect is declared
@@ -118,6 +126,16 @@ pub(crate) enum CoreFrame {
         /// The member that will declare it down.
         from: NodeIdentity,
     },
+}
+
+/// Which members a node knows (alive or down), in a few bytes: two nodes that know the same
+/// members have equal summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MembershipSummary {
+    /// Members known, this node included.
+    pub(crate) count: u32,
+    /// XOR of the members' slots (see `identity.rs`).
+    pub(crate) hash: u64,
 }
 
 /// foca's codec over bincode.
@@ -190,6 +208,7 @@ mod tests {
         let frames = vec![
             CoreFrame::Hello { from: id("a") },
             CoreFrame::Welcome { from: id("b") },
+            CoreFrame::Members(vec![foca::Member::alive(id("c")), foca::Member::new(id("d"), 3, foca::State::Suspect)]),
             CoreFrame::Push {
                 messages: vec![WireMessage {
                     id: MessageId { origin: "a".into(), boot: 7, seq: 3 },

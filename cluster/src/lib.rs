@@ -1,6 +1,57 @@
-//! Cluster membership for gateway nodes.
+//! Cluster membership and cluster-wide messages for gateway nodes.
 //!
-//! This crate will own SWIM membership over UDP (the `foca` crate), the bincode wire codec,
-//! authenticated gossip and the cluster-wide broadcasts an operator's health reset travels on.
-//! It is filled by the "Cluster membership and cluster-wide broadcasts" issue; until then a
-//! node is a cluster of one.
+//! Nodes find each other and keep a member list with SWIM (the `foca` crate) over UDP, and pass
+//! each other a few kinds of [`Message`] (an operator's health reset, a cache purge) that every
+//! node that stays up receives exactly once.
+//!
+//! How the parts fit, from the wire up:
+//! - `codec`: bincode 2 for everything on the wire (foca's headers and member updates, this
+//!   crate's own frames); the wire version byte that starts every packet.
+//! - `envelope`: the cluster tag and, with a keyring, XChaCha20-Poly1305 sealing of every packet;
+//!   what fails is dropped and counted by reason ([`RejectReason`], [`Rejections`]).
+//! - `identity`: a member's identity is new at every start, so a restarted node rejoins at once
+//!   and replaces its previous self (one entry per node name).
+//! - `messages`: the typed messages, their ids `(origin, boot, seq)`, dedupe, and the store the
+//!   anti-entropy exchange works from.
+//! - `members`: the member list as the gateway shows it ([`Member`], [`MemberState`]).
+//! - `node`: [`Node`], the sans-IO core tying foca, codec, envelope and messages together; driven
+//!   by packets and timers with the time passed in, so tests and simulations need no sockets.
+//! - `worker` and `handle`: the tokio task that owns the socket, the timers and the node, and
+//!   [`ClusterHandle`], what the gateway holds.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), cluster::ClusterError> {
+//! use cluster::{ClusterConfig, ClusterHandle, Message};
+//!
+//! let mut config = ClusterConfig::new("gw-1", "0.0.0.0:7946".parse().unwrap());
+//! config.seeds = vec!["gw-2:7946".into(), "gw-3:7946".into()];
+//! config.keys = vec!["a long random shared secret".into()];
+//! let cluster = ClusterHandle::spawn(config).await?;
+//! let mut messages = cluster.messages();
+//! cluster.broadcast(Message::CachePurge { key: None }).await?;
+//! while let Some(delivered) = messages.recv().await {
+//!     println!("{} #{}: {:?}", delivered.origin, delivered.seq, delivered.message);
+//! }
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod config;
+mod counters;
+mod envelope;
+mod error;
+mod handle;
+mod identity;
+mod members;
+mod messages;
+mod node;
+mod worker;
+
+pub use config::ClusterConfig;
+pub use counters::{RejectReason, Rejections};
+pub use error::ClusterError;
+pub use handle::ClusterHandle;
+pub use members::{Member, MemberState};
+pub use messages::{Delivered, Message};
+pub use node::{Node, NodeEvent, NodeTimer, Output, CONFIRM_ATTEMPTS};

@@ -270,6 +270,7 @@ impl MessageStore {
     }
 
     /// Messages held (offered or only remembered).
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -308,10 +309,13 @@ mod tests {
         let mut store = MessageStore::new(Duration::from_secs(60));
         assert!(store.accept(wire("a", 1, 60_000), now).is_none(), "too old");
         assert!(store.accept(wire("a", 2, 59_000), now).is_some());
+        assert!(store.accept(wire("a", 3, 0), now).is_some());
         store.expire(now + Duration::from_secs(100));
-        assert!(store.has_seen(&MessageId { origin: "a".into(), boot: 1, seq: 2 }), "id kept past retention");
-        // A straggler copy now carries an age past retention: refused.
+        assert!(!store.has_seen(&MessageId { origin: "a".into(), boot: 1, seq: 2 }), "159 s old: forgotten");
+        assert!(store.has_seen(&MessageId { origin: "a".into(), boot: 1, seq: 3 }), "id kept past retention");
+        // A straggler copy carries an age past retention by now: refused either way.
         assert!(store.accept(wire("a", 2, 159_000), now + Duration::from_secs(100)).is_none());
+        assert!(store.accept(wire("a", 3, 100_000), now + Duration::from_secs(100)).is_none());
         store.expire(now + Duration::from_secs(200));
         assert_eq!(store.len(), 0);
     }
