@@ -17,6 +17,7 @@ pub mod balance;
 pub mod cli;
 pub mod health;
 pub mod node;
+pub mod plugins;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

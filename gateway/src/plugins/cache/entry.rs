@@ -1,0 +1,187 @@
+//! A cached response: status, headers, body, when it was stored and for how long, and the
+//! request header values it varies on. Encoded compactly for Redis (and kept as is in memory).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One cached response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The upstream's status.
+    pub status: StatusCode,
+    /// The upstream's end-to-end headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The whole body.
+    pub body: Bytes,
+    /// When it was stored, ms since the Unix epoch.
+    pub stored_at_ms: u64,
+    /// How long it may be served, ms.
+    pub ttl_ms: u64,
+    /// The request headers (lower case) the response varies on, with the values of the request
+    /// that fetched it: another request is served this entry only if its values are the same.
+    pub vary: Vec<(String, Option<HeaderValue>)>,
+}
+
+/// Why bytes are not an entry.
+#[derive(Debug, thiserror::Error)]
+#[error("not a cache entry: {0}")]
+pub struct DecodeError(&'static str);
+
+const VERSION: u8 = 1;
+
+impl Entry {
+    /// The age at `now`, seconds (the `Age` header).
+    pub fn age(&self, now: SystemTime) -> u64 {
+        now_ms(now).saturating_sub(self.stored_at_ms) / 1000
+    }
+
+    /// Whether it may still be served at `now`.
+    pub fn fresh(&self, now: SystemTime) -> bool {
+        now_ms(now) < self.stored_at_ms.saturating_add(self.ttl_ms)
+    }
+
+    /// The time left, at `now`.
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(self.stored_at_ms.saturating_add(self.ttl_ms).saturating_sub(now_ms(now)))
+    }
+
+    /// Whether `request` has the header values this entry was fetched with.
+    pub fn matches(&self, request: &HeaderMap) -> bool {
+        self.vary.iter().all(|(name, value)| request.get(name.as_str()) == value.as_ref())
+    }
+
+    /// Approximate memory used, bytes.
+    pub fn weight(&self) -> usize {
+        self.body.len() + self.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 16).sum::<usize>() + 64
+    }
+
+    /// The compact binary form.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.weight() + 32);
+        out.put_u8(VERSION);
+        out.put_u16(self.status.as_u16());
+        out.put_u64(self.stored_at_ms);
+        out.put_u64(self.ttl_ms);
+        out.put_u16(self.headers.len() as u16);
+        for (name, value) in &self.headers {
+            put_bytes(&mut out, name.as_str().as_bytes());
+            put_bytes(&mut out, value.as_bytes());
+        }
+        out.put_u16(self.vary.len() as u16);
+        for (name, value) in &self.vary {
+            put_bytes(&mut out, name.as_bytes());
+            match value {
+                Some(v) => {
+                    out.put_u8(1);
+                    put_bytes(&mut out, v.as_bytes());
+                }
+                None => out.put_u8(0),
+            }
+        }
+        out.put_slice(&self.body);
+        out.freeze()
+    }
+
+    /// Reads the compact binary form.
+    pub fn decode(mut bytes: Bytes) -> Result<Entry, DecodeError> {
+        let need = |b: &Bytes, n: usize| if b.remaining() < n { Err(DecodeError("truncated")) } else { Ok(()) };
+        need(&bytes, 1 + 2 + 8 + 8 + 2)?;
+        if bytes.get_u8() != VERSION {
+            return Err(DecodeError("another version"));
+        }
+        let status = StatusCode::from_u16(bytes.get_u16()).map_err(|_| DecodeError("bad status"))?;
+        let stored_at_ms = bytes.get_u64();
+        let ttl_ms = bytes.get_u64();
+        let count = bytes.get_u16();
+        let mut headers = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let name = HeaderName::from_bytes(&get_bytes(&mut bytes)?).map_err(|_| DecodeError("bad header name"))?;
+            let value =
+                HeaderValue::from_maybe_shared(get_bytes(&mut bytes)?).map_err(|_| DecodeError("bad header value"))?;
+            headers.push((name, value));
+        }
+        need(&bytes, 2)?;
+        let count = bytes.get_u16();
+        let mut vary = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let name = String::from_utf8(get_bytes(&mut bytes)?.to_vec()).map_err(|_| DecodeError("bad vary name"))?;
+            need(&bytes, 1)?;
+            let value = match bytes.get_u8() {
+                0 => None,
+                _ => Some(
+                    HeaderValue::from_maybe_shared(get_bytes(&mut bytes)?)
+                        .map_err(|_| DecodeError("bad vary value"))?,
+                ),
+            };
+            vary.push((name, value));
+        }
+        Ok(Entry { status, headers, body: bytes, stored_at_ms, ttl_ms, vary })
+    }
+}
+
+fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
+    out.put_u32(bytes.len() as u32);
+    out.put_slice(bytes);
+}
+
+fn get_bytes(bytes: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if bytes.remaining() < 4 {
+        return Err(DecodeError("truncated"));
+    }
+    let len = bytes.get_u32() as usize;
+    if bytes.remaining() < len {
+        return Err(DecodeError("truncated"));
+    }
+    Ok(bytes.split_to(len))
+}
+
+/// `now` as ms since the Unix epoch.
+pub fn now_ms(now: SystemTime) -> u64 {
+    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            status: StatusCode::OK,
+            headers: vec![(HeaderName::from_static("content-type"), HeaderValue::from_static("application/json"))],
+            body: Bytes::from_static(br#"{"a":1}"#),
+            stored_at_ms: 1_000_000,
+            ttl_ms: 30_000,
+            vary: vec![("x-tenant".into(), Some(HeaderValue::from_static("t1"))), ("x-none".into(), None)],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_garbage() {
+        let e = entry();
+        assert_eq!(Entry::decode(e.encode()).unwrap(), e);
+        let bytes = e.encode();
+        for cut in [0, 1, 5, 20, 30] {
+            assert!(Entry::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut other = bytes.to_vec();
+        other[0] = 9;
+        assert!(Entry::decode(Bytes::from(other)).is_err());
+    }
+
+    #[test]
+    fn freshness_age_and_vary() {
+        let e = entry();
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        assert!(e.fresh(at(1_029_999)) && !e.fresh(at(1_030_000)));
+        assert_eq!(e.age(at(1_012_500)), 12);
+        let mut h = HeaderMap::new();
+        h.insert("x-tenant", HeaderValue::from_static("t1"));
+        assert!(e.matches(&h));
+        h.insert("x-tenant", HeaderValue::from_static("t2"));
+        assert!(!e.matches(&h));
+        h.insert("x-tenant", HeaderValue::from_static("t1"));
+        h.insert("x-none", HeaderValue::from_static("now set"));
+        assert!(!e.matches(&h));
+    }
+}

@@ -1,0 +1,97 @@
+//! Cache keys, Kong-like: the route, the method, the host, the path, the chosen query arguments
+//! and request headers, hashed. The same request through any node gives the same key, so an
+//! entry cached through one node is a hit on the others.
+
+use config_sync::model::ProxyCache;
+use http::request::Parts;
+use sha2::{Digest, Sha256};
+
+/// The cache key of a request to `route` (hex SHA-256, 64 characters).
+pub fn cache_key(route: &str, config: &ProxyCache, request: &Parts, host: &str, path: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [route, request.method.as_str(), &host.to_ascii_lowercase(), path] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    // Query arguments: the ones listed in vary_query_params, or all of them; sorted, so that
+    // their order in the URL does not matter.
+    let mut args: Vec<(&str, &str)> = request
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .filter(|(name, _)| config.vary_query_params.is_empty() || config.vary_query_params.iter().any(|v| v == name))
+        .collect();
+    args.sort_unstable();
+    for (name, value) in args {
+        hash.update(name.as_bytes());
+        hash.update([1]);
+        hash.update(value.as_bytes());
+        hash.update([0]);
+    }
+    let mut headers: Vec<&String> = config.vary_headers.iter().collect();
+    headers.sort_unstable();
+    for name in headers {
+        hash.update(name.to_ascii_lowercase().as_bytes());
+        hash.update([1]);
+        for value in request.headers.get_all(name.as_str()) {
+            hash.update(value.as_bytes());
+            hash.update([2]);
+        }
+        hash.update([0]);
+    }
+    hex(&hash.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn key(config: &ProxyCache, uri: &str, headers: &[(&str, &str)]) -> String {
+        let p = parts(uri, headers);
+        let path = p.uri.path().to_owned();
+        cache_key("r", config, &p, "API.example.com", &path)
+    }
+
+    #[test]
+    fn argument_order_does_not_matter_but_values_do() {
+        let c = ProxyCache::default();
+        assert_eq!(key(&c, "/a?x=1&y=2", &[]), key(&c, "/a?y=2&x=1", &[]));
+        assert_ne!(key(&c, "/a?x=1", &[]), key(&c, "/a?x=2", &[]));
+        assert_ne!(key(&c, "/a", &[]), key(&c, "/b", &[]));
+        assert_eq!(key(&c, "/a", &[]).len(), 64);
+    }
+
+    #[test]
+    fn only_listed_arguments_and_headers_count() {
+        let c = ProxyCache {
+            vary_query_params: vec!["page".into()],
+            vary_headers: vec!["Accept-Language".into()],
+            ..Default::default()
+        };
+        assert_eq!(key(&c, "/a?page=1&utm=x", &[]), key(&c, "/a?page=1&utm=y", &[]));
+        assert_ne!(key(&c, "/a?page=1", &[]), key(&c, "/a?page=2", &[]));
+        assert_ne!(key(&c, "/a", &[("accept-language", "fr")]), key(&c, "/a", &[("accept-language", "de")]));
+        assert_eq!(key(&c, "/a", &[("x-other", "1")]), key(&c, "/a", &[("x-other", "2")]));
+    }
+}

@@ -1,0 +1,12 @@
+//! The `proxy-cache` plugin: whole responses kept for a while and served again, in Redis (shared
+//! by the cluster) or in this node's memory.
+//!
+//! - [`key`]: the cache key of a request.
+//! - [`policy`]: what may be served from and stored in the cache.
+//! - [`entry`]: a cached response and its encoding.
+//! - [`memory`]: the in-memory store.
+
+pub mod entry;
+pub mod key;
+pub mod memory;
+pub mod policy;

@@ -1,0 +1,3 @@
+//! Plugins that run on the request path: `proxy-cache` ([`cache`]).
+
+pub mod cache;
