@@ -113,6 +113,8 @@ pub(crate) enum CoreFrame {
         messages: Digest,
         /// The members.
         members: MembershipSummary,
+        /// The sender's view of the members whose state changed lately (see `ChangeLog`).
+        changes: Vec<foca::Member<NodeIdentity>>,
     },
     /// Anti-entropy: the messages the sender lacks, by id.
     Pull(PullRequest),

@@ -163,14 +163,16 @@ impl ClusterConfig {
         // Kept on (the LAN default): a member that *was* declared down (a partition, a long pause)
         // learns it at its next message and comes back at once under a renewed identity. The trap
         // (being declared down after refuting a suspicion) is closed before the declaration: see
-        // `node.rs`, "Confirming a suspicion".
+        // `node/suspicion.rs`.
         config.notify_down_members = true;
         // foca's LAN default is every 65 s: after a partition heals, the two sides (each holding
         // the other down) only talk again when one of them announces to a down member. 10 s
         // brings the healing from about a minute to seconds, for two small packets per 10 s
         // while any member is down.
-        config.periodic_announce_to_down_members =
-            Some(foca::PeriodicParams { frequency: Duration::from_secs(10), num_members: NonZeroUsize::MIN.saturating_add(1) });
+        config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_secs(10),
+            num_members: NonZeroUsize::MIN.saturating_add(1),
+        });
         config
     }
 }

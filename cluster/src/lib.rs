@@ -16,6 +16,9 @@
 //! - `members`: the member list as the gateway shows it ([`Member`], [`MemberState`]).
 //! - `node`: [`Node`], the sans-IO core tying foca, codec, envelope and messages together; driven
 //!   by packets and timers with the time passed in, so tests and simulations need no sockets.
+//!   `node/suspicion.rs` explains how foca's `notify_down_members` trap is closed (a member that
+//!   refutes a suspicion is never told it is down); `node/membership.rs` adds member lists and
+//!   recent changes to the periodic exchange, so no member stays unaware of another for long.
 //! - `worker` and `handle`: the tokio task that owns the socket, the timers and the node, and
 //!   [`ClusterHandle`], what the gateway holds.
 //!

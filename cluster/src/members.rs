@@ -6,7 +6,7 @@
 //! down (it went down before this node joined) is not listed.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -117,6 +117,42 @@ impl DownLog {
     }
 }
 
+/// Members whose state changed lately (up, down, restarted), newest last, one entry per node.
+///
+/// Exchanges carry them (see `node/membership.rs`), a second path next to foca's gossip, which sends each
+/// update a fixed number of times and can miss a member under loss: a member that missed a
+/// departure would otherwise only find out when it probes the departed node itself.
+#[derive(Debug)]
+pub(crate) struct ChangeLog {
+    keep: Duration,
+    entries: VecDeque<(Instant, NodeIdentity)>,
+}
+
+impl ChangeLog {
+    /// Remembers changes for `keep`.
+    pub(crate) fn new(keep: Duration) -> Self {
+        Self { keep, entries: VecDeque::new() }
+    }
+
+    /// `id`'s state changed now.
+    pub(crate) fn record(&mut self, id: &NodeIdentity, now: Instant) {
+        self.entries.retain(|(_, known)| known.node() != id.node());
+        self.entries.push_back((now, id.clone()));
+    }
+
+    /// Forgets changes older than `keep`.
+    pub(crate) fn expire(&mut self, now: Instant) {
+        while self.entries.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) >= self.keep) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Up to `max` identities that changed, newest first.
+    pub(crate) fn recent(&self, max: usize) -> impl Iterator<Item = &NodeIdentity> {
+        self.entries.iter().rev().take(max).map(|(_, id)| id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +164,21 @@ mod tests {
             Member { id: "a".into(), addr: "10.0.0.1:7946".parse().unwrap(), state: MemberState::Down, incarnation: 2 };
         let json = serde_json::to_string(&member).unwrap();
         assert_eq!(json, r#"{"id":"a","addr":"10.0.0.1:7946","state":"down","incarnation":2}"#);
+    }
+
+    #[test]
+    fn change_log_keeps_one_recent_entry_per_node() {
+        let now = Instant::now();
+        let addr: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let mut log = ChangeLog::new(Duration::from_secs(30));
+        log.record(&NodeIdentity::new("a", addr, 1, 1), now);
+        log.record(&NodeIdentity::new("b", addr, 1, 1), now + Duration::from_secs(10));
+        log.record(&NodeIdentity::new("a", addr, 2, 2), now + Duration::from_secs(20));
+        let names: Vec<_> = log.recent(10).map(|id| id.node().to_owned()).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert_eq!(log.recent(1).count(), 1);
+        log.expire(now + Duration::from_secs(45));
+        assert_eq!(log.recent(10).map(|id| id.node()).collect::<Vec<_>>(), vec!["a"]);
     }
 
     #[test]

@@ -5,29 +5,8 @@
 //! with the current time, and carries out the [`Output`]: packets to send, timers to schedule,
 //! messages to deliver, membership events.
 //!
-//! # Confirming a suspicion
-//!
-//! In SWIM, the member whose probe failed marks the target suspect and declares it down when the
-//! suspicion times out, unless the target's refutation (a higher incarnation) reached it first.
-//! foca 2.0 has two traps there, both ending in a live member being told it is down (foca's
-//! `TurnUndead`, sent because `notify_down_members` is on) and rejoining under a new identity:
-//!
-//! 1. When the `ChangeSuspectToDown` timer fires after the member *did* refute, foca correctly
-//!    leaves it alive, but still sends it a `TurnUndead` (it checks that the member exists, not
-//!    that the declaration happened). The simulation showed this as rejoins with no member ever
-//!    declared down, several per 10 minutes at 50 nodes and 5% loss.
-//! 2. When the refutation reached everyone but the prober (loss), the prober's verdict wins
-//!    everywhere: foca treats *down* as final whatever the incarnation.
-//!
-//! So this node never hands foca a `ChangeSuspectToDown` timer for a member that is no longer
-//! suspect at that incarnation: it drops it (closing trap 1; nothing else in foca depends on it).
-//! For a member still suspect, it first asks the member directly ([`CoreFrame::SuspectCheck`]), up
-//! to [`CONFIRM_ATTEMPTS`] times `probe_rtt / 2` apart. A live member answers by applying the
-//! suspicion to itself (refuting it if it had not yet) and announcing itself to the asker, which
-//! carries its new incarnation, and the timer is then dropped (closing trap 2 but for the rare
-//! case where all attempts are lost too). Only a member that stays silent is declared down.
-//! `notify_down_members` stays on, so a member that *was* rightly declared down while alive (a
-//! partition, a long pause) learns it at its next message and rejoins at once.
+//! Two concerns live in submodules: `suspicion` (why foca's down verdicts are confirmed first)
+//! and `membership` (member lists and recent changes exchanged besides foca's gossip).
 
 use std::{
     net::SocketAddr,
@@ -43,18 +22,16 @@ use rand::{rngs::SmallRng, Rng, RngExt, SeedableRng};
 use tracing::{debug, info, warn};
 
 use crate::{
-    codec::{self, CoreFrame, MembershipSummary, SwimCodec, KIND_CORE, KIND_SWIM},
+    codec::{self, CoreFrame, SwimCodec, KIND_CORE, KIND_SWIM},
     config::{max_transmissions, ClusterConfig},
     counters::{RejectReason, Rejections},
     envelope::Envelope,
     identity::NodeIdentity,
-    members::{DownLog, Member, MemberState},
+    members::{ChangeLog, DownLog, Member, MemberState},
     messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
     ClusterError,
 };
 
-/// Direct questions a suspect gets before it is declared down.
-pub const CONFIRM_ATTEMPTS: u8 = 3;
 /// Bytes a `Push` frame adds around its messages (variant, count, flag), rounded up.
 const PUSH_OVERHEAD: usize = 16;
 /// How often a rejection reason is logged at `warn` at most (the rest go to `debug`).
@@ -171,6 +148,14 @@ macro_rules! runtime {
     };
 }
 
+mod membership;
+mod suspicion;
+
+use membership::{CHANGES_KEPT, LIST_BURST};
+pub use suspicion::CONFIRM_ATTEMPTS;
+#[cfg(test)]
+mod tests;
+
 /// Settings a node reads after start.
 #[derive(Debug)]
 struct Settings {
@@ -189,6 +174,7 @@ pub struct Node {
     rng: SmallRng,
     store: MessageStore,
     down: DownLog,
+    changes: ChangeLog,
     settings: Settings,
     rejections: Arc<Rejections>,
     incarnation: Arc<AtomicU16>,
@@ -197,6 +183,9 @@ pub struct Node {
     active: bool,
     left: bool,
     view_changed: bool,
+    /// Member lists that may still be sent now (see [`Node::take_list_token`]).
+    list_tokens: u32,
+    list_refilled: Option<Instant>,
 }
 
 impl std::fmt::Debug for Node {
@@ -236,6 +225,7 @@ impl Node {
             rng,
             store: MessageStore::new(config.message_retention),
             down: DownLog::new(config.down_retention),
+            changes: ChangeLog::new(CHANGES_KEPT),
             settings: Settings {
                 confirm_interval: rtt / 2,
                 exchange_interval: config.exchange_interval,
@@ -250,6 +240,8 @@ impl Node {
             active: false,
             left: false,
             view_changed: true,
+            list_tokens: LIST_BURST,
+            list_refilled: None,
         })
     }
 
@@ -413,8 +405,11 @@ impl Node {
                 self.process_notes(now, out);
             }
             TimerKind::Exchange => {
-                let digest = self.store.digest(now, self.max_body().saturating_sub(PUSH_OVERHEAD));
-                let frame = CoreFrame::Digest { messages: digest, members: self.membership_summary() };
+                let changes = self.recent_changes();
+                let changes_len = codec::to_vec(&changes).map(|bytes| bytes.len()).unwrap_or_default();
+                let room = self.max_body().saturating_sub(PUSH_OVERHEAD + changes_len);
+                let digest = self.store.digest(now, room);
+                let frame = CoreFrame::Digest { messages: digest, members: self.membership_summary(), changes };
                 for peer in self.pick_members(self.settings.exchange_fanout, None) {
                     self.send_frame(peer, &frame, out);
                 }
@@ -424,60 +419,17 @@ impl Node {
             TimerKind::Sweep => {
                 self.store.expire(now);
                 self.down.expire(now);
+                self.changes.expire(now);
                 self.view_changed = true;
                 out.timers.push((self.settings.sweep_interval, NodeTimer(TimerKind::Sweep)));
             }
         }
     }
 
-    /// See the module documentation, "Confirming a suspicion".
-    fn confirm_or_declare(&mut self, timer: Timer<NodeIdentity>, attempt: u8, now: Instant, out: &mut Output) {
-        if let Timer::ChangeSuspectToDown { member_id, incarnation, .. } = &timer {
-            let still_suspect = self.foca.iter_membership_state().any(|member| {
-                member.id() == member_id
-                    && member.state() == foca::State::Suspect
-                    && member.incarnation() == *incarnation
-            });
-            if !still_suspect {
-                // Refuted (or replaced, or already down): foca would find nothing to declare, yet
-                // still send the member a TurnUndead, making it rejoin. Drop the timer instead.
-                return;
-            }
-            if attempt < CONFIRM_ATTEMPTS {
-                if attempt == 0 {
-                    debug!(member = member_id.node(), "suspect did not refute in time; asking it directly");
-                }
-                let check = CoreFrame::SuspectCheck {
-                    target: member_id.clone(),
-                    incarnation: *incarnation,
-                    from: self.foca.identity().clone(),
-                };
-                self.send_frame(member_id.socket(), &check, out);
-                let retry = NodeTimer(TimerKind::Confirm { timer, attempt: attempt + 1 });
-                out.timers.push((self.settings.confirm_interval, retry));
-                return;
-            }
-        }
-        if let Err(error) = self.foca.handle_timer(timer, runtime!(self, out)) {
-            debug!(%error, "foca timer");
-        }
-        self.process_notes(now, out);
-    }
-
     fn handle_frame(&mut self, frame: CoreFrame, from: SocketAddr, now: Instant, out: &mut Output) {
         match frame {
-            CoreFrame::Hello { from: joiner } => {
-                if joiner.node() != self.node_id() {
-                    let welcome = CoreFrame::Welcome { from: self.foca.identity().clone() };
-                    self.send_frame(from, &welcome, out);
-                    self.send_member_list(from, out);
-                }
-            }
-            CoreFrame::Members(members) => {
-                // Not news for the cluster: applied without gossiping it again.
-                let _ = self.foca.apply_many(members.into_iter(), false, runtime!(self, out));
-                self.process_notes(now, out);
-            }
+            CoreFrame::Hello { from: joiner } => self.welcome(&joiner, from, now, out),
+            CoreFrame::Members(members) => self.apply_member_list(members, now, out),
             CoreFrame::Welcome { from: seed } => {
                 if seed.node() != self.node_id() {
                     if let Err(error) = self.foca.announce(seed, runtime!(self, out)) {
@@ -487,16 +439,8 @@ impl Node {
                 }
             }
             CoreFrame::Push { messages, relay } => self.receive_messages(messages, relay, from, now, out),
-            CoreFrame::Digest { messages: digest, members } => {
-                // Send our member list if we know members the sender does not: more of them, or
-                // as many but others (then only the side with the larger hash sends, and the other
-                // catches up at its next exchange).
-                let ours = self.membership_summary();
-                if ours.hash != members.hash
-                    && (ours.count > members.count || (ours.count == members.count && ours.hash > members.hash))
-                {
-                    self.send_member_list(from, out);
-                }
+            CoreFrame::Digest { messages: digest, members, changes } => {
+                self.sync_membership(members, changes, from, now, out);
                 let pull = self.store.missing(&digest);
                 if !pull.wanted.is_empty() {
                     self.send_frame(from, &CoreFrame::Pull(pull), out);
@@ -509,22 +453,7 @@ impl Node {
                 self.send_messages(from, &found, false, out);
             }
             CoreFrame::SuspectCheck { target, incarnation, from: checker } => {
-                use foca::Identity;
-                let me = self.foca.identity().clone();
-                if target.addr() != me.addr() || checker.node() == me.node() {
-                    return;
-                }
-                if target == me {
-                    // Applying the suspicion makes foca refute it (bump the incarnation) if it has
-                    // not already, and gossip the refutation.
-                    let suspicion = foca::Member::new(me, incarnation, foca::State::Suspect);
-                    let _ = self.foca.apply_many(std::iter::once(suspicion), true, runtime!(self, out));
-                }
-                // The announce carries the current incarnation (or the newer identity) to the checker.
-                if let Err(error) = self.foca.announce(checker, runtime!(self, out)) {
-                    debug!(%error, "answering a suspicion check");
-                }
-                self.process_notes(now, out);
+                self.answer_suspect_check(target, incarnation, checker, now, out)
             }
         }
     }
@@ -566,15 +495,18 @@ impl Node {
                 OwnedNotification::MemberUp(id) => {
                     info!(member = id.node(), addr = %id.socket(), "cluster member up");
                     self.down.up(id.node());
+                    self.changes.record(&id, now);
                     out.events.push(NodeEvent::MemberUp { id: id.node().to_owned(), addr: id.socket() });
                 }
                 OwnedNotification::MemberDown(id) => {
                     info!(member = id.node(), addr = %id.socket(), "cluster member down");
                     self.down.down(id.node(), now);
+                    self.changes.record(&id, now);
                     out.events.push(NodeEvent::MemberDown { id: id.node().to_owned(), addr: id.socket() });
                 }
                 OwnedNotification::Rename(_, new) => {
                     debug!(member = new.node(), addr = %new.socket(), "cluster member restarted");
+                    self.changes.record(&new, now);
                     out.events.push(NodeEvent::MemberRestarted { id: new.node().to_owned(), addr: new.socket() });
                 }
                 OwnedNotification::Active => {
@@ -656,42 +588,6 @@ impl Node {
         }
         if !batch.is_empty() {
             self.send_frame(to, &CoreFrame::Push { messages: batch, relay }, out);
-        }
-    }
-
-    /// Which members this node knows, this node included.
-    fn membership_summary(&self) -> MembershipSummary {
-        use foca::Identity;
-        self.foca.iter_membership_state().fold(
-            MembershipSummary { count: 1, hash: self.foca.identity().addr() },
-            |summary, member| MembershipSummary {
-                count: summary.count.saturating_add(1),
-                hash: summary.hash ^ member.id().addr(),
-            },
-        )
-    }
-
-    /// Sends foca's membership state (but what it holds about the receiver itself) to `to`, as
-    /// many frames as it takes.
-    fn send_member_list(&mut self, to: SocketAddr, out: &mut Output) {
-        let budget = self.max_message();
-        let mut frames = Vec::new();
-        let mut batch = Vec::new();
-        let mut size = 0;
-        for member in self.foca.iter_membership_state().filter(|member| member.id().socket() != to) {
-            let len = codec::to_vec(member).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
-            if size + len > budget && !batch.is_empty() {
-                frames.push(CoreFrame::Members(std::mem::take(&mut batch)));
-                size = 0;
-            }
-            size += len;
-            batch.push(member.clone());
-        }
-        if !batch.is_empty() {
-            frames.push(CoreFrame::Members(batch));
-        }
-        for frame in &frames {
-            self.send_frame(to, frame, out);
         }
     }
 
