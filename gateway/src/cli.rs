@@ -126,6 +126,14 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_key: Option<String>,
+    /// SWIM probe period, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_probe_period_ms: Option<u64>,
+    /// Time a suspected member has to refute, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_suspect_timeout_ms: Option<u64>,
     /// `json` or `pretty`.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

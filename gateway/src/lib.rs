@@ -10,11 +10,14 @@
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
 //! - [`admin`]: the admin API.
+//! - [`cluster_link`]: gossip membership, and health resets sent to and received from the
+//!   other nodes.
 //! - [`telemetry`]: logs, OpenTelemetry traces, Prometheus metrics.
 
 pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod cluster_link;
 pub mod health;
 pub mod node;
 pub mod plugins;

@@ -1,7 +1,9 @@
 //! A running node: the config source, the listeners, and shutdown.
 
 use crate::admin::{Admin, EtcdLink};
-use crate::proxy::{Pool, Proxy};
+use crate::cluster_link;
+use crate::plugins::rate_limit::Limiters;
+use crate::proxy::{self, Pool, Proxy};
 use crate::runtime::Live;
 use crate::server::{self, Limits};
 use crate::settings::{ConfigSource, Settings};
@@ -10,6 +12,7 @@ use crate::telemetry::{metrics, Metrics};
 use anyhow::Context as _;
 use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
+use ratelimit::{RedisConfig, RedisStore};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -55,6 +58,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         etcd = Some((source, link));
     }
 
+    let cluster = Arc::new(cluster_link::start(&settings).await.context("cannot start gossip (cluster_bind)")?);
+
     let proxy_listener = TcpListener::bind(settings.proxy_listen)
         .await
         .with_context(|| format!("cannot listen on proxy_listen {}", settings.proxy_listen))?;
@@ -64,11 +69,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         proxy = %proxy_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,
+        gossip = %cluster.local_addr(),
         "listening"
     );
-    if settings.redis_url.is_some() {
-        tracing::warn!("redis_url is set, but this build keeps no state in Redis yet");
-    }
 
     let limits = Limits {
         header_read_timeout: settings.header_read_timeout(),
@@ -76,14 +79,34 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,
     };
+    let redis = match settings.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Some(RedisStore::open(url, RedisConfig::default()).context("redis_url")?),
+        None => None,
+    };
+    let limiters = Arc::new(Limiters::new(redis));
+    tokio::spawn(limiters.clone().probe(stopped()));
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
-    let sources = metrics::Sources { live: live.clone(), etcd: etcd.as_ref().map(|(source, _)| source.status.clone()) };
+    let sources = metrics::Sources {
+        live: live.clone(),
+        etcd: etcd.as_ref().map(|(source, _)| source.status.clone()),
+        cluster: Some(cluster.clone()),
+        limiters: limiters.clone(),
+    };
     let metrics = Arc::new(Metrics::new(sources));
-    let proxy = Arc::new(Proxy::new(live.clone(), pool, metrics.clone(), &settings.node_id));
+    let proxy = Arc::new(Proxy::new(proxy::Parts {
+        live: live.clone(),
+        pool,
+        metrics: metrics.clone(),
+        limiters: limiters.clone(),
+        members: Some(cluster.members()),
+        node_id: settings.node_id.clone(),
+    }));
     let tunnels = proxy.tunnels().clone();
     let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());
-    let admin = Arc::new(Admin::new(live.clone(), &settings, etcd_link, metrics));
+    let admin =
+        Arc::new(Admin::new(live.clone(), &settings, etcd_link, metrics, Some(cluster.clone()), limiters.clone()));
+    let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), stopped()));
 
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,
@@ -125,7 +148,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(follower) = follower {
         let _ = follower.await;
     }
+    let _ = receiver.await;
     live.health().shutdown();
+    // Leave the cluster once nothing else holds the handle.
+    match Arc::into_inner(cluster) {
+        Some(cluster) => cluster.shutdown().await,
+        None => tracing::warn!("gossip still in use at shutdown; leaving without a goodbye"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

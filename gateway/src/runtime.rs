@@ -8,6 +8,7 @@
 
 use crate::balance::{Balancer, TargetSpec};
 use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
+use crate::plugins::rate_limit::RateLimit;
 use crate::router::{RouteSpec, Router};
 use crate::telemetry::Name;
 use arc_swap::ArcSwap;
@@ -41,6 +42,8 @@ pub struct RouteEntry {
     pub service: Arc<ServiceEntry>,
     /// The plugins in force: the route's, else its service's, else the global ones.
     pub plugins: Plugins,
+    /// The compiled `rate-limiting` plugin in force, if any.
+    pub rate_limit: Option<Arc<RateLimit>>,
     /// The route's name, as metrics and traces label it.
     pub name: Name,
     /// Its service's name, likewise.
@@ -229,8 +232,26 @@ impl Runtime {
                 priority: route.priority,
             });
             let plugins = route.plugins.or(&service.service.plugins).or(&config.plugins);
+            // Where the limit was set decides whose counters it uses.
+            let rate_limit = plugins.rate_limiting.as_ref().map(|rl| {
+                let scope = if route.plugins.rate_limiting.is_some() {
+                    format!("route:{}", route.name)
+                } else if service.service.plugins.rate_limiting.is_some() {
+                    format!("service:{}", route.service)
+                } else {
+                    "global".to_owned()
+                };
+                Arc::new(RateLimit::new(rl, &scope))
+            });
             let (name, service_name) = (Name(Arc::from(route.name.as_str())), Name(Arc::from(route.service.as_str())));
-            routes.push(RouteEntry { route: route.clone(), service: service.clone(), plugins, name, service_name });
+            routes.push(RouteEntry {
+                route: route.clone(),
+                service: service.clone(),
+                plugins,
+                rate_limit,
+                name,
+                service_name,
+            });
         }
         let router = Router::new(&specs).map_err(|e| match e.route() {
             Some(id) => CompileError::Route { name: routes[id].route.name.clone(), message: e.to_string() },

@@ -68,9 +68,16 @@ pub struct Settings {
     /// Other nodes, comma-separated `host:port`; none: a cluster of one.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_seeds: Option<String>,
-    /// Shared gossip secret.
+    /// Gossip secrets, comma-separated: every packet is sealed with the first, and packets sealed
+    /// with any of them are accepted (rotate by putting the new key first everywhere, then
+    /// removing the old one). None: gossip is not authenticated.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub cluster_key: Option<String>,
+    /// SWIM probe period, ms; none: the cluster crate's LAN default.
+    pub cluster_probe_period_ms: Option<u64>,
+    /// How long a suspected member has to refute before it is declared down, ms; none: the
+    /// cluster crate's LAN default.
+    pub cluster_suspect_timeout_ms: Option<u64>,
     /// `json` or `pretty`; none: pretty on a terminal, JSON otherwise.
     pub log_format: Option<LogFormat>,
     /// `RUST_LOG` syntax. Default info. `RUST_LOG` itself, when set, wins.
@@ -111,6 +118,8 @@ impl Default for Settings {
             cluster_advertise: None,
             cluster_seeds: None,
             cluster_key: None,
+            cluster_probe_period_ms: None,
+            cluster_suspect_timeout_ms: None,
             log_format: None,
             log_level: "info".into(),
             worker_threads: 0,

@@ -16,6 +16,8 @@ pub struct Gateway {
     pub proxy: SocketAddr,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The gossip (UDP) address.
+    pub gossip: SocketAddr,
     /// The declarative file it reads.
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
@@ -48,11 +50,16 @@ impl Gateway {
 
     /// Starts a node serving `yaml` with extra flags and environment variables.
     pub async fn start_with_env(yaml: &str, flags: &[&str], env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_node("test-node", yaml, flags, env).await
+    }
+
+    /// Starts a node named `node_id` serving `yaml`, with extra flags and environment variables.
+    pub async fn start_node(node_id: &str, yaml: &str, flags: &[&str], env: &[(&str, &str)]) -> Gateway {
         let dir = TempDir::new();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).expect("write the config");
         let file = config_path.to_string_lossy().into_owned();
-        let mut args = vec!["--node-id", "test-node", "--config-file", &file];
+        let mut args = vec!["--node-id", node_id, "--config-file", &file];
         args.extend_from_slice(flags);
         Gateway::spawn(dir, config_path.clone(), &args, env).await
     }
@@ -70,6 +77,7 @@ impl Gateway {
         let mut child = Command::new(binary())
             .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--log-level", "info,gateway=debug,config_sync=debug"])
+            .args(["--cluster-bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -98,7 +106,7 @@ impl Gateway {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let (proxy, admin) = match tokio::time::timeout(Duration::from_secs(20), rx).await {
+        let (proxy, admin, gossip) = match tokio::time::timeout(Duration::from_secs(20), rx).await {
             Ok(Ok(addrs)) => addrs,
             _ => {
                 let status = child.try_wait().ok().flatten();
@@ -106,7 +114,7 @@ impl Gateway {
                 panic!("the gateway did not start (exit: {status:?}); its log:\n{logs}");
             }
         };
-        Gateway { child, proxy, admin, config_path, logs, _dir: dir }
+        Gateway { child, proxy, admin, gossip, config_path, logs, _dir: dir }
     }
 
     /// `http://<proxy><path>`.
@@ -168,11 +176,12 @@ impl Gateway {
     }
 }
 
-/// The proxy and admin addresses from the `listening` log line.
-fn listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// The proxy, admin and gossip addresses from the `listening` log line.
+fn listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     if v["message"] != "listening" {
         return None;
     }
-    Some((v["proxy"].as_str()?.parse().ok()?, v["admin"].as_str()?.parse().ok()?))
+    let addr = |field: &str| v[field].as_str()?.parse().ok();
+    Some((addr("proxy")?, addr("admin")?, addr("gossip")?))
 }

@@ -11,11 +11,13 @@
 mod read;
 mod write;
 
+use crate::plugins::rate_limit::Limiters;
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::Live;
 use crate::settings::{ConfigSource, Settings};
 use crate::telemetry::Metrics;
 use bytes::Bytes;
+use cluster::{ClusterHandle, Message};
 use config_sync::etcd::{EtcdStatus, EtcdWriter};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -44,11 +46,20 @@ pub struct Admin {
     source: ConfigSource,
     etcd: Option<EtcdLink>,
     metrics: Arc<Metrics>,
+    cluster: Option<Arc<ClusterHandle>>,
+    limiters: Arc<Limiters>,
 }
 
 impl Admin {
     /// An admin API over what `live` holds; `etcd` when config comes from etcd.
-    pub fn new(live: Arc<Live>, settings: &Settings, etcd: Option<EtcdLink>, metrics: Arc<Metrics>) -> Admin {
+    pub fn new(
+        live: Arc<Live>,
+        settings: &Settings,
+        etcd: Option<EtcdLink>,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<ClusterHandle>>,
+        limiters: Arc<Limiters>,
+    ) -> Admin {
         Admin {
             live,
             node_id: settings.node_id.clone(),
@@ -56,6 +67,8 @@ impl Admin {
             source: settings.config_source,
             etcd,
             metrics,
+            cluster,
+            limiters,
         }
     }
 
@@ -83,7 +96,13 @@ impl Admin {
         let runtime = self.live.load();
         if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
             return match parts.method {
-                Method::PUT | Method::POST => read::set_health(&runtime, upstream, target, action),
+                Method::PUT | Method::POST => {
+                    let response = read::set_health(&runtime, upstream, target, action);
+                    if response.status() == StatusCode::NO_CONTENT {
+                        self.broadcast_reset(upstream, target, action == "healthy").await;
+                    }
+                    response
+                }
                 _ => method_not_allowed("PUT, POST"),
             };
         }
@@ -117,6 +136,16 @@ impl Admin {
             (&Method::GET | &Method::HEAD, Some(Ok(value))) => json_response(StatusCode::OK, &value),
             (&Method::GET | &Method::HEAD, Some(Err(missing))) => json_error(StatusCode::NOT_FOUND, &missing),
             _ => method_not_allowed("GET, HEAD"),
+        }
+    }
+
+    /// Sends a reset made here to every other member. It already applies here; a failure to
+    /// send is logged, not returned (the other nodes' anti-entropy catches up when they can).
+    async fn broadcast_reset(&self, upstream: &str, target: &str, healthy: bool) {
+        let Some(cluster) = &self.cluster else { return };
+        let message = Message::TargetHealth { upstream: upstream.to_owned(), target: target.to_owned(), healthy };
+        if let Err(e) = cluster.broadcast(message).await {
+            tracing::warn!(error = %e, %upstream, %target, "could not broadcast the health reset");
         }
     }
 

@@ -2,10 +2,11 @@
 //! health reset, which acts on this node.
 
 use super::Admin;
-use crate::health::State;
+use crate::health::{Source, State};
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::{Runtime, UpstreamState};
 use crate::settings::ConfigSource;
+use cluster::MemberState;
 use config_sync::etcd::Connection;
 use http::{Response, StatusCode};
 use serde::Serialize;
@@ -19,6 +20,7 @@ impl Admin {
         let config = &rt.snapshot.config;
         Some(match segments {
             ["status"] => Ok(self.status(rt)),
+            ["cluster", "members"] => Ok(self.members()),
             ["services"] => Ok(list(config.services.values())),
             ["services", name] => one(config.services.get(*name), "service", name),
             ["routes"] => Ok(list(config.routes.values())),
@@ -78,6 +80,32 @@ impl Admin {
         })
     }
 
+    /// Every member as this node sees it.
+    fn members(&self) -> Value {
+        let members = match &self.cluster {
+            Some(cluster) => cluster.members().borrow().clone(),
+            None => Vec::new(),
+        };
+        let data: Vec<Value> = members
+            .iter()
+            .map(|m| json!({ "id": m.id, "addr": m.addr.to_string(), "state": m.state.as_str(), "incarnation": m.incarnation }))
+            .collect();
+        json!({ "data": data })
+    }
+
+    /// Members by state, for `/status`.
+    fn cluster_summary(&self) -> Value {
+        let Some(cluster) = &self.cluster else { return json!({ "members": 1, "gossip": "off" }) };
+        let members = cluster.members().borrow().clone();
+        let count = |state: MemberState| members.iter().filter(|m| m.state == state).count();
+        json!({
+            "members": count(MemberState::Alive),
+            "suspect": count(MemberState::Suspect),
+            "down": count(MemberState::Down),
+            "gossip": cluster.local_addr().to_string(),
+        })
+    }
+
     fn status(&self, rt: &Runtime) -> Value {
         let snapshot = &rt.snapshot;
         json!({
@@ -101,8 +129,12 @@ impl Admin {
                 Connection::Disconnected { error } => Some(error.clone()),
                 _ => None,
             }),
-            "redis": "disabled",
-            "cluster": { "members": 1 },
+            "redis": match self.limiters.redis_state() {
+                None => "disabled",
+                Some(true) => "connected",
+                Some(false) => "disconnected",
+            },
+            "cluster": self.cluster_summary(),
         })
     }
 }
@@ -115,7 +147,7 @@ pub(super) fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &st
     let Some(index) = state.targets.iter().position(|t| &*t.authority == target) else {
         return json_error(StatusCode::NOT_FOUND, &format!("target {target:?} of upstream {upstream:?} not found"));
     };
-    state.health[index].set(if action == "healthy" { State::Healthy } else { State::Unhealthy });
+    state.health[index].set(if action == "healthy" { State::Healthy } else { State::Unhealthy }, Source::Manual);
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response

@@ -13,8 +13,10 @@ pub enum Source {
     Active,
     /// Proxied traffic.
     Passive,
-    /// An operator's reset.
+    /// An operator's reset on this node.
     Manual,
+    /// An operator's reset on another node, received by gossip.
+    Gossip,
 }
 
 impl Source {
@@ -23,6 +25,7 @@ impl Source {
             Source::Active => "active",
             Source::Passive => "passive",
             Source::Manual => "manual",
+            Source::Gossip => "gossip",
         }
     }
 }
@@ -77,10 +80,11 @@ impl TargetHealth {
         self.apply(transition, source)
     }
 
-    /// An operator's set: takes `state` and clears the counters.
-    pub fn set(&self, state: State) -> Option<Transition> {
+    /// An operator's set: takes `state` and clears the counters. `source` says whether it was
+    /// made on this node or received from another.
+    pub fn set(&self, state: State, source: Source) -> Option<Transition> {
         let transition = self.lock().set(state);
-        self.apply(transition, Source::Manual)
+        self.apply(transition, source)
     }
 
     fn apply(&self, transition: Option<Transition>, source: Source) -> Option<Transition> {

@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// The upstream did not connect or answer in time.
     #[error("the upstream server is timing out")]
     Timeout,
+    /// The rate limit could not be decided (Redis is out) and is not fault tolerant.
+    #[error("rate limiting is unavailable")]
+    RateLimitUnavailable,
     /// The client stopped sending its request body for longer than the write timeout.
     #[error("the client did not send its request body in time")]
     ClientTimeout,
@@ -36,7 +39,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyTarget(_) | ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -21,12 +21,14 @@ pub use headers::ClientInfo;
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
+use crate::plugins::rate_limit::{self, Limiters, Verdict};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name};
 use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::watch;
 use tracing::Instrument as _;
 
 /// Serves proxied requests; shared by every connection.
@@ -34,6 +36,9 @@ pub struct Proxy {
     live: Arc<Live>,
     pool: Pool,
     metrics: Arc<Metrics>,
+    limiters: Arc<Limiters>,
+    /// The cluster's members, for limits split among them when Redis is out.
+    members: Option<watch::Receiver<Vec<cluster::Member>>>,
     /// `1.1 <node_id>`, this node's `Via` entry.
     via: HeaderValue,
     tunnels: Tunnels,
@@ -41,9 +46,25 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy serving what `live` holds, over connections from `pool`.
-    pub fn new(live: Arc<Live>, pool: Pool, metrics: Arc<Metrics>, node_id: &str) -> Proxy {
-        let via = HeaderValue::try_from(format!("1.1 {node_id}")).unwrap_or(HeaderValue::from_static("1.1 gateway"));
-        Proxy { live, pool, metrics, via, tunnels: Tunnels::default() }
+    pub fn new(parts: Parts) -> Proxy {
+        let via =
+            HeaderValue::try_from(format!("1.1 {}", parts.node_id)).unwrap_or(HeaderValue::from_static("1.1 gateway"));
+        Proxy {
+            live: parts.live,
+            pool: parts.pool,
+            metrics: parts.metrics,
+            limiters: parts.limiters,
+            members: parts.members,
+            via,
+            tunnels: Tunnels::default(),
+        }
+    }
+
+    /// Live members of the cluster (1 without gossip).
+    fn alive_members(&self) -> usize {
+        self.members
+            .as_ref()
+            .map_or(1, |m| m.borrow().iter().filter(|m| m.state == cluster::MemberState::Alive).count().max(1))
     }
 
     /// The upgraded connections (WebSocket) this proxy has open.
@@ -99,6 +120,36 @@ impl Proxy {
         let entry = &runtime.routes[found.route];
         served.route = Some((entry.service_name.clone(), entry.name.clone()));
         let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
+        let mut limited = None;
+        if let Some(limit) = &entry.rate_limit {
+            let value = limit.value(request.headers(), &client, &entry.route.service, &entry.route.name, &path);
+            let span = span::rate_limit();
+            let (verdict, how) =
+                self.limiters.decide(limit, &value, self.alive_members()).instrument(span.clone()).await;
+            let outcome = match &verdict {
+                Verdict::Allowed(_) => "allowed",
+                Verdict::Limited(_) => "limited",
+                Verdict::Unavailable => "unavailable",
+            };
+            span.record("outcome", outcome);
+            span.record("store", format!("{how:?}").to_ascii_lowercase());
+            self.metrics.rate_limit(&entry.name, outcome, how);
+            match verdict {
+                Verdict::Allowed(decision) => limited = (!limit.config.hide_client_headers).then_some(decision),
+                Verdict::Limited(decision) => {
+                    let mut response = json_error(http::StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded");
+                    if !limit.config.hide_client_headers {
+                        rate_limit::headers(&decision, response.headers_mut());
+                    }
+                    response.headers_mut().insert(header::RETRY_AFTER, rate_limit::retry_after(&decision));
+                    headers::append_via(response.headers_mut(), &self.via);
+                    return Ok(response);
+                }
+                Verdict::Unavailable => {
+                    return Err(ProxyError::RateLimitUnavailable);
+                }
+            }
+        }
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
         let forwarded_path = headers::ForwardedPath::new(&path, stripped);
         drop(path);
@@ -139,11 +190,30 @@ impl Proxy {
         let h = response.headers_mut();
         h.insert("x-gateway-upstream-latency", HeaderValue::from(upstream_ms));
         h.insert("x-gateway-proxy-latency", HeaderValue::from(proxy_ms));
+        if let Some(decision) = &limited {
+            rate_limit::headers(decision, h);
+        }
         if let (Some(client_side), Some(upstream_side)) = (client_upgrade, outcome.upgrade) {
             self.tunnels.open(client_side, upstream_side);
         }
         Ok(response)
     }
+}
+
+/// What a proxy is made of.
+pub struct Parts {
+    /// The live runtime.
+    pub live: Arc<Live>,
+    /// Upstream connections.
+    pub pool: Pool,
+    /// Where requests are counted.
+    pub metrics: Arc<Metrics>,
+    /// Rate-limit stores.
+    pub limiters: Arc<Limiters>,
+    /// The cluster's members, when gossip is on.
+    pub members: Option<watch::Receiver<Vec<cluster::Member>>>,
+    /// This node's id, for `Via`.
+    pub node_id: String,
 }
 
 /// What serving a request found out, for its metrics and span.

@@ -49,6 +49,14 @@ pub fn finish(span: &tracing::Span, method: &Method, route: Option<&(Name, Name)
     }
 }
 
+/// The span of a rate-limit decision, with its `outcome` and `store` recorded after.
+pub fn rate_limit() -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(target: traces::TARGET, "rate limit", outcome = Empty, store = Empty)
+}
+
 /// The client span of one upstream attempt; `retry` is 0 for the first attempt.
 pub fn attempt(method: &Method, target: &str, retry: u32) -> tracing::Span {
     if !traces::enabled() {

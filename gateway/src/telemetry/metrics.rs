@@ -7,7 +7,9 @@
 use super::process;
 use super::traces;
 use crate::health::State;
+use crate::plugins::rate_limit::{Limiters, Path};
 use crate::runtime::Live;
+use cluster::{ClusterHandle, MemberState};
 use config_sync::etcd::{Connection, EtcdStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -60,6 +62,15 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_latency: Family<ServiceLabel, Histogram>,
     upstream_latency: Family<ServiceLabel, Histogram>,
+    rate_limits: Family<RateLimitLabels, Counter>,
+}
+
+/// `gateway_ratelimit_total` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RateLimitLabels {
+    route: Name,
+    outcome: &'static str,
+    store: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,6 +85,10 @@ pub struct Sources {
     pub live: Arc<Live>,
     /// etcd's status, when config comes from etcd.
     pub etcd: Option<watch::Receiver<EtcdStatus>>,
+    /// Gossip, when on.
+    pub cluster: Option<Arc<ClusterHandle>>,
+    /// Rate-limit stores, for whether Redis answers.
+    pub limiters: Arc<Limiters>,
 }
 
 impl Metrics {
@@ -95,9 +110,15 @@ impl Metrics {
             "Time from sending a request upstream to its response head, ms",
             upstream_latency.clone(),
         );
+        let rate_limits = Family::<RateLimitLabels, Counter>::default();
+        registry.register(
+            "gateway_ratelimit",
+            "Rate-limit decisions by route, outcome (allowed, limited, unavailable) and store (shared, local, fallback)",
+            rate_limits.clone(),
+        );
         registry.register_collector(Box::new(StateCollector(sources)));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics { registry, requests, request_latency, upstream_latency }
+        Metrics { registry, requests, request_latency, upstream_latency, rate_limits }
     }
 
     /// Counts a proxied request. `service` and `route` are empty when no route matched.
@@ -109,6 +130,16 @@ impl Metrics {
         if let Some(upstream) = upstream {
             self.upstream_latency.get_or_create(&service).observe(ms(upstream));
         }
+    }
+
+    /// Counts a rate-limit decision.
+    pub fn rate_limit(&self, route: &Name, outcome: &'static str, store: Path) {
+        let store = match store {
+            Path::Shared => "shared",
+            Path::Local => "local",
+            Path::Fallback => "fallback",
+        };
+        self.rate_limits.get_or_create(&RateLimitLabels { route: route.clone(), outcome, store }).inc();
     }
 
     /// The OpenMetrics text of every metric.
@@ -186,15 +217,35 @@ impl Collector for StateCollector {
                 i64::from(connected),
             )?;
         }
-        gauge(&mut encoder, "gateway_redis_connected", "1 while Redis answers (no Redis in this build: 0)", 0)?;
+        let redis = self.0.limiters.redis_state().unwrap_or(false);
+        gauge(
+            &mut encoder,
+            "gateway_redis_connected",
+            "1 while Redis answers (0 without redis_url)",
+            i64::from(redis),
+        )?;
         let mut members = encoder.encode_descriptor(
             "gateway_cluster_members",
             "Cluster members by state, as this node sees them",
             None,
             MetricType::Gauge,
         )?;
-        for (state, count) in [("alive", 1), ("suspect", 0), ("down", 0)] {
-            ConstGauge::new(count).encode(members.encode_family(&[("state", state)])?)?;
+        let seen = self.0.cluster.as_ref().map(|c| c.members().borrow().clone()).unwrap_or_default();
+        for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down] {
+            let mut count = seen.iter().filter(|m| m.state == state).count() as i64;
+            if self.0.cluster.is_none() && state == MemberState::Alive {
+                count = 1;
+            }
+            ConstGauge::new(count).encode(members.encode_family(&[("state", state.as_str())])?)?;
+        }
+        let mut rejected = encoder.encode_descriptor(
+            "gateway_gossip_rejected",
+            "Gossip packets dropped, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, count) in self.0.cluster.as_ref().map(|c| c.rejected()).unwrap_or_default() {
+            ConstCounter::new(count).encode(rejected.encode_family(&[("reason", reason)])?)?;
         }
 
         let (exported, dropped) = traces::counts();

@@ -1,0 +1,76 @@
+//! This node's part in the cluster: the gossip handle, health resets made elsewhere applied here,
+//! and resets made here sent everywhere.
+
+use crate::health::{Source, State};
+use crate::runtime::{Live, Runtime};
+use crate::settings::Settings;
+use crate::telemetry::traces;
+use cluster::{ClusterConfig, ClusterError, ClusterHandle, Delivered, Message};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts gossip with the node's settings.
+pub async fn start(settings: &Settings) -> Result<ClusterHandle, ClusterError> {
+    let list = |value: &Option<String>| -> Vec<String> {
+        value.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    };
+    let mut config = ClusterConfig::new(&settings.node_id, settings.cluster_bind);
+    config.advertise = settings.cluster_advertise.clone().filter(|a| !a.is_empty());
+    config.seeds = list(&settings.cluster_seeds);
+    config.keys = list(&settings.cluster_key);
+    if let Some(ms) = settings.cluster_probe_period_ms {
+        config.probe_period = Duration::from_millis(ms);
+    }
+    if let Some(ms) = settings.cluster_suspect_timeout_ms {
+        config.suspect_timeout = Duration::from_millis(ms);
+    }
+    ClusterHandle::spawn(config).await
+}
+
+/// Applies what other nodes send until `stopped`: health resets set the target's state here
+/// (a target this node does not have is ignored).
+pub async fn receive(cluster: Arc<ClusterHandle>, live: Arc<Live>, stopped: impl Future<Output = ()>) {
+    let mut messages = cluster.messages();
+    tokio::pin!(stopped);
+    loop {
+        let delivered = tokio::select! {
+            () = &mut stopped => return,
+            message = messages.recv() => match message {
+                Some(delivered) => delivered,
+                None => return,
+            },
+        };
+        apply(&live.load(), &delivered);
+    }
+}
+
+fn apply(runtime: &Runtime, delivered: &Delivered) {
+    match &delivered.message {
+        Message::TargetHealth { upstream, target, healthy } => {
+            let span = tracing::info_span!(
+                target: traces::TARGET,
+                "gossip reset",
+                origin = %delivered.origin,
+                upstream = %upstream,
+                target = %target,
+                healthy = healthy,
+            );
+            let _entered = span.enter();
+            let found = runtime
+                .upstreams
+                .get(upstream)
+                .and_then(|u| u.targets.iter().position(|t| &*t.authority == target).map(|i| &u.health[i]));
+            match found {
+                Some(health) => {
+                    health.set(if *healthy { State::Healthy } else { State::Unhealthy }, Source::Gossip);
+                    tracing::info!(origin = %delivered.origin, %upstream, %target, healthy, "health reset received");
+                }
+                None => {
+                    tracing::debug!(origin = %delivered.origin, %upstream, %target, "health reset for a target not served here")
+                }
+            }
+        }
+        Message::CachePurge { .. } => {}
+    }
+}

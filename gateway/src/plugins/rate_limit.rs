@@ -1,0 +1,220 @@
+//! The `rate-limiting` plugin.
+//!
+//! A route's limit is compiled once per config ([`RateLimit`]): its windows, its algorithm, and
+//! an identity made of where the config was set (route, service or global) and a digest of the
+//! config, never of the node, so every node counts on the same Redis counters. Per request,
+//! [`Limiters::decide`] asks Redis (the `redis` policy) or this node's memory (`local`). While
+//! Redis does not answer, a `fault_tolerant` limit keeps applying on each node with its limits
+//! divided by the live members; otherwise the request gets 503. No request waits on a dead Redis
+//! longer than the Redis timeout, and none at all while the background probe says it is down.
+
+use crate::proxy::ClientInfo;
+use config_sync::model::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ratelimit::{per_member, Algorithm, Decision, Limiter, MemoryStore, RedisStore, Window};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A route's compiled `rate-limiting` config.
+pub struct RateLimit {
+    /// The config.
+    pub config: RateLimiting,
+    /// Where it was set and what it says, hashed: the counters' identity.
+    identity: String,
+    limits: Vec<(Window, u64)>,
+    algorithm: Algorithm,
+}
+
+impl RateLimit {
+    /// Compiles `config`, set at `scope` (`route:orders`, `service:orders`, `global`).
+    pub fn new(config: &RateLimiting, scope: &str) -> RateLimit {
+        let digest = Sha256::digest(serde_json::to_vec(config).expect("configs serialize"));
+        let identity = format!("{scope}:{}", &hex(&digest)[..16]);
+        let limits = [
+            (Window::Second, config.second),
+            (Window::Minute, config.minute),
+            (Window::Hour, config.hour),
+            (Window::Day, config.day),
+        ]
+        .into_iter()
+        .filter_map(|(w, l)| Some((w, l?)))
+        .collect();
+        let algorithm = match config.window {
+            RateLimitWindow::Fixed => Algorithm::Fixed,
+            RateLimitWindow::Sliding => Algorithm::Sliding,
+        };
+        RateLimit { config: config.clone(), identity, limits, algorithm }
+    }
+
+    /// What this request is counted by.
+    pub fn value(&self, headers: &HeaderMap, client: &ClientInfo, service: &str, route: &str, path: &str) -> String {
+        let ip = || client.peer.ip().to_canonical().to_string();
+        match self.config.limit_by {
+            LimitBy::Ip => ip(),
+            // As Kong: without the header, the client's address.
+            LimitBy::Header => self
+                .config
+                .header_name
+                .as_deref()
+                .and_then(|h| headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(ip, str::to_owned),
+            LimitBy::Service => service.to_owned(),
+            LimitBy::Route => route.to_owned(),
+            LimitBy::Path => path.to_owned(),
+        }
+    }
+}
+
+/// What a limit said.
+pub enum Verdict {
+    /// Go on; add these headers to the response.
+    Allowed(Decision),
+    /// 429 with these headers.
+    Limited(Decision),
+    /// Redis is out and the limit is not fault tolerant: 503.
+    Unavailable,
+}
+
+/// How a decision was made, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// By Redis, for the whole cluster.
+    Shared,
+    /// By this node alone, as configured.
+    Local,
+    /// By this node alone, because Redis is out.
+    Fallback,
+}
+
+/// The stores limits are counted in, and what is known of Redis.
+pub struct Limiters {
+    local: Limiter<MemoryStore>,
+    /// For the fallback: separate counters, so that a Redis outage starts from zero locally.
+    fallback: Limiter<MemoryStore>,
+    redis: Option<Limiter<RedisStore>>,
+    redis_up: AtomicBool,
+}
+
+impl Limiters {
+    /// Stores for a node; `redis` when it has `redis_url`.
+    pub fn new(redis: Option<RedisStore>) -> Limiters {
+        Limiters {
+            local: Limiter::new(MemoryStore::new()),
+            fallback: Limiter::new(MemoryStore::new()),
+            redis_up: AtomicBool::new(redis.is_some()),
+            redis: redis.map(Limiter::new),
+        }
+    }
+
+    /// Whether the node has Redis, and whether it answers.
+    pub fn redis_state(&self) -> Option<bool> {
+        self.redis.as_ref().map(|_| self.redis_up.load(Ordering::Relaxed))
+    }
+
+    /// Decides one request to `limit` counted by `value`; `members` is the number of live
+    /// members, for the fallback.
+    pub async fn decide(&self, limit: &RateLimit, value: &str, members: usize) -> (Verdict, Path) {
+        let now = SystemTime::now();
+        let shared = match limit.config.policy {
+            Some(RateLimitPolicy::Local) => None,
+            Some(RateLimitPolicy::Redis) | None => self.redis.as_ref(),
+        };
+        let Some(redis) = shared else {
+            return (self.local_verdict(&self.local, limit, value, &limit.limits, now).await, Path::Local);
+        };
+        if self.redis_up.load(Ordering::Relaxed) {
+            match redis.check(&limit.identity, value, &limit.limits, limit.algorithm, now).await {
+                Ok(decision) => return (verdict(decision), Path::Shared),
+                Err(e) => {
+                    if self.redis_up.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "redis: not answering; rate limits fall back");
+                    }
+                }
+            }
+        }
+        if !limit.config.fault_tolerant {
+            return (Verdict::Unavailable, Path::Fallback);
+        }
+        let split = per_member(&limit.limits, members.max(1));
+        (self.local_verdict(&self.fallback, limit, value, &split, now).await, Path::Fallback)
+    }
+
+    async fn local_verdict(
+        &self,
+        store: &Limiter<MemoryStore>,
+        limit: &RateLimit,
+        value: &str,
+        limits: &[(Window, u64)],
+        now: SystemTime,
+    ) -> Verdict {
+        match store.check(&limit.identity, value, limits, limit.algorithm, now).await {
+            Ok(decision) => verdict(decision),
+            // The memory store cannot fail; if it ever did, letting the request through is the
+            // fault-tolerant answer.
+            Err(_) => Verdict::Unavailable,
+        }
+    }
+
+    /// Pings Redis every `every` (faster while it is down) until `stopped`, keeping
+    /// [`Limiters::redis_state`] true.
+    pub async fn probe(self: Arc<Self>, stopped: impl std::future::Future<Output = ()>) {
+        let Some(redis) = &self.redis else { return };
+        tokio::pin!(stopped);
+        loop {
+            let up = redis.ping().await.is_ok();
+            if up != self.redis_up.swap(up, Ordering::Relaxed) {
+                if up {
+                    tracing::info!("redis: answering; rate limits are shared again");
+                } else {
+                    tracing::warn!("redis: not answering; rate limits fall back");
+                }
+            }
+            let wait = if up { Duration::from_secs(1) } else { Duration::from_millis(250) };
+            tokio::select! {
+                () = &mut stopped => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+fn verdict(decision: Decision) -> Verdict {
+    if decision.allowed {
+        Verdict::Allowed(decision)
+    } else {
+        Verdict::Limited(decision)
+    }
+}
+
+/// The rate-limit headers of `decision`: `X-RateLimit-Limit-<Window>` and
+/// `X-RateLimit-Remaining-<Window>` per window, and `RateLimit-Limit`, `RateLimit-Remaining`,
+/// `RateLimit-Reset` (seconds) for the most restrictive one.
+pub fn headers(decision: &Decision, into: &mut HeaderMap) {
+    for w in &decision.windows {
+        let title = w.window.title();
+        if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-limit-{}", title.to_ascii_lowercase())) {
+            into.insert(name, HeaderValue::from(w.limit));
+        }
+        if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-remaining-{}", title.to_ascii_lowercase())) {
+            into.insert(name, HeaderValue::from(w.remaining));
+        }
+    }
+    if let Some(w) = decision.most_restrictive() {
+        into.insert("ratelimit-limit", HeaderValue::from(w.limit));
+        into.insert("ratelimit-remaining", HeaderValue::from(w.remaining));
+        into.insert("ratelimit-reset", HeaderValue::from(w.reset.as_secs_f64().ceil() as u64));
+    }
+}
+
+/// `Retry-After` for a refusal, whole seconds, at least 1.
+pub fn retry_after(decision: &Decision) -> HeaderValue {
+    let wait = decision.retry_after.unwrap_or(Duration::from_secs(1));
+    HeaderValue::from((wait.as_secs_f64().ceil() as u64).max(1))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
