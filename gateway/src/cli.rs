@@ -158,6 +158,10 @@ pub struct Flags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Bytes the memory cache may hold.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cache_memory_bytes: Option<usize>,
     /// Idle upstream connections kept per target; 0: none.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

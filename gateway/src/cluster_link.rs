@@ -1,7 +1,8 @@
-//! This node's part in the cluster: the gossip handle, health resets made elsewhere applied here,
-//! and resets made here sent everywhere.
+//! This node's part in the cluster: the gossip handle, and what other nodes send: health resets
+//! made elsewhere applied here, and cache purges that clear this node's memory cache.
 
 use crate::health::{Source, State};
+use crate::plugins::cache::Caches;
 use crate::runtime::{Live, Runtime};
 use crate::settings::Settings;
 use crate::telemetry::traces;
@@ -30,7 +31,12 @@ pub async fn start(settings: &Settings) -> Result<ClusterHandle, ClusterError> {
 
 /// Applies what other nodes send until `stopped`: health resets set the target's state here
 /// (a target this node does not have is ignored).
-pub async fn receive(cluster: Arc<ClusterHandle>, live: Arc<Live>, stopped: impl Future<Output = ()>) {
+pub async fn receive(
+    cluster: Arc<ClusterHandle>,
+    live: Arc<Live>,
+    caches: Arc<Caches>,
+    stopped: impl Future<Output = ()>,
+) {
     let mut messages = cluster.messages();
     tokio::pin!(stopped);
     loop {
@@ -41,11 +47,11 @@ pub async fn receive(cluster: Arc<ClusterHandle>, live: Arc<Live>, stopped: impl
                 None => return,
             },
         };
-        apply(&live.load(), &delivered);
+        apply(&live.load(), &caches, &delivered);
     }
 }
 
-fn apply(runtime: &Runtime, delivered: &Delivered) {
+fn apply(runtime: &Runtime, caches: &Caches, delivered: &Delivered) {
     match &delivered.message {
         Message::TargetHealth { upstream, target, healthy } => {
             let span = tracing::info_span!(
@@ -71,6 +77,9 @@ fn apply(runtime: &Runtime, delivered: &Delivered) {
                 }
             }
         }
-        Message::CachePurge { .. } => {}
+        Message::CachePurge { key } => {
+            caches.purge_memory(key.as_deref());
+            tracing::info!(origin = %delivered.origin, key = key.as_deref().unwrap_or("*"), "cache purge received");
+        }
     }
 }

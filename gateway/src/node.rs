@@ -1,7 +1,8 @@
 //! A running node: the config source, the listeners, and shutdown.
 
-use crate::admin::{Admin, EtcdLink};
+use crate::admin::{self, Admin, EtcdLink};
 use crate::cluster_link;
+use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::Limiters;
 use crate::proxy::{self, Pool, Proxy};
 use crate::runtime::Live;
@@ -84,6 +85,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let limiters = Arc::new(Limiters::new(redis));
+    let redis_url = settings.redis_url.as_deref().filter(|u| !u.is_empty());
+    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, redis_url).context("redis_url")?);
     tokio::spawn(limiters.clone().probe(stopped()));
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
@@ -99,14 +102,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         metrics: metrics.clone(),
         limiters: limiters.clone(),
+        caches: caches.clone(),
         members: Some(cluster.members()),
         node_id: settings.node_id.clone(),
     }));
     let tunnels = proxy.tunnels().clone();
     let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());
-    let admin =
-        Arc::new(Admin::new(live.clone(), &settings, etcd_link, metrics, Some(cluster.clone()), limiters.clone()));
-    let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), stopped()));
+    let admin = Arc::new(Admin::new(
+        admin::Parts {
+            live: live.clone(),
+            etcd: etcd_link,
+            metrics,
+            cluster: Some(cluster.clone()),
+            limiters: limiters.clone(),
+            caches: caches.clone(),
+        },
+        &settings,
+    ));
+    let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), caches.clone(), stopped()));
 
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,

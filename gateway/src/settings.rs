@@ -92,6 +92,8 @@ pub struct Settings {
     /// Client connections served at once, per listener; more wait in the kernel's backlog.
     /// Default 16384.
     pub max_connections: usize,
+    /// Bytes the proxy-cache's memory strategy may hold on this node. Default 64 MiB.
+    pub proxy_cache_memory_bytes: usize,
     /// Idle upstream connections kept per target; 0: a new connection for every request.
     /// Default 128.
     pub upstream_keepalive_max: usize,
@@ -126,6 +128,7 @@ impl Default for Settings {
             header_read_timeout_ms: 10_000,
             max_header_bytes: 32 * 1024,
             max_connections: 16_384,
+            proxy_cache_memory_bytes: 64 << 20,
             upstream_keepalive_max: 128,
             upstream_keepalive_idle_ms: 60_000,
             shutdown_grace_ms: 30_000,

@@ -3,6 +3,7 @@
 //! - Reads ([`read`]): status, the entities this node applied, target health; and the health
 //!   reset, which acts on this node.
 //! - `GET /metrics`: Prometheus metrics.
+//! - `/proxy-cache`: cache entries read and purged, cluster-wide.
 //! - Writes ([`write`]): with `config_source = etcd`, `PUT` and `DELETE` on entities validate
 //!   first and write to etcd; with the file they answer 405 and say how config changes.
 //!
@@ -11,6 +12,7 @@
 mod read;
 mod write;
 
+use crate::plugins::cache::{self, Caches};
 use crate::plugins::rate_limit::Limiters;
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::Live;
@@ -48,27 +50,38 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     cluster: Option<Arc<ClusterHandle>>,
     limiters: Arc<Limiters>,
+    caches: Arc<Caches>,
+}
+
+/// What the admin API reads and acts on.
+pub struct Parts {
+    /// The live runtime.
+    pub live: Arc<Live>,
+    /// etcd, when config comes from it.
+    pub etcd: Option<EtcdLink>,
+    /// Metrics to serve.
+    pub metrics: Arc<Metrics>,
+    /// Gossip, to broadcast resets and purges.
+    pub cluster: Option<Arc<ClusterHandle>>,
+    /// Rate-limit stores (whether Redis answers).
+    pub limiters: Arc<Limiters>,
+    /// Cache stores, to purge.
+    pub caches: Arc<Caches>,
 }
 
 impl Admin {
-    /// An admin API over what `live` holds; `etcd` when config comes from etcd.
-    pub fn new(
-        live: Arc<Live>,
-        settings: &Settings,
-        etcd: Option<EtcdLink>,
-        metrics: Arc<Metrics>,
-        cluster: Option<Arc<ClusterHandle>>,
-        limiters: Arc<Limiters>,
-    ) -> Admin {
+    /// An admin API over what `parts` hold.
+    pub fn new(parts: Parts, settings: &Settings) -> Admin {
         Admin {
-            live,
+            live: parts.live,
             node_id: settings.node_id.clone(),
             token: settings.admin_token.clone().filter(|t| !t.is_empty()),
             source: settings.config_source,
-            etcd,
-            metrics,
-            cluster,
-            limiters,
+            etcd: parts.etcd,
+            metrics: parts.metrics,
+            cluster: parts.cluster,
+            limiters: parts.limiters,
+            caches: parts.caches,
         }
     }
 
@@ -92,6 +105,9 @@ impl Admin {
                 }
                 _ => method_not_allowed("GET, HEAD"),
             };
+        }
+        if segments.first() == Some(&"proxy-cache") {
+            return self.proxy_cache(&parts.method, &segments[1..]).await;
         }
         let runtime = self.live.load();
         if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
@@ -139,6 +155,62 @@ impl Admin {
         }
     }
 
+    /// `DELETE /proxy-cache` (everything), `GET` and `DELETE /proxy-cache/{key}`. Purges clear
+    /// Redis and this node's memory, and go to every other node for their memory caches.
+    async fn proxy_cache(&self, method: &Method, rest: &[&str]) -> Response<ProxyBody> {
+        let unavailable = |e: cache::store::Unavailable| json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        match (method, rest) {
+            (&Method::DELETE, []) => match self.caches.purge_all().await {
+                Ok(()) => {
+                    self.broadcast_purge(None).await;
+                    no_content()
+                }
+                Err(e) => unavailable(e),
+            },
+            (&Method::GET | &Method::HEAD, [key]) => {
+                let now = std::time::SystemTime::now();
+                let found = match self.caches.get(key, false, now).await {
+                    Ok(Some(entry)) => Ok(Some(entry)),
+                    _ => self.caches.get(key, true, now).await,
+                };
+                match found {
+                    Ok(Some(entry)) => json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({
+                            "key": key,
+                            "status": entry.status.as_u16(),
+                            "age": entry.age(now),
+                            "ttl": entry.remaining(now).as_secs(),
+                            "bytes": entry.body.len(),
+                        }),
+                    ),
+                    Ok(None) | Err(_) => json_error(StatusCode::NOT_FOUND, &format!("no cache entry {key:?}")),
+                }
+            }
+            (&Method::DELETE, [key]) => match self.caches.purge(key).await {
+                Ok(found) => {
+                    self.broadcast_purge(Some(key)).await;
+                    if found {
+                        no_content()
+                    } else {
+                        json_error(StatusCode::NOT_FOUND, &format!("no cache entry {key:?}"))
+                    }
+                }
+                Err(e) => unavailable(e),
+            },
+            (_, []) => method_not_allowed("DELETE"),
+            (_, [_]) => method_not_allowed("GET, HEAD, DELETE"),
+            _ => json_error(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
+
+    async fn broadcast_purge(&self, key: Option<&str>) {
+        let Some(cluster) = &self.cluster else { return };
+        if let Err(e) = cluster.broadcast(Message::CachePurge { key: key.map(str::to_owned) }).await {
+            tracing::warn!(error = %e, "could not broadcast the cache purge");
+        }
+    }
+
     /// Sends a reset made here to every other member. It already applies here; a failure to
     /// send is logged, not returned (the other nodes' anti-entropy catches up when they can).
     async fn broadcast_reset(&self, upstream: &str, target: &str, healthy: bool) {
@@ -177,6 +249,12 @@ fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn no_content() -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 

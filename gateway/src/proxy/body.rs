@@ -237,6 +237,8 @@ impl Completion {
 pub enum ProxyBody {
     /// A small body made here (errors, admin answers).
     Full(Full<Bytes>),
+    /// A body copied into the cache as it streams.
+    Cached(Box<crate::plugins::cache::tee::Tee>),
     /// The upstream's body.
     Upstream {
         /// The body, with the service's `read_timeout` between frames.
@@ -265,6 +267,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Cached(tee) => Pin::new(tee.as_mut()).poll_frame(cx),
             ProxyBody::Upstream { body, completion } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
@@ -281,6 +284,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(full) => full.is_end_stream(),
+            ProxyBody::Cached(tee) => tee.is_end_stream(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -288,6 +292,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(full) => full.size_hint(),
+            ProxyBody::Cached(tee) => tee.size_hint(),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
         }
     }

@@ -21,6 +21,9 @@ pub use headers::ClientInfo;
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
+use crate::plugins::cache::key::Request as CacheRequest;
+use crate::plugins::cache::step::{self, Before, CacheStatus};
+use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::{self, Limiters, Verdict};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name};
@@ -37,6 +40,7 @@ pub struct Proxy {
     pool: Pool,
     metrics: Arc<Metrics>,
     limiters: Arc<Limiters>,
+    caches: Arc<Caches>,
     /// The cluster's members, for limits split among them when Redis is out.
     members: Option<watch::Receiver<Vec<cluster::Member>>>,
     /// `1.1 <node_id>`, this node's `Via` entry.
@@ -54,6 +58,7 @@ impl Proxy {
             pool: parts.pool,
             metrics: parts.metrics,
             limiters: parts.limiters,
+            caches: parts.caches,
             members: parts.members,
             via,
             tunnels: Tunnels::default(),
@@ -150,6 +155,28 @@ impl Proxy {
                 }
             }
         }
+        let mut cached = None;
+        if let Some(config) = &entry.plugins.proxy_cache {
+            let redis_down = self.limiters.redis_state() == Some(false);
+            let looked_up = CacheRequest { method: request.method(), uri: request.uri(), headers: request.headers() };
+            let host_name = host.as_deref().unwrap_or("");
+            let span = span::cache();
+            let before = step::before(&self.caches, &entry.route.name, config, looked_up, host_name, &path, redis_down)
+                .instrument(span.clone())
+                .await;
+            match before {
+                Before::Hit(mut response) => {
+                    span.record("status", "Hit");
+                    self.metrics.cache(CacheStatus::Hit.as_str());
+                    headers::append_via(response.headers_mut(), &self.via);
+                    if let Some(decision) = &limited {
+                        rate_limit::headers(decision, response.headers_mut());
+                    }
+                    return Ok(response);
+                }
+                Before::Forward(pass) => cached = Some((pass, span)),
+            }
+        }
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
         let forwarded_path = headers::ForwardedPath::new(&path, stripped);
         drop(path);
@@ -184,6 +211,12 @@ impl Proxy {
         served.upstream_latency = Some(outcome.upstream_latency);
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
+        if let Some((pass, span)) = cached {
+            let (marked, status) = step::after(pass, &self.caches, response);
+            span.record("status", status.as_str());
+            self.metrics.cache(status.as_str());
+            response = marked;
+        }
         headers::append_via(response.headers_mut(), &self.via);
         let proxy_ms = outcome.sent_at.saturating_duration_since(received).as_millis() as u64;
         let upstream_ms = outcome.upstream_latency.as_millis() as u64;
@@ -210,6 +243,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// Rate-limit stores.
     pub limiters: Arc<Limiters>,
+    /// Cache stores.
+    pub caches: Arc<Caches>,
     /// The cluster's members, when gossip is on.
     pub members: Option<watch::Receiver<Vec<cluster::Member>>>,
     /// This node's id, for `Via`.

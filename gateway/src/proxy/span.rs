@@ -57,6 +57,14 @@ pub fn rate_limit() -> tracing::Span {
     tracing::info_span!(target: traces::TARGET, "rate limit", outcome = Empty, store = Empty)
 }
 
+/// The span of a cache lookup, with its `status` recorded after.
+pub fn cache() -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(target: traces::TARGET, "cache lookup", status = Empty)
+}
+
 /// The client span of one upstream attempt; `retry` is 0 for the first attempt.
 pub fn attempt(method: &Method, target: &str, retry: u32) -> tracing::Span {
     if !traces::enabled() {

@@ -63,6 +63,13 @@ pub struct Metrics {
     request_latency: Family<ServiceLabel, Histogram>,
     upstream_latency: Family<ServiceLabel, Histogram>,
     rate_limits: Family<RateLimitLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
+}
+
+/// `gateway_cache_total` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    status: &'static str,
 }
 
 /// `gateway_ratelimit_total` labels.
@@ -116,9 +123,11 @@ impl Metrics {
             "Rate-limit decisions by route, outcome (allowed, limited, unavailable) and store (shared, local, fallback)",
             rate_limits.clone(),
         );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register("gateway_cache", "Proxy-cache outcomes by X-Cache-Status", cache.clone());
         registry.register_collector(Box::new(StateCollector(sources)));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics { registry, requests, request_latency, upstream_latency, rate_limits }
+        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache }
     }
 
     /// Counts a proxied request. `service` and `route` are empty when no route matched.
@@ -130,6 +139,11 @@ impl Metrics {
         if let Some(upstream) = upstream {
             self.upstream_latency.get_or_create(&service).observe(ms(upstream));
         }
+    }
+
+    /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
+    pub fn cache(&self, status: &'static str) {
+        self.cache.get_or_create(&CacheLabels { status }).inc();
     }
 
     /// Counts a rate-limit decision.

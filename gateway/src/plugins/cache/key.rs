@@ -1,14 +1,30 @@
-//! Cache keys, Kong-like: the route, the method, the host, the path, the chosen query arguments
-//! and request headers, hashed. The same request through any node gives the same key, so an
+//! Cache keys, Kong-like: the route, the method, the host (without its port), the path, the
+//! chosen query arguments and request headers, hashed. The same request through any node gives the same key, so an
 //! entry cached through one node is a hit on the others.
 
 use config_sync::model::ProxyCache;
-use http::request::Parts;
+use http::{HeaderMap, Method, Uri};
+
+/// The parts of a request a key is made of.
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    /// Its method.
+    pub method: &'a Method,
+    /// Its URI (the query).
+    pub uri: &'a Uri,
+    /// Its headers.
+    pub headers: &'a HeaderMap,
+}
 use sha2::{Digest, Sha256};
 
 /// The cache key of a request to `route` (hex SHA-256, 64 characters).
-pub fn cache_key(route: &str, config: &ProxyCache, request: &Parts, host: &str, path: &str) -> String {
+pub fn cache_key(route: &str, config: &ProxyCache, request: Request<'_>, host: &str, path: &str) -> String {
     let mut hash = Sha256::new();
+    // The host without its port: nodes behind a balancer may each be reached on their own port.
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
     for part in [route, request.method.as_str(), &host.to_ascii_lowercase(), path] {
         hash.update(part.as_bytes());
         hash.update([0]);
@@ -59,7 +75,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::get(uri);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -70,7 +86,13 @@ mod tests {
     fn key(config: &ProxyCache, uri: &str, headers: &[(&str, &str)]) -> String {
         let p = parts(uri, headers);
         let path = p.uri.path().to_owned();
-        cache_key("r", config, &p, "API.example.com", &path)
+        cache_key(
+            "r",
+            config,
+            Request { method: &p.method, uri: &p.uri, headers: &p.headers },
+            "API.example.com",
+            &path,
+        )
     }
 
     #[test]

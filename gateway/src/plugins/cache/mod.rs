@@ -4,9 +4,16 @@
 //! - [`key`]: the cache key of a request.
 //! - [`policy`]: what may be served from and stored in the cache.
 //! - [`entry`]: a cached response and its encoding.
-//! - [`memory`]: the in-memory store.
+//! - [`memory`]: the in-memory store; [`store`]: memory or Redis, and one fill per key.
+//! - [`tee`]: a response body copied into the cache as it streams to the client.
+//! - [`step`]: the cache on the request path: before forwarding, and after.
 
 pub mod entry;
 pub mod key;
 pub mod memory;
 pub mod policy;
+pub mod step;
+pub mod store;
+pub mod tee;
+
+pub use store::{Caches, Lookup};

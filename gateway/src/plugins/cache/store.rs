@@ -1,0 +1,187 @@
+//! Where cached responses live: Redis (the `redis` strategy: one cache for the cluster) or this
+//! node's memory (`memory`). Every Redis call is bounded; a Redis that fails or is known to be
+//! down makes the cache step aside (`Bypass`), never an error.
+//!
+//! Concurrent misses for one key on one node fetch the upstream once: the first becomes the
+//! filler, the others wait for it (bounded) and look again.
+
+use super::entry::Entry;
+use super::memory::MemoryCache;
+use config_sync::model::CacheStrategy;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+use tokio::sync::Notify;
+
+/// How long one Redis call may take.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
+/// How long a request waits for another one filling the same key.
+const FILL_WAIT: Duration = Duration::from_secs(10);
+/// Prefix of every cache key in Redis.
+const PREFIX: &str = "pc:";
+
+/// The stores, and the fills in progress.
+pub struct Caches {
+    memory: MemoryCache,
+    redis: Option<ConnectionManager>,
+    filling: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// Why the cache could not answer: it steps aside.
+#[derive(Debug, thiserror::Error)]
+#[error("cache unavailable: {0}")]
+pub struct Unavailable(String);
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A fresh entry.
+    Hit(Entry),
+    /// Nothing; this request fills the key (drop the guard when done).
+    Fill(FillGuard),
+    /// Nothing, and another request was filling it; look again.
+    Waited,
+}
+
+/// Marks a key as being filled by this request; dropping it lets the waiters look again.
+pub struct FillGuard {
+    caches: Arc<Caches>,
+    key: String,
+}
+
+impl Drop for FillGuard {
+    fn drop(&mut self) {
+        if let Some(done) = self.caches.filling.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key) {
+            done.notify_waiters();
+        }
+    }
+}
+
+impl Caches {
+    /// The stores of a node: memory of at most `memory_bytes`, and Redis at `redis_url`.
+    pub fn new(memory_bytes: usize, redis_url: Option<&str>) -> Result<Caches, redis::RedisError> {
+        let redis = match redis_url {
+            Some(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_max_delay(Duration::from_secs(1));
+                Some(ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?)
+            }
+            None => None,
+        };
+        Ok(Caches { memory: MemoryCache::new(memory_bytes), redis, filling: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether `strategy` uses Redis on this node (unset: when the node has Redis).
+    pub fn uses_redis(&self, strategy: Option<CacheStrategy>) -> bool {
+        match strategy {
+            Some(CacheStrategy::Memory) => false,
+            Some(CacheStrategy::Redis) | None => self.redis.is_some(),
+        }
+    }
+
+    /// The fresh entry at `key`; or, when there is none, the right to fill it (or word that
+    /// another request filled it meanwhile).
+    pub async fn lookup(self: &Arc<Self>, key: &str, redis: bool, now: SystemTime) -> Result<Lookup, Unavailable> {
+        if let Some(entry) = self.get(key, redis, now).await? {
+            return Ok(Lookup::Hit(entry));
+        }
+        let waiting = {
+            let mut filling = self.filling.lock().unwrap_or_else(PoisonError::into_inner);
+            match filling.get(key) {
+                Some(done) => {
+                    let done = done.clone();
+                    Some(async move { done.notified_owned().await })
+                }
+                None => {
+                    filling.insert(key.to_owned(), Arc::new(Notify::new()));
+                    None
+                }
+            }
+        };
+        match waiting {
+            None => Ok(Lookup::Fill(FillGuard { caches: self.clone(), key: key.to_owned() })),
+            Some(done) => {
+                let _ = tokio::time::timeout(FILL_WAIT, done).await;
+                Ok(Lookup::Waited)
+            }
+        }
+    }
+
+    /// The fresh entry at `key`, if any.
+    pub async fn get(&self, key: &str, redis: bool, now: SystemTime) -> Result<Option<Entry>, Unavailable> {
+        if !redis {
+            return Ok(self.memory.get(key, now));
+        }
+        let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
+        let bytes: Option<Vec<u8>> = bounded(connection.get(format!("{PREFIX}{key}"))).await?;
+        Ok(bytes.and_then(|b| super::entry::Entry::decode(b.into()).ok()).filter(|e| e.fresh(now)))
+    }
+
+    /// Stores `entry` at `key` for its time to live.
+    pub async fn put(&self, key: &str, entry: Entry, redis: bool) -> Result<(), Unavailable> {
+        if !redis {
+            self.memory.put(key, entry);
+            return Ok(());
+        }
+        let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
+        let ttl = entry.ttl_ms.max(1);
+        let bytes = entry.encode().to_vec();
+        bounded(connection.pset_ex::<_, _, ()>(format!("{PREFIX}{key}"), bytes, ttl)).await
+    }
+
+    /// Drops the entry at `key` in memory and in Redis; whether either had it.
+    pub async fn purge(&self, key: &str) -> Result<bool, Unavailable> {
+        let mut found = self.memory.purge(key);
+        if let Some(mut connection) = self.redis.clone() {
+            let removed: u64 = bounded(connection.del(format!("{PREFIX}{key}"))).await?;
+            found |= removed > 0;
+        }
+        Ok(found)
+    }
+
+    /// Drops the entry at `key` in this node's memory only (a purge made on another node).
+    pub fn purge_memory(&self, key: Option<&str>) {
+        match key {
+            Some(key) => {
+                self.memory.purge(key);
+            }
+            None => self.memory.purge_all(),
+        }
+    }
+
+    /// Drops every entry, in memory and in Redis.
+    pub async fn purge_all(&self) -> Result<(), Unavailable> {
+        self.memory.purge_all();
+        let Some(mut connection) = self.redis.clone() else { return Ok(()) };
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = bounded(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut connection),
+            )
+            .await?;
+            if !keys.is_empty() {
+                bounded(connection.unlink::<_, ()>(keys)).await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, Unavailable> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Unavailable(e.to_string())),
+        Err(_) => Err(Unavailable(format!("redis did not answer within {REDIS_TIMEOUT:?}"))),
+    }
+}
