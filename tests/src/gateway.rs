@@ -76,7 +76,7 @@ impl Gateway {
     async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(binary())
             .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--log-level", "info,gateway=debug,config_sync=debug"])
+            .args(["--log-level", &log_level()])
             .args(["--cluster-bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")
@@ -174,6 +174,12 @@ impl Gateway {
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.lock().expect("log lock").iter().any(|l| l.contains(needle))
     }
+}
+
+/// The nodes' log filter: `GATEWAY_TEST_LOG_LEVEL`, else debug for the gateway's own crates. It
+/// must keep `gateway::node` at info: the harness reads the ports from the `listening` line.
+fn log_level() -> String {
+    std::env::var("GATEWAY_TEST_LOG_LEVEL").unwrap_or_else(|_| "info,gateway=debug,config_sync=debug".into())
 }
 
 /// The proxy, admin and gossip addresses from the `listening` log line.
