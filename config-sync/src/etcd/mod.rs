@@ -4,6 +4,7 @@
 mod backoff;
 pub mod keys;
 pub mod keyspace;
+mod read;
 mod watcher;
 mod writer;
 

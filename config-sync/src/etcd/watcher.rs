@@ -17,6 +17,7 @@
 
 use super::backoff::Backoff;
 use super::keyspace::KeySpace;
+use super::read::{read_prefix, ReadError};
 use crate::snapshot::Snapshot;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KvClient, WatchClient, WatchOptions, WatchResponse};
 use futures_util::FutureExt;
@@ -164,6 +165,15 @@ enum SessionError {
     Quiet(Duration),
 }
 
+impl From<ReadError> for SessionError {
+    fn from(e: ReadError) -> SessionError {
+        match e {
+            ReadError::Etcd(e) => SessionError::Etcd(e),
+            ReadError::Timeout(limit) => SessionError::Timeout(limit),
+        }
+    }
+}
+
 /// Why a watch ended without an error: a full re-read is needed.
 enum Resync {
     Compacted(i64),
@@ -275,31 +285,11 @@ impl Worker {
 
     /// One consistent read of the prefix, page by page at one revision.
     async fn full_read(&mut self, kv: &mut KvClient) -> Result<(), SessionError> {
-        const PAGE: i64 = 500;
-        let end = prefix_end(&self.watch_prefix);
+        let (kvs, at) = read_prefix(kv, &self.watch_prefix, self.config.request_timeout).await?;
         let mut keyspace = KeySpace::new();
-        let mut from = self.watch_prefix.clone().into_bytes();
-        let mut at = 0i64;
-        loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if at != 0 {
-                options = options.with_revision(at);
-            }
-            let page = self.timed(kv.get(from.clone(), Some(options))).await?;
-            if at == 0 {
-                at = page.header().map_or(0, |h| h.revision());
-            }
-            for kv in page.kvs() {
-                if let Some((key, relative)) = self.relative(kv.key()) {
-                    keyspace.put(key, relative, kv.value(), kv.mod_revision().max(0) as u64);
-                }
-            }
-            match page.kvs().last() {
-                Some(last) if page.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
+        for kv in &kvs {
+            if let Some((key, relative)) = self.relative(kv.key()) {
+                keyspace.put(key, relative, kv.value(), kv.mod_revision().max(0) as u64);
             }
         }
         self.keyspace = keyspace;

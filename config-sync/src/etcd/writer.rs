@@ -4,9 +4,10 @@
 use super::keys::{normalize_prefix, EntityKey};
 use super::keyspace::parse_entity;
 use super::keyspace::KeySpace;
+use super::read::{read_prefix, ReadError};
 use super::watcher::{prefix_end, EtcdConfig};
 use crate::config::Config;
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -118,37 +119,21 @@ impl EtcdWriter {
     /// Every key under the prefix (relative), read page by page at one revision, and that
     /// revision.
     pub async fn read_all(&self) -> Result<(BTreeMap<String, StoredKey>, u64), WriteError> {
-        const PAGE: i64 = 500;
         let mut kv = self.client.kv_client().max_decoding_message_size(super::watcher::MAX_MESSAGE);
         let base = format!("{}/", self.prefix);
-        let end = prefix_end(&base);
+        let (kvs, at) = read_prefix(&mut kv, &base, self.timeout).await.map_err(|e| match e {
+            ReadError::Etcd(e) => WriteError::Etcd(e),
+            ReadError::Timeout(limit) => WriteError::Timeout(limit),
+        })?;
         let mut keys = BTreeMap::new();
-        let mut from = base.clone().into_bytes();
-        let mut at = 0;
-        loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if at != 0 {
-                options = options.with_revision(at);
-            }
-            let page = self.timed(kv.get(from.clone(), Some(options))).await?;
-            if at == 0 {
-                at = page.header().map_or(0, |h| h.revision());
-            }
-            for kv in page.kvs() {
-                let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(base.as_str())) else {
-                    continue;
-                };
-                let stored =
-                    StoredKey { value: kv.value().to_vec(), mod_revision: kv.mod_revision(), lease: kv.lease() };
-                keys.insert(key.to_owned(), stored);
-            }
-            match page.kvs().last() {
-                Some(last) if page.more() => {
-                    from = last.key().to_vec();
-                    from.push(0);
-                }
-                _ => break,
-            }
+        for kv in &kvs {
+            let Some(key) = std::str::from_utf8(kv.key()).ok().and_then(|k| k.strip_prefix(base.as_str())) else {
+                continue;
+            };
+            keys.insert(
+                key.to_owned(),
+                StoredKey { value: kv.value().to_vec(), mod_revision: kv.mod_revision(), lease: kv.lease() },
+            );
         }
         Ok((keys, at.max(0) as u64))
     }

@@ -43,7 +43,9 @@ services:
         results.push((path, rate));
     }
     let plain = results[0].1;
-    println!("{connections} connections, {seconds} s per route, through one node (upstream and Redis on this machine):");
+    println!(
+        "{connections} connections, {seconds} s per route, through one node (upstream and Redis on this machine):"
+    );
     for (path, rate) in &results {
         println!("  {path:<9} {rate:>9.0} req/s   {:>5.2} x plain", rate / plain);
     }
