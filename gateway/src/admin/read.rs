@@ -148,9 +148,7 @@ pub(super) fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &st
         return json_error(StatusCode::NOT_FOUND, &format!("target {target:?} of upstream {upstream:?} not found"));
     };
     state.health[index].set(if action == "healthy" { State::Healthy } else { State::Unhealthy }, Source::Manual);
-    let mut response = Response::new(ProxyBody::empty());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    response
+    super::no_content()
 }
 
 fn list<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Value {
