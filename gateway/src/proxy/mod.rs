@@ -103,7 +103,7 @@ impl Proxy {
         };
         let status = response.status();
         span::finish(&span, &method, served.route.as_ref(), status);
-        let (service, route) = served.route.unwrap_or_else(|| (Name(Arc::from("")), Name(Arc::from(""))));
+        let (service, route) = served.route.unwrap_or_else(|| (UNMATCHED.clone(), UNMATCHED.clone()));
         self.metrics.request(&service, &route, status.as_u16(), received.elapsed(), served.upstream_latency);
         response
     }
@@ -232,6 +232,9 @@ impl Proxy {
         Ok(response)
     }
 }
+
+/// The service and route label of a request no route matched.
+static UNMATCHED: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name(Arc::from("")));
 
 /// What a proxy is made of.
 pub struct Parts {
