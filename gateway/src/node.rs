@@ -80,13 +80,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,
     };
+    let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms.max(1));
     let redis = match settings.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => Some(RedisStore::open(url, RedisConfig::default()).context("redis_url")?),
+        Some(url) => {
+            let config = RedisConfig { timeout: redis_timeout, ..RedisConfig::default() };
+            Some(RedisStore::open(url, config).context("redis_url")?)
+        }
         None => None,
     };
     let limiters = Arc::new(Limiters::new(redis));
     let redis_url = settings.redis_url.as_deref().filter(|u| !u.is_empty());
-    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, redis_url).context("redis_url")?);
+    let caches =
+        Arc::new(Caches::new(settings.proxy_cache_memory_bytes, redis_url, redis_timeout).context("redis_url")?);
     tokio::spawn(limiters.clone().probe(stopped()));
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));

@@ -182,3 +182,39 @@ async fn local_policy_and_hidden_headers() {
     let status = c.get(&gw.admin_url("/status")).await.json();
     assert_eq!(status["redis"], "disabled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_a_password_serves_limits_and_cache() {
+    let echo = Upstream::start("a").await;
+    let redis = Redis::start_tls("s3cret").await;
+    let yaml = format!(
+        "services: [{{ name: s, url: \"http://{}\", routes: [\
+         {{ name: r, paths: [/limited], plugins: {{ rate-limiting: {{ minute: 3, window: fixed }} }} }},\
+         {{ name: c, paths: [/cached], plugins: {{ proxy-cache: {{ strategy: redis }} }} }}] }}]",
+        echo.addr
+    );
+    let ca = redis.ca_file().unwrap().to_str().unwrap().to_owned();
+    let gw = Gateway::start_with_env(&yaml, &["--redis-url", &redis.url()], &[("SSL_CERT_FILE", &ca)]).await;
+    let c = HttpClient::new();
+    eventually(WAIT, "redis over TLS to answer", || async {
+        (c.get(&gw.admin_url("/status")).await.json()["redis"] == "connected").then_some(())
+    })
+    .await;
+    clear_of_the_minute_edge(10).await;
+    let statuses: Vec<u16> = {
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            all.push(c.get(&gw.url("/limited")).await.status.as_u16());
+        }
+        all
+    };
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let metrics = String::from_utf8_lossy(&c.get(&gw.admin_url("/metrics")).await.body).into_owned();
+    assert!(metrics.contains(r#"gateway_ratelimit_total{route="r",outcome="allowed",store="shared"} 3"#), "{metrics}");
+    let key = c.get(&gw.url("/cached")).await.header("x-cache-key").to_owned();
+    eventually(WAIT, "the entry stored in Redis", || async {
+        (c.get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(c.get(&gw.url("/cached")).await.header("x-cache-status"), "Hit");
+}

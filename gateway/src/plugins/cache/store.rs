@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
-/// How long one Redis call may take.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a request waits for another one filling the same key.
 const FILL_WAIT: Duration = Duration::from_secs(10);
 /// Prefix of every cache key in Redis.
@@ -26,6 +24,8 @@ const PREFIX: &str = "pc:";
 pub struct Caches {
     memory: MemoryCache,
     redis: Option<ConnectionManager>,
+    /// How long one Redis call may take.
+    timeout: Duration,
     filling: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -59,8 +59,9 @@ impl Drop for FillGuard {
 }
 
 impl Caches {
-    /// The stores of a node: memory of at most `memory_bytes`, and Redis at `redis_url`.
-    pub fn new(memory_bytes: usize, redis_url: Option<&str>) -> Result<Caches, redis::RedisError> {
+    /// The stores of a node: memory of at most `memory_bytes`, and Redis at `redis_url`
+    /// (`redis://` or `rediss://`), each call bounded by `timeout`.
+    pub fn new(memory_bytes: usize, redis_url: Option<&str>, timeout: Duration) -> Result<Caches, redis::RedisError> {
         let redis = match redis_url {
             Some(url) => {
                 let config = ConnectionManagerConfig::new()
@@ -70,7 +71,7 @@ impl Caches {
             }
             None => None,
         };
-        Ok(Caches { memory: MemoryCache::new(memory_bytes), redis, filling: Mutex::new(HashMap::new()) })
+        Ok(Caches { memory: MemoryCache::new(memory_bytes), redis, timeout, filling: Mutex::new(HashMap::new()) })
     }
 
     /// Whether `strategy` uses Redis on this node (unset: when the node has Redis).
@@ -115,7 +116,7 @@ impl Caches {
             return Ok(self.memory.get(key, now));
         }
         let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
-        let bytes: Option<Vec<u8>> = bounded(connection.get(format!("{PREFIX}{key}"))).await?;
+        let bytes: Option<Vec<u8>> = self.bounded(connection.get(format!("{PREFIX}{key}"))).await?;
         Ok(bytes.and_then(|b| super::entry::Entry::decode(b.into()).ok()).filter(|e| e.fresh(now)))
     }
 
@@ -128,14 +129,14 @@ impl Caches {
         let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
         let ttl = entry.ttl_ms.max(1);
         let bytes = entry.encode().to_vec();
-        bounded(connection.pset_ex::<_, _, ()>(format!("{PREFIX}{key}"), bytes, ttl)).await
+        self.bounded(connection.pset_ex::<_, _, ()>(format!("{PREFIX}{key}"), bytes, ttl)).await
     }
 
     /// Drops the entry at `key` in memory and in Redis; whether either had it.
     pub async fn purge(&self, key: &str) -> Result<bool, Unavailable> {
         let mut found = self.memory.purge(key);
         if let Some(mut connection) = self.redis.clone() {
-            let removed: u64 = bounded(connection.del(format!("{PREFIX}{key}"))).await?;
+            let removed: u64 = self.bounded(connection.del(format!("{PREFIX}{key}"))).await?;
             found |= removed > 0;
         }
         Ok(found)
@@ -157,18 +158,19 @@ impl Caches {
         let Some(mut connection) = self.redis.clone() else { return Ok(()) };
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = bounded(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{PREFIX}*"))
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut connection),
-            )
-            .await?;
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{PREFIX}*"))
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut connection),
+                )
+                .await?;
             if !keys.is_empty() {
-                bounded(connection.unlink::<_, ()>(keys)).await?;
+                self.bounded(connection.unlink::<_, ()>(keys)).await?;
             }
             if next == 0 {
                 return Ok(());
@@ -178,10 +180,15 @@ impl Caches {
     }
 }
 
-async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, Unavailable> {
-    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(Unavailable(e.to_string())),
-        Err(_) => Err(Unavailable(format!("redis did not answer within {REDIS_TIMEOUT:?}"))),
+impl Caches {
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unavailable> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Unavailable(e.to_string())),
+            Err(_) => Err(Unavailable(format!("redis did not answer within {:?}", self.timeout))),
+        }
     }
 }
