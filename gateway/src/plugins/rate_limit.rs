@@ -194,18 +194,27 @@ fn verdict(decision: Decision) -> Verdict {
 /// `RateLimit-Reset` (seconds) for the most restrictive one.
 pub fn headers(decision: &Decision, into: &mut HeaderMap) {
     for w in &decision.windows {
-        let title = w.window.title();
-        if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-limit-{}", title.to_ascii_lowercase())) {
-            into.insert(name, HeaderValue::from(w.limit));
-        }
-        if let Ok(name) = HeaderName::try_from(format!("x-ratelimit-remaining-{}", title.to_ascii_lowercase())) {
-            into.insert(name, HeaderValue::from(w.remaining));
-        }
+        let (limit, remaining) = names(w.window);
+        into.insert(limit, HeaderValue::from(w.limit));
+        into.insert(remaining, HeaderValue::from(w.remaining));
     }
     if let Some(w) = decision.most_restrictive() {
         into.insert("ratelimit-limit", HeaderValue::from(w.limit));
         into.insert("ratelimit-remaining", HeaderValue::from(w.remaining));
         into.insert("ratelimit-reset", HeaderValue::from(w.reset.as_secs_f64().ceil() as u64));
+    }
+}
+
+/// The `X-RateLimit-Limit-<Window>` and `X-RateLimit-Remaining-<Window>` names, made once.
+fn names(window: Window) -> (HeaderName, HeaderName) {
+    let pair = |limit: &'static str, remaining: &'static str| {
+        (HeaderName::from_static(limit), HeaderName::from_static(remaining))
+    };
+    match window {
+        Window::Second => pair("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
+        Window::Minute => pair("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
+        Window::Hour => pair("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
+        Window::Day => pair("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
     }
 }
 

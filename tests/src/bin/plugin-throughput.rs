@@ -30,13 +30,14 @@ services:
     routes:
       - {{ name: plain, paths: [/plain], strip_path: false }}
       - {{ name: limited, paths: [/limited], strip_path: false, plugins: {{ rate-limiting: {{ second: 1000000000, policy: redis }} }} }}
+      - {{ name: local, paths: [/local], strip_path: false, plugins: {{ rate-limiting: {{ second: 1000000000, policy: local }} }} }}
       - {{ name: cached, paths: [/cached], strip_path: false, plugins: {{ proxy-cache: {{ strategy: redis, cache_ttl: 3600 }} }} }}
 "#,
         addr = echo.addr
     );
     let gw = Gateway::start_with(&yaml, &["--redis-url", &redis.url()]).await;
     let mut results = Vec::new();
-    for path in ["/plain", "/limited", "/cached"] {
+    for path in ["/plain", "/limited", "/local", "/cached"] {
         // Warm up (and fill the cache) before counting.
         load(&gw.url(path), connections, Duration::from_millis(500)).await;
         let rate = load(&gw.url(path), connections, Duration::from_secs(seconds)).await;
