@@ -12,8 +12,9 @@
 //!   never from the node, with a Redis Cluster hash tag that neither can break.
 //! - `store`: the [`Store`] trait and [`StoreError`].
 //! - `memory`: [`MemoryStore`], node-local counters (the `local` policy and the fallback).
-//! - `redis`: [`RedisStore`], counters shared by the cluster: one atomic Lua script per decision,
+//! - `redis`: [`RedisStore`], counters shared by the cluster: one atomic Lua script per call,
 //!   called by SHA over a multiplexed, self-reconnecting connection, every call bounded by a timeout.
+//! - `coalesce`: concurrent checks of one key joined into the next call, decided in order.
 //! - `limiter`: [`Limiter`], what the gateway calls per request.
 //!
 //! Cargo features: `tls` (off by default) lets [`RedisStore`] use `rediss://` URLs, with rustls and
@@ -38,6 +39,7 @@
 //! ```
 
 mod algorithm;
+mod coalesce;
 mod decision;
 mod key;
 mod limiter;

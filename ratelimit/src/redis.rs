@@ -1,10 +1,13 @@
 //! [`RedisStore`]: counters in Redis, shared by every node of the cluster.
 //!
-//! Each decision is one call of one Lua script (`redis.lua`), atomic on the server: it reads every
+//! Decisions are calls of one Lua script (`redis.lua`), atomic on the server: it reads every
 //! window's current and previous counters with one `MGET`, applies the same test as
-//! [`crate::decide`], increments (and sets the TTL of) every window's current counter only if all
-//! allow, and returns the counts it read; the Rust side turns them into remaining, reset and
-//! retry-after with [`crate::decide`]'s code, so the two stores answer alike. The script is loaded
+//! [`crate::decide`] to each of the call's requests in turn, increments (and sets the TTL of) every
+//! window's current counter by the number allowed, and returns that number and the counts it read;
+//! the Rust side turns them into remaining, reset and retry-after with [`crate::decide`]'s code, so
+//! the two stores answer alike. A call carries one request, or all the checks of its key that
+//! queued while the previous call was in flight ([`crate::coalesce`]): under load a busy key costs
+//! Redis one script run per round trip, not one per request. The script is loaded
 //! with `SCRIPT LOAD` when connecting and then called by its SHA-1 (`EVALSHA`); after a `NOSCRIPT`
 //! (a restarted or flushed server) it is loaded again and the call retried once (`redis::Script`).
 //!
@@ -20,6 +23,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -29,7 +33,10 @@ use ::redis::{
     AsyncConnectionConfig, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value,
 };
 
+use tokio::sync::oneshot;
+
 use crate::algorithm::{decide_ms, normalize};
+use crate::coalesce::{Enqueued, Queues};
 use crate::key::window_key_at;
 use crate::window::unix_ms;
 use crate::{Algorithm, Decision, Store, StoreError, Window, WindowCounts};
@@ -67,6 +74,7 @@ pub struct RedisStore {
     connection: Connection,
     script: Script,
     timeout: Duration,
+    queues: Arc<Queues>,
 }
 
 #[derive(Clone)]
@@ -109,7 +117,7 @@ impl RedisStore {
             .set_max_delay(config.reconnect_max_delay);
         let manager = ConnectionManager::new_lazy_with_config(client, manager)
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
-        Ok(Self { connection: Connection::Single(manager), script, timeout: config.timeout })
+        Ok(Self { connection: Connection::Single(manager), script, timeout: config.timeout, queues: Arc::default() })
     }
 
     /// Connects to a Redis Cluster through any of its nodes (`urls`: one or more `redis://` URLs),
@@ -130,8 +138,12 @@ impl RedisStore {
             .build()
             .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         let connection = within(config.connect_timeout, client.get_async_connection()).await?;
-        let store =
-            Self { connection: Connection::Cluster(connection), script: Script::new(SCRIPT), timeout: config.timeout };
+        let store = Self {
+            connection: Connection::Cluster(connection),
+            script: Script::new(SCRIPT),
+            timeout: config.timeout,
+            queues: Arc::default(),
+        };
         store.load_script(config.connect_timeout).await?;
         Ok(store)
     }
@@ -144,6 +156,78 @@ impl RedisStore {
     /// The SHA-1 the script is called by (`EVALSHA`), e.g. to check `SCRIPT EXISTS`.
     pub fn script_sha(&self) -> &str {
         self.script.get_hash()
+    }
+
+    /// Sends the checks queued for `key_base`, one call per batch, until none is left.
+    async fn drain(self, key_base: String) {
+        while let Some(batch) = self.queues.take(&key_base) {
+            let n = batch.waiters.len();
+            match self.call(&key_base, &batch.limits, batch.algorithm, batch.now, n).await {
+                Ok(decisions) => {
+                    for (waiter, decision) in batch.waiters.into_iter().zip(decisions) {
+                        let _ = waiter.send(Ok(decision));
+                    }
+                }
+                Err(err) => {
+                    for waiter in batch.waiters {
+                        let _ = waiter.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides `n` checks of `key_base` at `now` in one script call, in order: the first ones are
+    /// allowed while every window has room, each seeing the counts its predecessors left.
+    async fn call(
+        &self,
+        key_base: &str,
+        limits: &[(Window, u64)],
+        algorithm: Algorithm,
+        now: SystemTime,
+        n: usize,
+    ) -> Result<Vec<Decision>, StoreError> {
+        let now_ms = unix_ms(now);
+        let sliding = algorithm == Algorithm::Sliding;
+        let mut invocation = self.script.prepare_invoke();
+        invocation.arg(u8::from(sliding)).arg(n);
+        for &(window, limit) in limits {
+            let clock = window.clock(now_ms);
+            invocation.key(window_key_at(key_base, window, clock.start_secs()));
+            if sliding {
+                invocation.key(window_key_at(key_base, window, clock.start_secs().saturating_sub(window.secs())));
+            }
+            let ttl_ms = if sliding { 2 * clock.len_ms } else { clock.len_ms };
+            invocation.arg(limit).arg(clock.len_ms).arg(clock.elapsed_ms).arg(ttl_ms);
+        }
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = within(self.timeout, async move { connection.invoke(&invocation).await }).await?;
+
+        let (allowed, counts) = match reply.split_first() {
+            Some((&allowed, counts)) if counts.len() == 2 * limits.len() => match usize::try_from(allowed) {
+                Ok(allowed) if allowed <= n => (allowed, counts),
+                _ => return Err(StoreError::Script(format!("unexpected reply {reply:?}"))),
+            },
+            _ => return Err(StoreError::Script(format!("unexpected reply {reply:?}"))),
+        };
+        let before: Vec<WindowCounts> = counts
+            .chunks_exact(2)
+            .map(|pair| WindowCounts {
+                current: u64::try_from(pair[0]).unwrap_or(0),
+                previous: u64::try_from(pair[1]).unwrap_or(0),
+            })
+            .collect();
+        // Check j saw the counts plus the j before it that were allowed; the script's verdict,
+        // which its increments followed, rules.
+        let decisions = (0..n)
+            .map(|j| {
+                let seen = j.min(allowed) as u64;
+                let counts: Vec<WindowCounts> =
+                    before.iter().map(|c| WindowCounts { current: c.current + seen, previous: c.previous }).collect();
+                decide_ms(limits, algorithm, now_ms, &counts, Some(j < allowed))
+            })
+            .collect();
+        Ok(decisions)
     }
 
     /// Loads the script over the store's connection (on every primary of a cluster).
@@ -163,38 +247,24 @@ impl Store for RedisStore {
         now: SystemTime,
     ) -> Result<Decision, StoreError> {
         let limits = normalize(limits);
-        let now_ms = unix_ms(now);
         if limits.is_empty() {
-            return Ok(decide_ms(&[], algorithm, now_ms, &[], None));
+            return Ok(decide_ms(&[], algorithm, unix_ms(now), &[], None));
         }
-        let sliding = algorithm == Algorithm::Sliding;
-        let mut invocation = self.script.prepare_invoke();
-        invocation.arg(u8::from(sliding));
-        for &(window, limit) in limits.iter() {
-            let clock = window.clock(now_ms);
-            invocation.key(window_key_at(key_base, window, clock.start_secs()));
-            if sliding {
-                invocation.key(window_key_at(key_base, window, clock.start_secs().saturating_sub(window.secs())));
+        let (reply, decision) = oneshot::channel();
+        match self.queues.enqueue(key_base, &limits, algorithm, now, reply) {
+            // Spawned, so that a client going away mid-call does not strand the checks queued behind it.
+            Enqueued::Lead => drop(tokio::spawn(self.clone().drain(key_base.to_owned()))),
+            Enqueued::Joined => {}
+            Enqueued::Alone => {
+                let mut decisions = self.call(key_base, &limits, algorithm, now, 1).await?;
+                return decisions.pop().ok_or_else(|| StoreError::Script("no decision".to_owned()));
             }
-            let ttl_ms = if sliding { 2 * clock.len_ms } else { clock.len_ms };
-            invocation.arg(limit).arg(clock.len_ms).arg(clock.elapsed_ms).arg(ttl_ms);
         }
-        let mut connection = self.connection.clone();
-        let reply: Vec<i64> = within(self.timeout, async move { connection.invoke(&invocation).await }).await?;
-
-        let (allowed, counts) = match reply.split_first() {
-            Some((&allowed, counts)) if counts.len() == 2 * limits.len() => (allowed == 1, counts),
-            _ => return Err(StoreError::Script(format!("unexpected reply {reply:?}"))),
-        };
-        let counts: Vec<WindowCounts> = counts
-            .chunks_exact(2)
-            .map(|pair| WindowCounts {
-                current: u64::try_from(pair[0]).unwrap_or(0),
-                previous: u64::try_from(pair[1]).unwrap_or(0),
-            })
-            .collect();
-        // The script's verdict is what its increments followed: it rules.
-        Ok(decide_ms(&limits, algorithm, now_ms, &counts, Some(allowed)))
+        match tokio::time::timeout(self.timeout, decision).await {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(_)) => Err(StoreError::Connection("the call was abandoned (runtime shutting down)".to_owned())),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -162,6 +162,51 @@ async fn the_script_is_loaded_once_and_again_after_a_flush() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_of_one_key_share_calls_and_decide_as_if_in_turn() {
+    let Some(server) = RedisServer::start() else { return };
+    let config = RedisConfig { timeout: Duration::from_secs(2), ..config() };
+    let store = RedisStore::connect(&server.url(), config).await.expect("connect");
+    let limits = [(Window::Second, 1_000), (Window::Minute, 50)];
+    for algorithm in [Algorithm::Fixed, Algorithm::Sliding] {
+        let key = counter_key(&format!("route:joined:{algorithm:?}"), "client");
+        let mut admin = server.admin();
+        let calls_before = command_calls(&mut admin, "evalsha");
+        let tasks: Vec<_> = (0..300)
+            .map(|_| {
+                let (store, key) = (store.clone(), key.clone());
+                tokio::spawn(async move { store.check(&key, &limits, algorithm, at(30_000)).await })
+            })
+            .collect();
+        let mut remaining = Vec::new();
+        let mut refused = 0;
+        for task in tasks {
+            let decision = task.await.expect("task").expect("a decision");
+            if decision.allowed {
+                remaining.push(decision.windows[1].remaining);
+            } else {
+                refused += 1;
+                assert_eq!(decision.windows[1].remaining, 0, "{algorithm:?}");
+                // Fixed: the minute ends in 30 s; sliding: then 1.2 s more, for the 50 to decay.
+                let wait = decision.retry_after.expect("a refusal says when to retry");
+                assert!(
+                    wait >= Duration::from_secs(30) && wait <= Duration::from_millis(31_200),
+                    "{algorithm:?}: {wait:?}"
+                );
+            }
+        }
+        // Exactly the limit through, each allowed check told a different remaining count, as one
+        // after another would have been.
+        remaining.sort_unstable();
+        assert_eq!(remaining, (0..50).collect::<Vec<u64>>(), "{algorithm:?}");
+        assert_eq!(refused, 250, "{algorithm:?}");
+        let calls = command_calls(&mut admin, "evalsha") - calls_before;
+        assert!(calls < 300, "{algorithm:?}: queued checks went out together ({calls} calls for 300 checks)");
+        let counted: u64 = admin.get(ratelimit::window_key(&key, Window::Minute, at(30_000))).expect("GET");
+        assert_eq!(counted, 50, "{algorithm:?}: refusals count nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_redis_fails_within_the_timeout_and_a_restarted_one_is_used_again() {
     let Some(mut server) = RedisServer::start() else { return };
     let store = Arc::new(RedisStore::connect(&server.url(), config()).await.expect("connect"));
