@@ -9,10 +9,11 @@
 //! flight and then its own.
 //!
 //! [`Queues`] holds only the bookkeeping (sans-IO): who waits for which key, and whether a driver
-//! is draining that key. An entry exists exactly while a driver for its key runs.
+//! is draining that key. An entry exists exactly while a driver for its key runs; [`Drain`] is
+//! that driver's hold on it.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use tokio::sync::oneshot;
@@ -97,6 +98,43 @@ impl Queues {
     }
 }
 
+/// The duty to drain one key's queue, held by its driver from [`Enqueued::Lead`] until the queue
+/// is empty. A driver dropped before that (a panic, the runtime shutting down) removes the key's
+/// entry, so its waiters hear at once that no answer is coming and the next check leads afresh.
+#[derive(Debug)]
+pub(crate) struct Drain {
+    queues: Arc<Queues>,
+    key: String,
+    done: bool,
+}
+
+impl Drain {
+    /// For the check that was told [`Enqueued::Lead`] for `key`.
+    pub fn new(queues: Arc<Queues>, key: &str) -> Drain {
+        Drain { queues, key: key.to_owned(), done: false }
+    }
+
+    /// The key drained.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The next batch ([`Queues::take`]); after `None` the duty is over.
+    pub fn next(&mut self) -> Option<Batch> {
+        let batch = self.queues.take(&self.key);
+        self.done = batch.is_none();
+        batch
+    }
+}
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        if !self.done {
+            self.queues.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +166,27 @@ mod tests {
         assert!(queues.take("k").is_none());
         assert!(queues.take("k").is_none());
         assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(8), reply()), Enqueued::Lead));
+    }
+
+    #[test]
+    fn a_driver_dropped_midway_frees_its_key_and_its_waiters() {
+        let queues = Arc::new(Queues::default());
+        assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(5), reply()), Enqueued::Lead));
+        let mut drain = Drain::new(queues.clone(), "k");
+        assert!(drain.next().is_some());
+        let (waiter, mut answer) = oneshot::channel();
+        assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(5), waiter), Enqueued::Joined));
+        drop(drain);
+        assert!(answer.try_recv().is_err_and(|e| e == oneshot::error::TryRecvError::Closed), "told at once");
+        assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(6), reply()), Enqueued::Lead));
+
+        // A driver that finished leaves alone the entry of the driver that followed it.
+        let mut drain = Drain::new(queues.clone(), "k");
+        assert!(drain.next().is_some());
+        assert!(drain.next().is_none());
+        assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(7), reply()), Enqueued::Lead));
+        drop(drain);
+        assert!(matches!(queues.enqueue("k", &MINUTE, Algorithm::Fixed, at(7), reply()), Enqueued::Joined));
     }
 
     #[test]

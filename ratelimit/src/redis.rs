@@ -36,7 +36,7 @@ use ::redis::{
 use tokio::sync::oneshot;
 
 use crate::algorithm::{decide_ms, normalize};
-use crate::coalesce::{Enqueued, Queues};
+use crate::coalesce::{Drain, Enqueued, Queues};
 use crate::key::window_key_at;
 use crate::window::unix_ms;
 use crate::{Algorithm, Decision, Store, StoreError, Window, WindowCounts};
@@ -158,11 +158,11 @@ impl RedisStore {
         self.script.get_hash()
     }
 
-    /// Sends the checks queued for `key_base`, one call per batch, until none is left.
-    async fn drain(self, key_base: String) {
-        while let Some(batch) = self.queues.take(&key_base) {
+    /// Sends the checks queued for the drained key, one call per batch, until none is left.
+    async fn drain(self, mut drain: Drain) {
+        while let Some(batch) = drain.next() {
             let n = batch.waiters.len();
-            match self.call(&key_base, &batch.limits, batch.algorithm, batch.now, n).await {
+            match self.call(drain.key(), &batch.limits, batch.algorithm, batch.now, n).await {
                 Ok(decisions) => {
                     for (waiter, decision) in batch.waiters.into_iter().zip(decisions) {
                         let _ = waiter.send(Ok(decision));
@@ -253,7 +253,7 @@ impl Store for RedisStore {
         let (reply, decision) = oneshot::channel();
         match self.queues.enqueue(key_base, &limits, algorithm, now, reply) {
             // Spawned, so that a client going away mid-call does not strand the checks queued behind it.
-            Enqueued::Lead => drop(tokio::spawn(self.clone().drain(key_base.to_owned()))),
+            Enqueued::Lead => drop(tokio::spawn(self.clone().drain(Drain::new(self.queues.clone(), key_base)))),
             Enqueued::Joined => {}
             Enqueued::Alone => {
                 let mut decisions = self.call(key_base, &limits, algorithm, now, 1).await?;
@@ -262,7 +262,7 @@ impl Store for RedisStore {
         }
         match tokio::time::timeout(self.timeout, decision).await {
             Ok(Ok(decision)) => decision,
-            Ok(Err(_)) => Err(StoreError::Connection("the call was abandoned (runtime shutting down)".to_owned())),
+            Ok(Err(_)) => Err(StoreError::Connection("the call for this check was abandoned".to_owned())),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
