@@ -21,7 +21,7 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     data: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 fn free_port() -> u16 {
@@ -33,7 +33,7 @@ impl Etcd {
     pub async fn start() -> Etcd {
         let dir = TempDir::new();
         let data = dir.path().join("data");
-        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), data, _dir: dir };
+        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), data, dir };
         etcd.launch().await;
         etcd
     }
@@ -48,10 +48,45 @@ impl Etcd {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
     }
 
+    /// Starts etcd on this instance's ports and data and waits until it answers. On a restart a
+    /// port may have been taken meanwhile by another test's outgoing connection (the kernel hands
+    /// out freed ports as ephemeral ones): etcd then exits, and is started again once that
+    /// connection is gone.
     async fn launch(&mut self) {
+        let log = self.dir.path().join("etcd.log");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = self.spawn(&log);
+            let answered = async {
+                loop {
+                    if let Ok(mut client) = Client::connect([self.url()], None).await {
+                        if client.status().await.is_ok() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::select! {
+                () = answered => {
+                    self.child = Some(child);
+                    return;
+                }
+                exit = child.wait() => {
+                    let log = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(tokio::time::Instant::now() < deadline, "etcd keeps exiting ({exit:?}): {log}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                () = tokio::time::sleep_until(deadline) => panic!("timed out after 20s waiting for etcd to answer"),
+            }
+        }
+    }
+
+    fn spawn(&self, log: &std::path::Path) -> Child {
         let client = self.url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
+        let log = std::fs::File::create(log).expect("etcd's log file");
+        Command::new(std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into()))
             .args(["--name", "default", "--data-dir"])
             .arg(&self.data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -60,16 +95,10 @@ impl Etcd {
             .args(["--max-txn-ops", "16384", "--logger", "zap", "--log-level", "error"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("start etcd (Debian's etcd-server; scripts/test installs it)");
-        self.child = Some(child);
-        crate::eventually(Duration::from_secs(20), "etcd to answer", || async {
-            let mut client = Client::connect([self.url()], None).await.ok()?;
-            client.status().await.ok().map(|_| ())
-        })
-        .await;
+            .expect("start etcd (Debian's etcd-server; scripts/test installs it)")
     }
 
     /// A client.

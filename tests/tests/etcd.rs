@@ -317,9 +317,11 @@ async fn admin_writes_validate_first_then_reach_every_node() {
     assert!(reply.json()["revision"].as_i64().unwrap() > revision);
     assert_eq!(get_status(&nodes[0], "/r/x").await, 404);
     assert_eq!(c.call(Method::DELETE, &admin("/routes/r"), "").await.status, 404);
-    // An upstream goes with its targets.
+    // An upstream goes with its targets. Its users go first, straight in etcd; the node refuses a
+    // delete by the config it serves, so it must have applied theirs.
     etcd.delete("/gateway/routes/s").await;
-    etcd.delete("/gateway/services/s").await;
+    let revision = etcd.delete("/gateway/services/s").await;
+    converged(&nodes[..1], revision).await;
     let reply = c.call(Method::DELETE, &admin("/upstreams/up?wait=1"), "").await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let left = etcd.client().await.get("/gateway/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
@@ -425,6 +427,9 @@ async fn a_watch_that_goes_silent_is_noticed_and_replaced() {
     let node = Gateway::start_etcd("quiet", &relay.url(), &["--etcd-liveness-interval-ms", "300"]).await;
     let revision = base(&etcd, &echo).await;
     converged(std::slice::from_ref(&node), revision).await;
+    // Watching, not still creating the watch (whose own timeout would notice first).
+    eventually(WAIT, "the watch to answer", || async { (status(&node).await["etcd"] == "connected").then_some(()) })
+        .await;
     // The connection stays open but nothing moves: no error, no end of stream.
     relay.freeze();
     let missed = etcd.put("/gateway/routes/missed", r#"{"service": "s", "paths": ["/missed"]}"#).await;

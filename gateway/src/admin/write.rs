@@ -3,7 +3,8 @@
 //! A `PUT` validates the body as the entity its path names, and writes the key only if what it
 //! refers to exists in etcd at that moment (one transaction); any problem is a 400 naming the
 //! field at fault, and nothing is written. A `DELETE` refuses to remove what other entities still
-//! use. Both answer with the etcd revision; with `?wait=1` they answer once this node has
+//! use in the config this node serves (not checked in etcd's transaction: a user written through
+//! another node an instant before may not be seen yet). Both answer with the etcd revision; with `?wait=1` they answer once this node has
 //! applied that revision.
 
 use super::{json_response, EtcdLink};
