@@ -203,12 +203,12 @@ impl RedisStore {
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = within(self.timeout, async move { connection.invoke(&invocation).await }).await?;
 
-        let (allowed, counts) = match reply.split_first() {
-            Some((&allowed, counts)) if counts.len() == 2 * limits.len() => match usize::try_from(allowed) {
-                Ok(allowed) if allowed <= n => (allowed, counts),
-                _ => return Err(StoreError::Script(format!("unexpected reply {reply:?}"))),
-            },
-            _ => return Err(StoreError::Script(format!("unexpected reply {reply:?}"))),
+        let parsed = reply.split_first().and_then(|(&allowed, counts)| {
+            let allowed = usize::try_from(allowed).ok().filter(|&allowed| allowed <= n)?;
+            (counts.len() == 2 * limits.len()).then_some((allowed, counts))
+        });
+        let Some((allowed, counts)) = parsed else {
+            return Err(StoreError::Script(format!("unexpected reply {reply:?}")));
         };
         let before: Vec<WindowCounts> = counts
             .chunks_exact(2)
