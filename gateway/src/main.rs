@@ -6,6 +6,11 @@ use gateway::settings::Settings;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: a proxied request allocates and frees dozens of small
+/// blocks (header maps, buffers, tasks); docs/benchmarks.md has what it saves.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -20,11 +25,18 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            // One worker: a single-threaded runtime, which skips the work-stealing machinery a
+            // lone worker has no use for (docs/benchmarks.md).
+            let mut runtime = match settings.worker_threads {
+                1 => tokio::runtime::Builder::new_current_thread(),
+                0 => tokio::runtime::Builder::new_multi_thread(),
+                n => {
+                    let mut builder = tokio::runtime::Builder::new_multi_thread();
+                    builder.worker_threads(n);
+                    builder
+                }
+            };
             runtime.enable_all();
-            if settings.worker_threads > 0 {
-                runtime.worker_threads(settings.worker_threads);
-            }
             let result = runtime.build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(settings)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,

@@ -156,3 +156,41 @@ async fn a_grace_period_bounds_shutdown() {
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
     assert!(!stuck.await.unwrap(), "the stuck request should have been cut");
 }
+
+/// `worker_threads = 1` runs the node on a single-threaded runtime (the setting the benchmarks
+/// use): one thread serves many requests at once, the admin API, a reload and a clean shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_serves_requests_concurrently_reloads_and_stops() {
+    let echo = Upstream::start("a").await;
+    let mut gw = Gateway::start_with(&config(&echo, "/"), &["--worker-threads", "1"]).await;
+    let threads = std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap().count();
+    assert_eq!(threads, 1, "one worker: the node should run on its main thread alone");
+
+    // Eight slow requests are all at the upstream at once: none waits for another to finish.
+    let slow: Vec<_> = (0..8)
+        .map(|i| {
+            let url = gw.url(&format!("/delay/1500?n={i}"));
+            tokio::spawn(async move { HttpClient::new().get(&url).await.status })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), "eight requests in flight at the upstream", || async {
+        (echo.requests() == 8).then_some(())
+    })
+    .await;
+    assert!(slow.iter().all(|r| !r.is_finished()), "a request finished before all eight had arrived");
+    let client = HttpClient::new();
+    assert_eq!(client.get(&gw.admin_url("/status")).await.status, 200, "the admin API answers meanwhile");
+    for request in slow {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+
+    gw.write_config(&config(&echo, "/new"));
+    gw.signal("HUP");
+    eventually(Duration::from_secs(10), "the new config to be served", || async {
+        (client.get(&gw.url("/new")).await.status == 200).then_some(())
+    })
+    .await;
+    gw.signal("TERM");
+    let status = gw.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
