@@ -130,7 +130,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         proxy_listener,
         move |request, client| {
             let proxy = proxy.clone();
-            async move { proxy.handle(request, client).await }
+            // Boxed once here, the request's future (kilobytes) is not copied again each time
+            // hyper moves it.
+            Box::pin(async move { proxy.handle(request, client).await })
         },
         limits,
         stopped(),

@@ -30,34 +30,39 @@ const MAX_VALUE_LEN: usize = 128;
 /// The base of every counter key for `value` under `identity`: `rl:{<identity>:<value>}`, both
 /// parts encoded as the module explains. Pass it to [`crate::Store::check`].
 pub fn counter_key(identity: &str, value: &str) -> String {
-    let mut key = String::with_capacity(5 + identity.len() + value.len().min(MAX_VALUE_LEN));
+    let mut key = String::with_capacity(6 + identity.len() + value.len().min(MAX_VALUE_LEN));
     key.push_str("rl:{");
-    for &byte in identity.as_bytes() {
-        if byte.is_ascii_graphic() && !matches!(byte, b'{' | b'}' | b'%') {
-            key.push(char::from(byte));
-        } else {
-            push_escaped(&mut key, byte);
-        }
-    }
+    push_encoded(&mut key, identity, |byte| byte.is_ascii_graphic() && !matches!(byte, b'{' | b'}' | b'%'));
     key.push(':');
     let value_start = key.len();
-    for &byte in value.as_bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'~' | b'-') {
-            key.push(char::from(byte));
-        } else {
-            push_escaped(&mut key, byte);
-        }
-        if key.len() - value_start > MAX_VALUE_LEN {
-            key.truncate(value_start);
-            key.push('#');
-            for byte in Sha256::digest(value.as_bytes()) {
-                let _ = write!(key, "{byte:02x}");
-            }
-            break;
+    // Encoding never shortens, so a value already over the bound is hashed without encoding it.
+    if value.len() <= MAX_VALUE_LEN {
+        push_encoded(&mut key, value, |byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'~' | b'-'));
+    }
+    if value.len() > MAX_VALUE_LEN || key.len() - value_start > MAX_VALUE_LEN {
+        key.truncate(value_start);
+        key.push('#');
+        for byte in Sha256::digest(value.as_bytes()) {
+            let _ = write!(key, "{byte:02x}");
         }
     }
     key.push('}');
     key
+}
+
+/// Appends `text` with every byte `keep` refuses percent-encoded; runs of kept bytes (all
+/// ASCII) are copied whole.
+fn push_encoded(key: &mut String, text: &str, keep: impl Fn(u8) -> bool) {
+    let mut rest = text;
+    while let Some(at) = rest.bytes().position(|byte| !keep(byte)) {
+        key.push_str(&rest[..at]);
+        let width = rest[at..].chars().next().map_or(1, char::len_utf8);
+        for &byte in &rest.as_bytes()[at..at + width] {
+            push_escaped(key, byte);
+        }
+        rest = &rest[at + width..];
+    }
+    key.push_str(rest);
 }
 
 /// The key of the counter of `window` that holds `now`: `<key_base>:<len_secs>:<start_secs>`.

@@ -50,7 +50,7 @@ impl RateLimit {
 
     /// What this request is counted by.
     pub fn value(&self, headers: &HeaderMap, client: &ClientInfo, service: &str, route: &str, path: &str) -> String {
-        let ip = || client.peer.ip().to_canonical().to_string();
+        let ip = || client.ip_text().to_owned();
         match self.config.limit_by {
             LimitBy::Ip => ip(),
             // As Kong: without the header, the client's address.
@@ -87,6 +87,17 @@ pub enum Path {
     Local,
     /// By this node alone, because Redis is out.
     Fallback,
+}
+
+impl Path {
+    /// Its name in metrics and traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Shared => "shared",
+            Path::Local => "local",
+            Path::Fallback => "fallback",
+        }
+    }
 }
 
 /// The stores limits are counted in, and what is known of Redis.
@@ -193,28 +204,38 @@ fn verdict(decision: Decision) -> Verdict {
 /// `X-RateLimit-Remaining-<Window>` per window, and `RateLimit-Limit`, `RateLimit-Remaining`,
 /// `RateLimit-Reset` (seconds) for the most restrictive one.
 pub fn headers(decision: &Decision, into: &mut HeaderMap) {
+    into.reserve(2 * decision.windows.len() + 3);
     for w in &decision.windows {
         let (limit, remaining) = names(w.window);
-        into.insert(limit, HeaderValue::from(w.limit));
-        into.insert(remaining, HeaderValue::from(w.remaining));
+        into.insert(limit.clone(), HeaderValue::from(w.limit));
+        into.insert(remaining.clone(), HeaderValue::from(w.remaining));
     }
     if let Some(w) = decision.most_restrictive() {
-        into.insert("ratelimit-limit", HeaderValue::from(w.limit));
-        into.insert("ratelimit-remaining", HeaderValue::from(w.remaining));
-        into.insert("ratelimit-reset", HeaderValue::from(w.reset.as_secs_f64().ceil() as u64));
+        into.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(w.limit));
+        into.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(w.remaining));
+        into.insert(RATELIMIT_RESET.clone(), HeaderValue::from(w.reset.as_secs_f64().ceil() as u64));
     }
 }
 
-/// The `X-RateLimit-Limit-<Window>` and `X-RateLimit-Remaining-<Window>` names, made once.
-fn names(window: Window) -> (HeaderName, HeaderName) {
-    let pair = |limit: &'static str, remaining: &'static str| {
-        (HeaderName::from_static(limit), HeaderName::from_static(remaining))
-    };
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// The `X-RateLimit-Limit-<Window>` and `X-RateLimit-Remaining-<Window>` names.
+fn names(window: Window) -> &'static (HeaderName, HeaderName) {
+    static SECOND: (HeaderName, HeaderName) =
+        (HeaderName::from_static("x-ratelimit-limit-second"), HeaderName::from_static("x-ratelimit-remaining-second"));
+    static MINUTE: (HeaderName, HeaderName) =
+        (HeaderName::from_static("x-ratelimit-limit-minute"), HeaderName::from_static("x-ratelimit-remaining-minute"));
+    static HOUR: (HeaderName, HeaderName) =
+        (HeaderName::from_static("x-ratelimit-limit-hour"), HeaderName::from_static("x-ratelimit-remaining-hour"));
+    static DAY: (HeaderName, HeaderName) =
+        (HeaderName::from_static("x-ratelimit-limit-day"), HeaderName::from_static("x-ratelimit-remaining-day"));
     match window {
-        Window::Second => pair("x-ratelimit-limit-second", "x-ratelimit-remaining-second"),
-        Window::Minute => pair("x-ratelimit-limit-minute", "x-ratelimit-remaining-minute"),
-        Window::Hour => pair("x-ratelimit-limit-hour", "x-ratelimit-remaining-hour"),
-        Window::Day => pair("x-ratelimit-limit-day", "x-ratelimit-remaining-day"),
+        Window::Second => &SECOND,
+        Window::Minute => &MINUTE,
+        Window::Hour => &HOUR,
+        Window::Day => &DAY,
     }
 }
 

@@ -36,7 +36,9 @@ pub struct IdleTimedOut(pub Duration);
 pub struct IdleTimeout<B> {
     inner: B,
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Made the first time a frame is not there at once: a small body that came with its head
+    /// never needs a timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     /// Whether the deadline is armed for the frame being waited on.
     waiting: bool,
 }
@@ -44,7 +46,7 @@ pub struct IdleTimeout<B> {
 impl<B> IdleTimeout<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, timeout: Duration) -> Self {
-        IdleTimeout { inner, timeout, sleep: Box::pin(tokio::time::sleep(timeout)), waiting: false }
+        IdleTimeout { inner, timeout, sleep: None, waiting: false }
     }
 }
 
@@ -58,20 +60,20 @@ where
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let sleep = match &mut this.sleep {
+            Some(sleep) => sleep,
+            None => this.sleep.insert(Box::pin(tokio::time::sleep(this.timeout))),
+        };
         if !this.waiting {
-            this.sleep.as_mut().reset(Instant::now() + this.timeout);
+            sleep.as_mut().reset(Instant::now() + this.timeout);
             this.waiting = true;
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                this.waiting = false;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
-            }
-            Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
-                Poll::Ready(Some(Err(Box::new(IdleTimedOut(this.timeout)))))
-            }
-        }
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(Box::new(IdleTimedOut(this.timeout)))))
     }
 
     fn is_end_stream(&self) -> bool {

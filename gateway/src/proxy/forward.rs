@@ -23,6 +23,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
@@ -179,7 +180,8 @@ async fn send(
     }
     loop {
         let sent_at = Instant::now();
-        let head = sender.try_send_request(request);
+        // Pinned here, not inside `wait_for_head`, so that the future is held once.
+        let head = std::pin::pin!(sender.try_send_request(request));
         let mut error = match wait_for_head(head, progress, service.write_timeout, service.read_timeout).await {
             Err(Stalled) => return Err(Failure::TimedOut),
             Ok(Ok(response)) => return Ok((response, sender, sent_at)),
@@ -194,7 +196,7 @@ async fn send(
             return Err(Failure::NotSent { outcome: Outcome::TcpFailure, error, body: unsent.into_body() });
         }
         tracing::debug!(target = %target.authority, "pooled connection closed before use; opening a fresh one");
-        match attempt.pool.connect(&target.authority, service.connect_timeout).await {
+        match Box::pin(attempt.pool.connect(&target.authority, service.connect_timeout)).await {
             Ok(fresh) => (sender, reused, request) = (fresh, false, unsent),
             Err(e) => return Err(not_connected(e, unsent.into_body())),
         }
@@ -251,12 +253,11 @@ struct Stalled;
 /// taking it (`write_timeout` without progress is a stall); once it is all sent, the head must
 /// come within `read_timeout`. A long upload is therefore not cut by the read timeout.
 async fn wait_for_head<F: Future>(
-    head: F,
+    mut head: Pin<&mut F>,
     progress: Option<&Progress>,
     write_timeout: Duration,
     read_timeout: Duration,
 ) -> Result<F::Output, Stalled> {
-    tokio::pin!(head);
     if let Some(progress) = progress {
         let sent = progress.sent();
         tokio::pin!(sent);

@@ -69,10 +69,8 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
-    const CLIENT: ClientInfo = ClientInfo {
-        peer: std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3)), 999),
-        local_port: 8000,
-    };
+    static CLIENT: std::sync::LazyLock<ClientInfo> =
+        std::sync::LazyLock::new(|| ClientInfo::new(([10, 1, 2, 3], 999).into(), 8000));
 
     #[test]
     fn falls_back_when_the_primary_is_absent() {

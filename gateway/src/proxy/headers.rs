@@ -19,28 +19,33 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those `Connection` lists. `Upgrade` is removed too
 /// unless `keep_upgrade`, in which case `Connection: upgrade` is put back.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One look at each name finds the few to remove, where removing every hop-by-hop name
+    // blindly would hash and probe ten times per message.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == &header::UPGRADE))
+        .cloned()
+        .collect();
+    if doomed.contains(&header::CONNECTION) {
+        let listed = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE));
+        doomed.extend(listed.collect::<Vec<_>>());
+    }
     // A message with both has its length from Transfer-Encoding, which is about to go: its
     // Content-Length is wrong and must not be passed on (RFC 9112 §6.3).
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
+    if doomed.contains(&header::TRANSFER_ENCODING) {
+        doomed.push(header::CONTENT_LENGTH);
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
+    for name in &doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -55,13 +60,31 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// What the proxy knows about the client's connection.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows about the client's connection, with the header values made from it
+/// once per connection rather than once per request.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// The client's address.
     pub peer: SocketAddr,
     /// The port the client connected to.
     pub local_port: u16,
+    /// The client's IP as text (an IPv4-mapped IPv6 address as IPv4).
+    ip: HeaderValue,
+    /// `local_port` as text.
+    port: HeaderValue,
+}
+
+impl ClientInfo {
+    /// A client at `peer` that connected to `local_port`.
+    pub fn new(peer: SocketAddr, local_port: u16) -> ClientInfo {
+        let ip = HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a valid header");
+        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port) }
+    }
+
+    /// The client's IP as text.
+    pub fn ip_text(&self) -> &str {
+        self.ip.to_str().expect("made from an IP address")
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -75,23 +98,22 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// Sets `X-Forwarded-For` (the client appended to what it sent), `-Proto`, `-Host` (without
 /// its port, as Kong), `-Port` (the port the client connected to) and `X-Real-IP`.
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host: Option<&str>) {
-    let ip = client.peer.ip().to_canonical();
+    // Room for these and the few set after them, so the map grows once at most.
+    headers.reserve(10);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip.to_string(),
+        Some(prior) if !prior.trim().is_empty() => HeaderValue::try_from(format!("{prior}, {}", client.ip_text())).ok(),
+        _ => Some(client.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::try_from(ip.to_string()) {
-        headers.insert(X_REAL_IP.clone(), v);
-    }
+    headers.insert(X_REAL_IP.clone(), client.ip.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     match original_host.map(without_port).and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(v) => headers.insert(X_FORWARDED_HOST.clone(), v),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(client.local_port));
+    headers.insert(X_FORWARDED_PORT.clone(), client.port.clone());
 }
 
 /// `X-Forwarded-Path` (the request's path) and, when the route stripped part of it,
@@ -227,7 +249,7 @@ mod tests {
     fn forwarded_headers_append_the_client() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        let client = ClientInfo { peer: "[::ffff:10.0.0.9]:5555".parse().unwrap(), local_port: 8000 };
+        let client = ClientInfo::new("[::ffff:10.0.0.9]:5555".parse().unwrap(), 8000);
         set_forwarded(&mut h, &client, Some("api.example.com"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 10.0.0.9"));

@@ -27,7 +27,7 @@ use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::{self, Limiters, Verdict};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name};
-use http::{header, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,7 +78,7 @@ impl Proxy {
     }
 
     /// Serves one request; never fails: errors become JSON responses.
-    pub async fn handle(&self, request: Request<Incoming>, client: ClientInfo) -> Response<ProxyBody> {
+    pub async fn handle(&self, request: Request<Incoming>, client: Arc<ClientInfo>) -> Response<ProxyBody> {
         let received = Instant::now();
         let method = request.method().clone();
         // Kept for the error log; cloning a Uri shares its bytes.
@@ -111,7 +111,7 @@ impl Proxy {
     async fn serve(
         &self,
         mut request: Request<Incoming>,
-        client: ClientInfo,
+        client: Arc<ClientInfo>,
         received: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -129,15 +129,17 @@ impl Proxy {
         if let Some(limit) = &entry.rate_limit {
             let value = limit.value(request.headers(), &client, &entry.route.service, &entry.route.name, &path);
             let span = span::rate_limit();
+            // Boxed, as the cache step below: a Redis call's future is large, and held inline it
+            // would be moved with every request, limited or not.
             let (verdict, how) =
-                self.limiters.decide(limit, &value, self.alive_members()).instrument(span.clone()).await;
+                Box::pin(self.limiters.decide(limit, &value, self.alive_members()).instrument(span.clone())).await;
             let outcome = match &verdict {
                 Verdict::Allowed(_) => "allowed",
                 Verdict::Limited(_) => "limited",
                 Verdict::Unavailable => "unavailable",
             };
             span.record("outcome", outcome);
-            span.record("store", format!("{how:?}").to_ascii_lowercase());
+            span.record("store", how.as_str());
             self.metrics.rate_limit(&entry.name, outcome, how);
             match verdict {
                 Verdict::Allowed(decision) => limited = (!limit.config.hide_client_headers).then_some(decision),
@@ -161,9 +163,11 @@ impl Proxy {
             let looked_up = CacheRequest { method: request.method(), uri: request.uri(), headers: request.headers() };
             let host_name = host.as_deref().unwrap_or("");
             let span = span::cache();
-            let before = step::before(&self.caches, &entry.route.name, config, looked_up, host_name, &path, redis_down)
-                .instrument(span.clone())
-                .await;
+            let before = Box::pin(
+                step::before(&self.caches, &entry.route.name, config, looked_up, host_name, &path, redis_down)
+                    .instrument(span.clone()),
+            )
+            .await;
             match before {
                 Before::Hit(mut response) => {
                     span.record("status", "Hit");
@@ -174,7 +178,8 @@ impl Proxy {
                     }
                     return Ok(response);
                 }
-                Before::Forward(pass) => cached = Some((pass, span)),
+                // Boxed: held across the upstream call, inline it would enlarge every request.
+                Before::Forward(pass) => cached = Some(Box::new((pass, span))),
             }
         }
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
@@ -211,7 +216,7 @@ impl Proxy {
         served.upstream_latency = Some(outcome.upstream_latency);
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
-        if let Some((pass, span)) = cached {
+        if let Some((pass, span)) = cached.map(|b| *b) {
             let (marked, status) = step::after(pass, &self.caches, response);
             span.record("status", status.as_str());
             self.metrics.cache(status.as_str());
@@ -221,8 +226,8 @@ impl Proxy {
         let proxy_ms = outcome.sent_at.saturating_duration_since(received).as_millis() as u64;
         let upstream_ms = outcome.upstream_latency.as_millis() as u64;
         let h = response.headers_mut();
-        h.insert("x-gateway-upstream-latency", HeaderValue::from(upstream_ms));
-        h.insert("x-gateway-proxy-latency", HeaderValue::from(proxy_ms));
+        h.insert(UPSTREAM_LATENCY.clone(), HeaderValue::from(upstream_ms));
+        h.insert(PROXY_LATENCY.clone(), HeaderValue::from(proxy_ms));
         if let Some(decision) = &limited {
             rate_limit::headers(decision, h);
         }
@@ -232,6 +237,9 @@ impl Proxy {
         Ok(response)
     }
 }
+
+static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gateway-upstream-latency");
+static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gateway-proxy-latency");
 
 /// The service and route label of a request no route matched.
 static UNMATCHED: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name(Arc::from("")));

@@ -41,7 +41,7 @@ pub struct Limits {
 /// then drains as [`Limits::shutdown_grace`] allows.
 pub async fn serve<H, F>(listener: TcpListener, handler: H, limits: Limits, shutdown: impl Future<Output = ()>)
 where
-    H: Fn(Request<Incoming>, ClientInfo) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<ClientInfo>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -83,7 +83,7 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let client = ClientInfo { peer, local_port };
+        let client = Arc::new(ClientInfo::new(peer, local_port));
         let handler = handler.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -93,7 +93,7 @@ where
             // nothing, or only part of the HTTP/2 preface, is dropped here.
             let Some(stream) = rewind::Rewind::read_start(stream, limits.header_read_timeout).await else { return };
             let service = service_fn(move |request| {
-                let response = handler(request, client);
+                let response = handler(request, client.clone());
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

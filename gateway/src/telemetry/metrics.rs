@@ -148,12 +148,7 @@ impl Metrics {
 
     /// Counts a rate-limit decision.
     pub fn rate_limit(&self, route: &Name, outcome: &'static str, store: Path) {
-        let store = match store {
-            Path::Shared => "shared",
-            Path::Local => "local",
-            Path::Fallback => "fallback",
-        };
-        self.rate_limits.get_or_create(&RateLimitLabels { route: route.clone(), outcome, store }).inc();
+        self.rate_limits.get_or_create(&RateLimitLabels { route: route.clone(), outcome, store: store.as_str() }).inc();
     }
 
     /// The OpenMetrics text of every metric.
