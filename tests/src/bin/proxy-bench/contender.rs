@@ -1,0 +1,163 @@
+//! The proxies measured side by side, each started with one worker, logging off, pinned to one CPU:
+//! this gateway, nginx and HAProxy (Debian's packages), set up as their users would for a
+//! keep-alive upstream.
+
+use crate::procs;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::{Gateway, TempDir};
+
+/// A proxy process in front of the upstream.
+pub struct Contender {
+    /// Where clients send traffic.
+    pub addr: SocketAddr,
+    root: u32,
+    _process: Process,
+}
+
+/// What keeps a contender running; dropping it stops the process.
+enum Process {
+    Gateway { _gateway: Box<Gateway> },
+    Child { child: Child, _dir: TempDir },
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Process::Child { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Contender {
+    /// A gateway node serving `yaml`, with one runtime worker.
+    pub async fn gateway(yaml: &str, redis_url: Option<&str>, cpu: usize) -> Contender {
+        let mut flags = vec!["--worker-threads", "1"];
+        if let Some(url) = redis_url {
+            flags.extend(["--redis-url", url]);
+        }
+        let gateway = Gateway::start_with(yaml, &flags).await;
+        let (addr, root) = (gateway.proxy, gateway.pid());
+        Contender::ready(addr, root, Process::Gateway { _gateway: Box::new(gateway) }, cpu).await
+    }
+
+    /// nginx with one worker process and a keep-alive pool to the upstream, as ANCHORS.md says:
+    /// HTTP/1.1 upstream, `Connection ""`, `keepalive 64`.
+    pub async fn nginx(upstream: SocketAddr, cpu: usize) -> Contender {
+        let dir = TempDir::new();
+        let port = free_port();
+        let path = dir.path().display();
+        let conf = format!(
+            r#"worker_processes 1;
+daemon off;
+pid {path}/nginx.pid;
+error_log {path}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {path}/body;
+    proxy_temp_path {path}/proxy;
+    fastcgi_temp_path {path}/fastcgi;
+    uwsgi_temp_path {path}/uwsgi;
+    scgi_temp_path {path}/scgi;
+    upstream backend {{
+        server {upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+        );
+        let file = dir.path().join("nginx.conf");
+        std::fs::write(&file, conf).expect("write nginx.conf");
+        let child = Command::new(binary("nginx"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&file)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let root = child.id();
+        Contender::ready(([127, 0, 0, 1], port).into(), root, Process::Child { child, _dir: dir }, cpu).await
+    }
+
+    /// HAProxy with one thread; it keeps upstream connections alive by default (`http-reuse
+    /// safe`).
+    pub async fn haproxy(upstream: SocketAddr, cpu: usize) -> Contender {
+        let dir = TempDir::new();
+        let port = free_port();
+        let conf = format!(
+            r#"global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend upstream
+backend upstream
+    http-reuse safe
+    server up {upstream}
+"#
+        );
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, conf).expect("write haproxy.cfg");
+        let child = Command::new(binary("haproxy"))
+            .arg("-db")
+            .arg("-f")
+            .arg(&file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let root = child.id();
+        Contender::ready(([127, 0, 0, 1], port).into(), root, Process::Child { child, _dir: dir }, cpu).await
+    }
+
+    /// Waits until `addr` accepts, then pins the whole process tree to `cpu`.
+    async fn ready(addr: SocketAddr, root: u32, process: Process, cpu: usize) -> Contender {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "nothing answers on {addr} (pid {root})");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        procs::pin(&procs::tree(root), cpu);
+        Contender { addr, root, _process: process }
+    }
+
+    /// Its processes (nginx: master and worker).
+    pub fn pids(&self) -> Vec<u32> {
+        procs::tree(self.root)
+    }
+}
+
+/// A port free at the time of asking, for servers that cannot bind port 0 and report it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// `name` on the PATH or in /usr/sbin (not on a normal user's PATH).
+fn binary(name: &str) -> std::path::PathBuf {
+    let sbin = std::path::Path::new("/usr/sbin").join(name);
+    if sbin.exists() {
+        sbin
+    } else {
+        name.into()
+    }
+}

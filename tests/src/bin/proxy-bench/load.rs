@@ -1,0 +1,105 @@
+//! The load: wrk for the most a contender serves (closed loop, keep-alive), oha for latency at a
+//! fixed rate (open loop, each latency counted from when the request was due, so a stall is not
+//! hidden by the requests it held back).
+
+use std::process::Command;
+use std::time::Duration;
+
+/// What wrk measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub requests: u64,
+    pub per_second: f64,
+    /// Answers that were not 2xx or 3xx, plus connect, read, write and timeout errors.
+    pub failures: u64,
+}
+
+/// Keeps `connections` keep-alive connections busy on `url` for `duration` from one wrk thread.
+pub fn max_throughput(url: &str, connections: usize, duration: Duration) -> Throughput {
+    let out = run(Command::new("wrk").args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{}s", duration.as_secs().max(1)),
+        "--timeout",
+        "5s",
+        url,
+    ]));
+    let number_after = |label: &str| -> Option<f64> {
+        let at = out.find(label)? + label.len();
+        out[at..].split_whitespace().next()?.trim_end_matches(',').parse().ok()
+    };
+    let requests = out
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{out}"));
+    let per_second = number_after("Requests/sec:").unwrap_or_else(|| panic!("no rate in wrk's output:\n{out}"));
+    let non_2xx = number_after("Non-2xx or 3xx responses:").unwrap_or(0.0) as u64;
+    let socket_errors: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map(|l| l.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    if non_2xx + socket_errors > 0 {
+        let detail: Vec<&str> = out.lines().filter(|l| l.contains("Non-2xx") || l.contains("Socket errors")).collect();
+        eprintln!("  wrk on {url}: {}", detail.join("; ").trim());
+    }
+    Throughput { requests, per_second, failures: non_2xx + socket_errors }
+}
+
+/// What oha measured at a fixed rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Requests that did not get a 2xx answer.
+    pub failures: u64,
+}
+
+/// Sends `rate` requests a second to `url` for `duration`, over at most `connections` keep-alive
+/// connections, and reports latency corrected for coordinated omission.
+pub fn fixed_rate(url: &str, rate: u64, connections: usize, duration: Duration) -> Latency {
+    let out = run(Command::new("oha").args([
+        "--no-tui",
+        "--output-format",
+        "json",
+        "--latency-correction",
+        "-q",
+        &rate.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-z",
+        &format!("{}s", duration.as_secs().max(1)),
+        url,
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("oha's output is not JSON ({e}):\n{out}"));
+    let percentile = |name: &str| {
+        let seconds =
+            report["latencyPercentiles"][name].as_f64().unwrap_or_else(|| panic!("no {name} in oha's report:\n{out}"));
+        Duration::from_secs_f64(seconds)
+    };
+    let statuses = report["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    let answered: u64 = statuses.values().filter_map(|n| n.as_u64()).sum();
+    let ok: u64 = statuses.iter().filter(|(code, _)| code.starts_with('2')).filter_map(|(_, n)| n.as_u64()).sum();
+    // Requests still in flight when the time is up are cut by oha itself: not a failure.
+    let errors: u64 = report["errorDistribution"]
+        .as_object()
+        .map(|e| e.iter().filter(|(kind, _)| *kind != "aborted due to deadline").filter_map(|(_, n)| n.as_u64()).sum())
+        .unwrap_or(0);
+    if answered - ok + errors > 0 {
+        eprintln!(
+            "  oha on {url}: statuses {}, errors {}",
+            report["statusCodeDistribution"], report["errorDistribution"]
+        );
+    }
+    Latency { p50: percentile("p50"), p99: percentile("p99"), failures: answered - ok + errors }
+}
+
+/// Runs a load generator to its end and returns what it printed.
+fn run(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{command:?} failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    text
+}

@@ -1,0 +1,311 @@
+//! `proxy-bench [SECONDS] [CONNECTIONS] [ROUNDS]`: this gateway beside nginx and HAProxy, in one
+//! run on one machine, in front of one fixed-body upstream, with a small body and a 64 KiB one.
+//!
+//! Every proxy gets one worker (thread or process), logging off, pinned to CPU 0; the load
+//! generators, the upstream and Redis share CPU 1. For each contender: the most it serves (wrk,
+//! keep-alive), then p50 and p99 at a fixed rate of 70% of the slowest of direct, gateway, nginx
+//! and HAProxy (oha, open loop, corrected for coordinated omission), the CPU seconds it spent per
+//! 100k requests at full load, and its peak resident memory. Extra rows: the gateway with rate
+//! limiting (redis and local policy, a limit never reached), with cache hits (redis and memory
+//! strategy) and with 10,000 routes. Each measurement runs ROUNDS times, the contenders taking
+//! turns so that a slow spell of the machine hits them all, and the table shows the medians.
+//! Prints a Markdown table and the targets it checks.
+//!
+//! Run with `scripts/bench` (installs nginx, HAProxy, wrk and oha, builds in release).
+
+mod contender;
+mod load;
+mod procs;
+mod upstream;
+
+use contender::Contender;
+use load::{Latency, Throughput};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tests::Redis;
+
+const PROXY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+/// Share of the slowest contender's maximum at which latency is measured.
+const FIXED_RATE_SHARE: f64 = 0.7;
+
+/// One line of the table: a contender on one body size.
+struct Row {
+    case: &'static str,
+    name: &'static str,
+    url: String,
+    /// None for the upstream hit directly.
+    contender: Option<Contender>,
+    /// Whether it sets the fixed rate (the four main contenders do; the gateway's variants don't).
+    main: bool,
+    throughput: Vec<Throughput>,
+    cpu_per_100k: Vec<f64>,
+    latency: Vec<Latency>,
+}
+
+impl Row {
+    /// The median requests per second over the rounds.
+    fn per_second(&self) -> f64 {
+        median(self.throughput.iter().map(|t| t.per_second))
+    }
+
+    fn cpu_per_100k(&self) -> Option<f64> {
+        (!self.cpu_per_100k.is_empty()).then(|| median(self.cpu_per_100k.iter().copied()))
+    }
+
+    fn p50(&self) -> Duration {
+        Duration::from_secs_f64(median(self.latency.iter().map(|l| l.p50.as_secs_f64())))
+    }
+
+    fn p99(&self) -> Duration {
+        Duration::from_secs_f64(median(self.latency.iter().map(|l| l.p99.as_secs_f64())))
+    }
+
+    fn failures(&self) -> u64 {
+        self.throughput.iter().map(|t| t.failures).sum::<u64>() + self.latency.iter().map(|l| l.failures).sum::<u64>()
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let connections: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let rounds: usize = args.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let duration = Duration::from_secs(seconds);
+    if std::env::var_os("GATEWAY_TEST_LOG_LEVEL").is_none() {
+        // Logging off but for the line that tells the harness the ports. Set before any thread
+        // but this one exists.
+        std::env::set_var("GATEWAY_TEST_LOG_LEVEL", "warn,gateway::node=info");
+    }
+    // Everything this process starts (upstream thread, wrk, oha, Redis) runs on the load CPU.
+    procs::pin(&[std::process::id()], LOAD_CPU);
+    let upstream = upstream::start();
+    let redis = Redis::start().await;
+
+    let mut rows = Vec::new();
+    for (case, path) in [("small", "/small"), ("64 KiB", "/64k")] {
+        rows.extend(main_rows(case, path, upstream).await);
+    }
+    rows.extend(gateway_variants(upstream, &redis.url()).await);
+
+    eprintln!("{connections} connections, {seconds} s per measurement, {rounds} rounds");
+    for round in 1..=rounds {
+        for row in &mut rows {
+            let _ = load::max_throughput(&row.url, connections, Duration::from_secs(1)); // warm-up
+            let pids = row.contender.as_ref().map(Contender::pids).unwrap_or_default();
+            let before = procs::cpu_seconds(&pids);
+            let measured = load::max_throughput(&row.url, connections, duration);
+            if row.contender.is_some() {
+                row.cpu_per_100k.push((procs::cpu_seconds(&pids) - before) / measured.requests as f64 * 100_000.0);
+            }
+            eprintln!("round {round} {:<7} {:<31} {:>9.0} req/s", row.case, row.name, measured.per_second);
+            row.throughput.push(measured);
+        }
+    }
+    let mut rates = Vec::new();
+    for case in ["small", "64 KiB"] {
+        let slowest =
+            rows.iter().filter(|r| r.case == case && r.main).map(Row::per_second).fold(f64::INFINITY, f64::min);
+        rates.push((case, (slowest * FIXED_RATE_SHARE) as u64));
+    }
+    for round in 1..=rounds {
+        for row in &mut rows {
+            let rate =
+                rates.iter().find(|(case, _)| *case == row.case).map(|(_, rate)| *rate).expect("a rate per case");
+            let latency = load::fixed_rate(&row.url, rate, connections, duration);
+            eprintln!(
+                "round {round} {:<7} {:<31} p50 {:?} p99 {:?} at {rate}/s",
+                row.case, row.name, latency.p50, latency.p99
+            );
+            row.latency.push(latency);
+        }
+    }
+    print!("{}", report(&rows, &rates, connections, seconds, rounds));
+}
+
+/// The upstream hit directly, the gateway, nginx and HAProxy, for one body size.
+async fn main_rows(case: &'static str, path: &str, upstream: SocketAddr) -> Vec<Row> {
+    let gateway =
+        Contender::gateway(&service_yaml(upstream, "{ name: all, paths: [/], strip_path: false }"), None, PROXY_CPU)
+            .await;
+    let nginx = Contender::nginx(upstream, PROXY_CPU).await;
+    let haproxy = Contender::haproxy(upstream, PROXY_CPU).await;
+    let row = |name, addr: SocketAddr, contender| Row {
+        case,
+        name,
+        url: format!("http://{addr}{path}"),
+        contender,
+        main: true,
+        throughput: Vec::new(),
+        cpu_per_100k: Vec::new(),
+        latency: Vec::new(),
+    };
+    vec![
+        row("direct", upstream, None),
+        row("gateway", gateway.addr, Some(gateway)),
+        row("nginx", nginx.addr, Some(nginx)),
+        row("HAProxy", haproxy.addr, Some(haproxy)),
+    ]
+}
+
+/// The gateway with a plugin on its one route, or with 10,000 routes, small body.
+async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
+    let variants = [
+        ("gateway, rate limiting (redis)", "rate-limiting: { second: 1000000000, policy: redis }"),
+        ("gateway, rate limiting (local)", "rate-limiting: { second: 1000000000, policy: local }"),
+        ("gateway, cache hits (redis)", "proxy-cache: { strategy: redis, cache_ttl: 3600 }"),
+        ("gateway, cache hits (memory)", "proxy-cache: { strategy: memory, cache_ttl: 3600 }"),
+    ];
+    let mut rows = Vec::new();
+    for (name, plugin) in variants {
+        let route = format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugin} }} }}");
+        let gateway = Contender::gateway(&service_yaml(upstream, &route), Some(redis_url), PROXY_CPU).await;
+        rows.push(variant_row(name, gateway));
+    }
+    let gateway = Contender::gateway(&ten_thousand_routes(upstream), None, PROXY_CPU).await;
+    rows.push(variant_row("gateway, 10,000 routes", gateway));
+    rows
+}
+
+fn variant_row(name: &'static str, gateway: Contender) -> Row {
+    Row {
+        case: "small",
+        name,
+        url: format!("http://{}/small", gateway.addr),
+        contender: Some(gateway),
+        main: false,
+        throughput: Vec::new(),
+        cpu_per_100k: Vec::new(),
+        latency: Vec::new(),
+    }
+}
+
+/// One service on the upstream with the routes given (YAML flow mappings).
+fn service_yaml(upstream: SocketAddr, routes: &str) -> String {
+    format!("services:\n  - name: bench\n    url: http://{upstream}\n    routes:\n      - {routes}\n")
+}
+
+/// 9,999 routes that the request does not take (unique prefixes under hosts and without, one
+/// regex in twenty), then the one it takes.
+fn ten_thousand_routes(upstream: SocketAddr) -> String {
+    let mut routes = String::new();
+    for i in 0..9_999 {
+        let _ = match i {
+            i if i % 20 == 0 => writeln!(routes, "      - {{ name: r{i}, paths: ['~/api/r{i}/[0-9]+$'] }}"),
+            i if i % 3 == 0 => {
+                writeln!(routes, "      - {{ name: r{i}, hosts: [h{}.example.com], paths: [/api/r{i}] }}", i % 100)
+            }
+            i => writeln!(routes, "      - {{ name: r{i}, paths: [/api/r{i}] }}"),
+        };
+    }
+    routes.push_str("      - { name: bench, paths: [/small], strip_path: false }\n");
+    format!("services:\n  - name: bench\n    url: http://{upstream}\n    routes:\n{routes}")
+}
+
+/// The Markdown table, the conditions it was measured in, and the targets.
+fn report(rows: &[Row], rates: &[(&str, u64)], connections: usize, seconds: u64, rounds: usize) -> String {
+    let mut out = String::new();
+    let find = |case: &str, name: &str| rows.iter().find(|r| r.case == case && r.name == name);
+    let _ = writeln!(out, "{}\n", machine());
+    let _ = writeln!(
+        out,
+        "Load: wrk, 1 thread, {connections} keep-alive connections, {seconds} s; latency: oha at {}, {connections} \
+         connections, {seconds} s, corrected for coordinated omission. Proxies pinned to CPU {PROXY_CPU} with one \
+         worker; load, upstream and Redis on CPU {LOAD_CPU}. Medians of {rounds} rounds.\n",
+        rates.iter().map(|(case, rate)| format!("{rate} req/s ({case})")).collect::<Vec<_>>().join(" and "),
+    );
+    let _ = writeln!(
+        out,
+        "| body | contender | req/s | ÷ direct | ÷ nginx | ÷ HAProxy | p50 | p99 | CPU s / 100k req | peak RSS | failed |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        let ratio = |name: &str| {
+            find(row.case, name).map_or("—".into(), |base| format!("{:.2}", row.per_second() / base.per_second()))
+        };
+        let rss = row.contender.as_ref().map_or("—".into(), |c| mib(procs::peak_rss_kib(&c.pids())));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.case,
+            row.name,
+            row.per_second(),
+            ratio("direct"),
+            ratio("nginx"),
+            ratio("HAProxy"),
+            ms(row.p50()),
+            ms(row.p99()),
+            row.cpu_per_100k().map_or("—".into(), |c| format!("{c:.2}")),
+            rss,
+            row.failures(),
+        );
+    }
+    let _ = writeln!(out, "\nTargets (small body):");
+    let small = |name: &str| find("small", name).expect("a row");
+    let (gateway, nginx, haproxy) = (small("gateway"), small("nginx"), small("HAProxy"));
+    let cpu = |r: &Row| r.cpu_per_100k().unwrap_or(f64::INFINITY);
+    let mut target = |what: String, ok: bool| {
+        let _ = writeln!(out, "- {what}: {}", if ok { "met" } else { "MISSED" });
+    };
+    let vs_nginx = gateway.per_second() / nginx.per_second();
+    target(format!("throughput {vs_nginx:.2}× nginx (≥ 1.0)"), vs_nginx >= 1.0);
+    let vs_haproxy = gateway.per_second() / haproxy.per_second();
+    target(format!("throughput {vs_haproxy:.2}× HAProxy (≥ 0.9)"), vs_haproxy >= 0.9);
+    target(format!("p99 {} against nginx's {}", ms(gateway.p99()), ms(nginx.p99())), gateway.p99() <= nginx.p99());
+    target(
+        format!("CPU per 100k {:.2} s against nginx's {:.2} s", cpu(gateway), cpu(nginx)),
+        cpu(gateway) <= cpu(nginx),
+    );
+    let limited = small("gateway, rate limiting (redis)").per_second() / gateway.per_second();
+    target(format!("rate limiting (redis) {limited:.2}× the gateway (≥ 0.8)"), limited >= 0.8);
+    out
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// The CPU model, core count, kernel and the contenders' versions.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model =
+        cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|l| l.trim_start_matches([' ', '\t', ':']));
+    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let version = |cmd: &str, arg: &str| {
+        std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text).lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_else(|| format!("{cmd}: not found"))
+    };
+    format!(
+        "Machine: {} × {}, kernel {}. {}; {}; {}; {}.",
+        cores,
+        model.unwrap_or("unknown CPU"),
+        version("uname", "-r"),
+        version("/usr/sbin/nginx", "-v"),
+        version("/usr/sbin/haproxy", "-v"),
+        version("wrk", "-v"),
+        version("oha", "--version"),
+    )
+}
