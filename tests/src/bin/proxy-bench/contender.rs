@@ -3,6 +3,7 @@
 //! keep-alive upstream.
 
 use crate::procs;
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,19 +80,16 @@ http {{
         );
         let file = dir.path().join("nginx.conf");
         std::fs::write(&file, conf).expect("write nginx.conf");
-        let child = Command::new(binary("nginx"))
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&file)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let root = child.id();
-        Contender::ready(([127, 0, 0, 1], port).into(), root, Process::Child { child, _dir: dir }, cpu).await
+        let (prefix, log) = (dir.path().to_owned(), dir.path().join("error.log"));
+        let args = [
+            OsStr::new("-p"),
+            prefix.as_os_str(),
+            OsStr::new("-c"),
+            file.as_os_str(),
+            OsStr::new("-e"),
+            log.as_os_str(),
+        ];
+        Contender::child("nginx", &args, dir, port, cpu).await
     }
 
     /// HAProxy with one thread; it keeps upstream connections alive by default (`http-reuse
@@ -118,14 +116,17 @@ backend upstream
         );
         let file = dir.path().join("haproxy.cfg");
         std::fs::write(&file, conf).expect("write haproxy.cfg");
-        let child = Command::new(binary("haproxy"))
-            .arg("-db")
-            .arg("-f")
-            .arg(&file)
+        Contender::child("haproxy", &[OsStr::new("-db"), OsStr::new("-f"), file.as_os_str()], dir, port, cpu).await
+    }
+
+    /// Starts `name` with `args` (its config in `dir`), listening on `port` once ready.
+    async fn child(name: &str, args: &[&OsStr], dir: TempDir, port: u16, cpu: usize) -> Contender {
+        let child = Command::new(binary(name))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
-            .expect("start haproxy");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let root = child.id();
         Contender::ready(([127, 0, 0, 1], port).into(), root, Process::Child { child, _dir: dir }, cpu).await
     }
