@@ -157,12 +157,7 @@ impl Gateway {
 
     /// The process's peak resident memory so far, KiB (VmHWM).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM in /proc status")
+        crate::peak_rss_kib(self.pid()).expect("VmHWM in /proc status")
     }
 
     /// Every log line so far.

@@ -30,6 +30,13 @@ pub use upstream::{closed_port, Upstream};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A process's peak resident memory so far, KiB (`VmHWM` of `/proc/PID/status`); none once it
+/// has exited.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
 /// Polls `check` every 20 ms until it yields a value, or panics after `deadline` naming `what`.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where

@@ -34,7 +34,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .flat_map(|v| v.split(','))
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
             .filter(|name| !(keep_upgrade && name == header::UPGRADE));
-        doomed.extend(listed.collect::<Vec<_>>());
+        doomed.extend(listed);
     }
     // A message with both has its length from Transfer-Encoding, which is about to go: its
     // Content-Length is wrong and must not be passed on (RFC 9112 §6.3).

@@ -24,7 +24,7 @@ pub fn server<B>(request: &Request<B>, client: &ClientInfo) -> tracing::Span {
         url.query = request.uri().query(),
         url.scheme = "http",
         server.port = client.local_port,
-        client.address = %client.peer.ip().to_canonical(),
+        client.address = client.ip_text(),
         network.protocol.version = version(request.version()),
         user_agent.original = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
     );

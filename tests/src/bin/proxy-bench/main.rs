@@ -45,6 +45,19 @@ struct Row {
 }
 
 impl Row {
+    /// A row not measured yet, for `path` at `addr`.
+    fn new(
+        case: &'static str,
+        name: &'static str,
+        addr: SocketAddr,
+        path: &str,
+        contender: Option<Contender>,
+        main: bool,
+    ) -> Row {
+        let url = format!("http://{addr}{path}");
+        Row { case, name, url, contender, main, throughput: Vec::new(), cpu_per_100k: Vec::new(), latency: Vec::new() }
+    }
+
     /// The median requests per second over the rounds.
     fn per_second(&self) -> f64 {
         median(self.throughput.iter().map(|t| t.per_second))
@@ -142,16 +155,7 @@ async fn main_rows(case: &'static str, path: &str, upstream: SocketAddr) -> Vec<
             .await;
     let nginx = Contender::nginx(upstream, PROXY_CPU).await;
     let haproxy = Contender::haproxy(upstream, PROXY_CPU).await;
-    let row = |name, addr: SocketAddr, contender| Row {
-        case,
-        name,
-        url: format!("http://{addr}{path}"),
-        contender,
-        main: true,
-        throughput: Vec::new(),
-        cpu_per_100k: Vec::new(),
-        latency: Vec::new(),
-    };
+    let row = |name, addr, contender| Row::new(case, name, addr, path, contender, true);
     vec![
         row("direct", upstream, None),
         row("gateway", gateway.addr, Some(gateway)),
@@ -180,16 +184,7 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
 }
 
 fn variant_row(name: &'static str, gateway: Contender) -> Row {
-    Row {
-        case: "small",
-        name,
-        url: format!("http://{}/small", gateway.addr),
-        contender: Some(gateway),
-        main: false,
-        throughput: Vec::new(),
-        cpu_per_100k: Vec::new(),
-        latency: Vec::new(),
-    }
+    Row::new("small", name, gateway.addr, "/small", Some(gateway), false)
 }
 
 /// One service on the upstream with the routes given (YAML flow mappings).

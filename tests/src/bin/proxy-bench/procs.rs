@@ -38,19 +38,7 @@ pub fn cpu_seconds(pids: &[u32]) -> f64 {
 
 /// The sum of `pids`' peak resident memory, KiB (VmHWM).
 pub fn peak_rss_kib(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    pids.iter().filter_map(|&pid| tests::peak_rss_kib(pid)).sum()
 }
 
 /// Pins every thread of `pids` to `cpu` (`taskset`; threads started later inherit it).
