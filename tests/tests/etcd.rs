@@ -77,7 +77,10 @@ async fn a_bad_value_keeps_the_old_one_is_reported_and_a_good_put_fixes_it() {
     let etcd = Etcd::start().await;
     let echo = Upstream::start("a").await;
     let nodes = nodes(&etcd.url(), 2).await;
-    base(&etcd, &echo).await;
+    // Both nodes must hold the good value before it is spoiled: a node whose first read comes
+    // after the bad write never saw a good one, and serves nothing for that key.
+    let good = base(&etcd, &echo).await;
+    converged(&nodes, good).await;
     let bad = etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["/s"], "#).await;
     let other = etcd.put("/gateway/routes/t", r#"{"service": "s", "paths": ["/t"]}"#).await;
     converged(&nodes, other).await;
