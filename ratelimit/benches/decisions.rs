@@ -75,8 +75,10 @@ fn main() {
     println!("memory: {memory_rate:.0} decisions/s (1 caller)");
 
     let redis = std::env::var("REDIS_URL").ok().and_then(|url| {
-        let store = rt
-            .block_on(RedisStore::connect(&url, RedisConfig { timeout: Duration::from_secs(1), ..Default::default() }));
+        let store = rt.block_on(RedisStore::connect(
+            url.as_str(),
+            RedisConfig { timeout: Duration::from_secs(1), ..Default::default() },
+        ));
         store.map_err(|e| println!("redis: skipped, {url}: {e}")).ok()
     });
     match redis {

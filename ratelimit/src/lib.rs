@@ -12,12 +12,14 @@
 //!   never from the node, with a Redis Cluster hash tag that neither can break.
 //! - `store`: the [`Store`] trait and [`StoreError`].
 //! - `memory`: [`MemoryStore`], node-local counters (the `local` policy and the fallback).
+//! - `connection`: [`RedisConnection`], a multiplexed, self-reconnecting connection to a
+//!   [`RedisTarget`]: one server, or a Redis Cluster (the gateway's response cache uses one too).
 //! - `redis`: [`RedisStore`], counters shared by the cluster: one atomic Lua script per call,
-//!   called by SHA over a multiplexed, self-reconnecting connection, every call bounded by a timeout.
+//!   called by SHA over a [`RedisConnection`], every call bounded by a timeout.
 //! - `coalesce`: concurrent checks of one key joined into the next call, decided in order.
 //! - `limiter`: [`Limiter`], what the gateway calls per request.
 //!
-//! Cargo features: `tls` (off by default) lets [`RedisStore`] use `rediss://` URLs, with rustls and
+//! Cargo features: `tls` (off by default) lets [`RedisConnection`] use `rediss://` URLs, with rustls and
 //! its `ring` provider (installed as the process default unless one is already installed) and the
 //! system's root certificates (`SSL_CERT_FILE` is honoured).
 //!
@@ -40,6 +42,7 @@
 
 mod algorithm;
 mod coalesce;
+mod connection;
 mod decision;
 mod key;
 mod limiter;
@@ -49,10 +52,11 @@ mod store;
 mod window;
 
 pub use self::algorithm::{decide, per_member, Counters, WindowCounts};
+pub use self::connection::{Primary, RedisConfig, RedisConnection, RedisTarget};
 pub use self::decision::{Decision, WindowDecision};
 pub use self::key::{counter_key, window_key};
 pub use self::limiter::Limiter;
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisConfig, RedisStore};
+pub use self::redis::RedisStore;
 pub use self::store::{Store, StoreError};
 pub use self::window::{Algorithm, Window};

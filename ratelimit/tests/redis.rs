@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ratelimit::{counter_key, Algorithm, Counters, RedisConfig, RedisStore, Store, StoreError, Window};
+use ratelimit::{counter_key, Algorithm, Counters, RedisConfig, RedisStore, RedisTarget, Store, StoreError, Window};
 use redis::Commands;
 use support::RedisServer;
 
@@ -51,7 +51,7 @@ async fn three_nodes_share_one_counter() {
     let config = RedisConfig { timeout: Duration::from_secs(2), ..config() };
     let mut stores = Vec::new();
     for _ in 0..3 {
-        stores.push(RedisStore::connect(&server.url(), config).await.expect("connect"));
+        stores.push(RedisStore::connect(server.url(), config).await.expect("connect"));
     }
     for algorithm in [Algorithm::Fixed, Algorithm::Sliding] {
         let key = counter_key(&format!("route:orders:{algorithm:?}"), "10.0.0.7");
@@ -62,7 +62,7 @@ async fn three_nodes_share_one_counter() {
 #[tokio::test]
 async fn decides_exactly_like_the_sans_io_counters() {
     let Some(server) = RedisServer::start() else { return };
-    let store = RedisStore::connect(&server.url(), config()).await.expect("connect");
+    let store = RedisStore::connect(server.url(), config()).await.expect("connect");
     let limits = [(Window::Second, 4), (Window::Minute, 25), (Window::Hour, 200)];
     for algorithm in [Algorithm::Sliding, Algorithm::Fixed] {
         let key = counter_key("route:mirror", &format!("{algorithm:?}"));
@@ -81,7 +81,7 @@ async fn decides_exactly_like_the_sans_io_counters() {
 #[tokio::test]
 async fn sliding_window_allows_no_double_burst_at_the_edge() {
     let Some(server) = RedisServer::start() else { return };
-    let store = RedisStore::connect(&server.url(), config()).await.expect("connect");
+    let store = RedisStore::connect(server.url(), config()).await.expect("connect");
     let key = counter_key("route:edge", "client");
     let limits = [(Window::Minute, 10)];
     let through = |now: SystemTime, n: usize| {
@@ -109,7 +109,7 @@ async fn sliding_window_allows_no_double_burst_at_the_edge() {
 #[tokio::test]
 async fn every_key_gets_a_ttl() {
     let Some(server) = RedisServer::start() else { return };
-    let store = RedisStore::connect(&server.url(), config()).await.expect("connect");
+    let store = RedisStore::connect(server.url(), config()).await.expect("connect");
     let limits = Window::ALL.map(|window| (window, 100));
     for (algorithm, factor) in [(Algorithm::Fixed, 1), (Algorithm::Sliding, 2)] {
         let base = counter_key(&format!("route:ttl:{algorithm:?}"), "client");
@@ -141,7 +141,7 @@ fn command_calls(admin: &mut redis::Connection, command: &str) -> u64 {
 #[tokio::test]
 async fn the_script_is_loaded_once_and_again_after_a_flush() {
     let Some(server) = RedisServer::start() else { return };
-    let store = RedisStore::connect(&server.url(), config()).await.expect("connect");
+    let store = RedisStore::connect(server.url(), config()).await.expect("connect");
     let key = counter_key("route:script", "client");
     for _ in 0..20 {
         store.check(&key, &[(Window::Minute, 100)], Algorithm::Sliding, at(0)).await.expect("a decision");
@@ -165,7 +165,7 @@ async fn the_script_is_loaded_once_and_again_after_a_flush() {
 async fn concurrent_checks_of_one_key_share_calls_and_decide_as_if_in_turn() {
     let Some(server) = RedisServer::start() else { return };
     let config = RedisConfig { timeout: Duration::from_secs(2), ..config() };
-    let store = RedisStore::connect(&server.url(), config).await.expect("connect");
+    let store = RedisStore::connect(server.url(), config).await.expect("connect");
     let limits = [(Window::Second, 1_000), (Window::Minute, 50)];
     for algorithm in [Algorithm::Fixed, Algorithm::Sliding] {
         let key = counter_key(&format!("route:joined:{algorithm:?}"), "client");
@@ -209,7 +209,7 @@ async fn concurrent_checks_of_one_key_share_calls_and_decide_as_if_in_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_redis_fails_within_the_timeout_and_a_restarted_one_is_used_again() {
     let Some(mut server) = RedisServer::start() else { return };
-    let store = Arc::new(RedisStore::connect(&server.url(), config()).await.expect("connect"));
+    let store = Arc::new(RedisStore::connect(server.url(), config()).await.expect("connect"));
     let key = counter_key("route:outage", "client");
     let limits = [(Window::Minute, 1_000)];
     assert!(store.check(&key, &limits, Algorithm::Sliding, SystemTime::now()).await.expect("a decision").allowed);
@@ -264,7 +264,9 @@ async fn redis_cluster_shares_one_counter_per_key() {
     let mut stores = Vec::new();
     for url in &urls {
         // Each "node" knows the cluster through a different seed.
-        stores.push(RedisStore::connect_cluster([url], config).await.expect("connect to the cluster"));
+        stores.push(
+            RedisStore::connect(RedisTarget::Cluster(vec![url.clone()]), config).await.expect("connect to the cluster"),
+        );
     }
     // Several identities, so the keys spread over the three primaries' slots.
     for client in 0..6 {
@@ -278,25 +280,57 @@ async fn redis_cluster_shares_one_counter_per_key() {
     }
     assert!(used >= 2, "keys spread over the primaries");
     assert_eq!(stores[0].ping().await, Ok(()));
+    // A primary lost (no replica to fail over to): the store no longer counts as answering, so
+    // the gateway falls back for every key rather than for a third of them.
+    let mut nodes = nodes;
+    nodes[2].kill();
+    assert!(stores[0].ping().await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_opened_while_redis_is_down_connects_when_it_comes_up() {
     let port = support::free_port();
-    let store = RedisStore::open(&format!("redis://127.0.0.1:{port}"), config()).expect("a usable url");
+    let store = RedisStore::open(format!("redis://127.0.0.1:{port}"), config()).expect("a usable url");
     let key = counter_key("route:late", "client");
     let limits = [(Window::Minute, 5)];
     let started = Instant::now();
     assert!(store.check(&key, &limits, Algorithm::Sliding, at(0)).await.is_err());
     assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
 
-    let Some(_server) = RedisServer::start_on(port, false) else { return };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.ping().await.is_err() {
-        assert!(Instant::now() < deadline, "never connected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The first check loads the script (NOSCRIPT, SCRIPT LOAD, EVALSHA) within the timeout.
+    let Some(server) = RedisServer::start_on(port, false) else { return };
+    ping_until_it_answers(&store).await;
+    // The ping loaded the script, so the first check is one EVALSHA, not NOSCRIPT and a reload.
+    let loaded: Vec<bool> =
+        redis::cmd("SCRIPT").arg("EXISTS").arg(store.script_sha()).query(&mut server.admin()).expect("SCRIPT EXISTS");
+    assert_eq!(loaded, [true]);
     let decision = store.check(&key, &limits, Algorithm::Sliding, at(0)).await.expect("a decision");
     assert_eq!((decision.allowed, decision.windows[0].remaining), (true, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_store_opened_before_the_cluster_is_up_uses_it_once_it_is() {
+    let ports = support::free_ports::<3>();
+    let seeds = ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect();
+    let config = RedisConfig { timeout: Duration::from_millis(500), ..config() };
+    let store = RedisStore::open(RedisTarget::Cluster(seeds), config).expect("usable urls");
+    let key = counter_key("route:late-cluster", "client");
+    let limits = [(Window::Minute, 2)];
+    assert!(store.check(&key, &limits, Algorithm::Sliding, at(0)).await.is_err(), "nothing is up yet");
+
+    let Some(_nodes) = support::start_cluster_on(ports) else { return };
+    ping_until_it_answers(&store).await;
+    let mut allowed = Vec::new();
+    for _ in 0..3 {
+        allowed.push(store.check(&key, &limits, Algorithm::Sliding, at(0)).await.expect("a decision").allowed);
+    }
+    assert_eq!(allowed, [true, true, false]);
+}
+
+/// Pings `store` until it answers, for at most 20 s.
+async fn ping_until_it_answers(store: &RedisStore) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(err) = store.ping().await {
+        assert!(Instant::now() < deadline, "never connected: {err}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -111,11 +111,30 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `N` distinct ports as [`free_port`] finds them.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = [0; N];
+    for i in 0..N {
+        ports[i] = loop {
+            let port = free_port();
+            if !ports[..i].contains(&port) {
+                break port;
+            }
+        };
+    }
+    ports
+}
+
 /// Three cluster-enabled servers sharing the 16,384 slots, once the cluster says `ok`.
 pub fn start_cluster() -> Option<Vec<RedisServer>> {
+    start_cluster_on(free_ports())
+}
+
+/// [`start_cluster`] on the given ports.
+pub fn start_cluster_on(ports: [u16; 3]) -> Option<Vec<RedisServer>> {
     let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(RedisServer::start_on(free_port(), true)?);
+    for port in ports {
+        nodes.push(RedisServer::start_on(port, true)?);
     }
     let ranges = [(0, 5_460), (5_461, 10_922), (10_923, 16_383)];
     for (node, (from, to)) in nodes.iter().zip(ranges) {
