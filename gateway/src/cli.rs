@@ -106,10 +106,14 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_liveness_interval_ms: Option<u64>,
-    /// `redis://…` for shared rate limits and cache.
+    /// `redis://…` for shared rate limits and cache (with --redis-cluster: seed nodes, comma-separated).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// `--redis-url` names a Redis Cluster.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster: Option<bool>,
     /// UDP address for gossip.
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@ use crate::telemetry::{metrics, Metrics};
 use anyhow::Context as _;
 use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
-use ratelimit::{RedisConfig, RedisStore};
+use ratelimit::{RedisConfig, RedisConnection, RedisStore};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -80,18 +80,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,
     };
-    let redis_timeout = std::time::Duration::from_millis(settings.redis_timeout_ms.max(1));
-    let redis = match settings.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        Some(url) => {
-            let config = RedisConfig { timeout: redis_timeout, ..RedisConfig::default() };
-            Some(RedisStore::open(url, config).context("redis_url")?)
-        }
-        None => None,
+    let redis_config = RedisConfig {
+        timeout: std::time::Duration::from_millis(settings.redis_timeout_ms.max(1)),
+        ..RedisConfig::default()
     };
-    let limiters = Arc::new(Limiters::new(redis));
-    let redis_url = settings.redis_url.as_deref().filter(|u| !u.is_empty());
-    let caches =
-        Arc::new(Caches::new(settings.proxy_cache_memory_bytes, redis_url, redis_timeout).context("redis_url")?);
+    let redis_target = settings.redis_target()?;
+    // Two connections, so that a large cached body never queues ahead of a rate-limit decision.
+    let connect_redis = || {
+        let open = |target| RedisConnection::open(target, &redis_config).context("redis_url");
+        redis_target.as_ref().map(open).transpose()
+    };
+    let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
+    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, connect_redis()?, redis_config.timeout));
     tokio::spawn(limiters.clone().probe(stopped()));
     let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));

@@ -4,6 +4,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use ratelimit::RedisTarget;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,9 +58,12 @@ pub struct Settings {
     /// A quiet etcd watch is asked for a progress notification this often, and counts as dead
     /// when none comes within another such interval, ms. Default 5000.
     pub etcd_liveness_interval_ms: u64,
-    /// `redis://…`; none: rate limits and cache are node-local.
+    /// `redis://…`; none: rate limits and cache are node-local. With `redis_cluster`: one or
+    /// more nodes of a Redis Cluster, comma-separated.
     #[serde(deserialize_with = "lenient::opt_string")]
     pub redis_url: Option<String>,
+    /// `redis_url` names a Redis Cluster (its seed nodes), not one server. Default false.
+    pub redis_cluster: bool,
     /// UDP address for gossip. Default 0.0.0.0:7946.
     pub cluster_bind: SocketAddr,
     /// The address other nodes reach this one at; none: derived from `cluster_bind`.
@@ -119,6 +123,7 @@ impl Default for Settings {
             etcd_prefix: "/gateway".into(),
             etcd_liveness_interval_ms: 5_000,
             redis_url: None,
+            redis_cluster: false,
             cluster_bind: ([0, 0, 0, 0], 7946).into(),
             cluster_advertise: None,
             cluster_seeds: None,
@@ -234,7 +239,18 @@ impl Settings {
         if self.header_read_timeout_ms == 0 {
             return Err(SettingsError("header_read_timeout_ms must be at least 1".into()));
         }
+        self.redis_target()?;
         Ok(())
+    }
+
+    /// The Redis that `redis_url` and `redis_cluster` name; none without `redis_url`.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, SettingsError> {
+        let urls = self.redis_url.as_deref().unwrap_or_default();
+        match RedisTarget::from_settings(urls, self.redis_cluster) {
+            Ok(None) if self.redis_cluster => Err(SettingsError("redis_cluster = true needs redis_url".into())),
+            Ok(target) => Ok(target),
+            Err(e) => Err(SettingsError(format!("redis_url: {e} (redis_cluster = true)"))),
+        }
     }
 
     /// `header_read_timeout_ms` as a duration.
@@ -258,6 +274,7 @@ impl Settings {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::collections::BTreeMap;
 
     #[test]
@@ -289,6 +306,20 @@ mod tests {
             assert!(e.to_ascii_lowercase().contains("proxy_listen"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn redis_is_one_server_or_a_cluster_named_by_its_seeds() {
+        let load = |flags: serde_json::Value| Settings::load(None, flags).and_then(|s| s.redis_target());
+        assert_eq!(load(json!({})).unwrap(), None);
+        let one = load(json!({ "redis_url": "redis://r:6379" })).unwrap();
+        assert_eq!(one, Some(RedisTarget::Server("redis://r:6379".into())));
+        let seeds = load(json!({ "redis_url": "redis://a:7000, redis://b:7000", "redis_cluster": true })).unwrap();
+        assert_eq!(seeds, Some(RedisTarget::Cluster(vec!["redis://a:7000".into(), "redis://b:7000".into()])));
+        let e = load(json!({ "redis_url": "redis://a:7000,redis://b:7000" })).unwrap_err().to_string();
+        assert!(e.contains("redis_url") && e.contains("redis_cluster = true"), "{e}");
+        let e = load(json!({ "redis_cluster": true })).unwrap_err().to_string();
+        assert!(e.contains("needs redis_url"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   ports read from its log.
 //! - [`Etcd`]: a real etcd server on free ports; [`Relay`]: a TCP relay that can cut one
 //!   node's connection to it.
-//! - [`Redis`]: a real redis-server on a free port, stoppable and restartable.
+//! - [`Redis`]: a real redis-server on a free port, stoppable and restartable; [`RedisCluster`]:
+//!   three of them forming one Redis Cluster.
 //! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
@@ -23,7 +24,7 @@ mod upstream;
 
 pub use etcd::{Etcd, Relay};
 pub use gateway::{binary as gateway_binary, Gateway};
-pub use redis::Redis;
+pub use redis::{Redis, RedisCluster};
 pub use tempdir::TempDir;
 pub use upstream::{closed_port, Upstream};
 

@@ -1,6 +1,7 @@
-//! Where cached responses live: Redis (the `redis` strategy: one cache for the cluster) or this
-//! node's memory (`memory`). Every Redis call is bounded; a Redis that fails or is known to be
-//! down makes the cache step aside (`Bypass`), never an error.
+//! Where cached responses live: Redis (the `redis` strategy: one cache for the cluster; a single
+//! server or Redis Cluster, where each entry is one key in its own slot) or this node's memory
+//! (`memory`). Every Redis call is bounded; a Redis that fails or is known to be down makes the
+//! cache step aside (`Bypass`), never an error.
 //!
 //! Concurrent misses for one key on one node fetch the upstream once: the first becomes the
 //! filler, the others wait for it (bounded) and look again.
@@ -8,7 +9,7 @@
 use super::entry::Entry;
 use super::memory::MemoryCache;
 use config_sync::model::CacheStrategy;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ratelimit::RedisConnection;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +24,7 @@ const PREFIX: &str = "pc:";
 /// The stores, and the fills in progress.
 pub struct Caches {
     memory: MemoryCache,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConnection>,
     /// How long one Redis call may take.
     timeout: Duration,
     filling: Mutex<HashMap<String, Arc<Notify>>>,
@@ -59,19 +60,10 @@ impl Drop for FillGuard {
 }
 
 impl Caches {
-    /// The stores of a node: memory of at most `memory_bytes`, and Redis at `redis_url`
-    /// (`redis://` or `rediss://`), each call bounded by `timeout`.
-    pub fn new(memory_bytes: usize, redis_url: Option<&str>, timeout: Duration) -> Result<Caches, redis::RedisError> {
-        let redis = match redis_url {
-            Some(url) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_max_delay(Duration::from_secs(1));
-                Some(ConnectionManager::new_lazy_with_config(redis::Client::open(url)?, config)?)
-            }
-            None => None,
-        };
-        Ok(Caches { memory: MemoryCache::new(memory_bytes), redis, timeout, filling: Mutex::new(HashMap::new()) })
+    /// The stores of a node: memory of at most `memory_bytes`, and Redis over `redis`, each
+    /// call bounded by `timeout`.
+    pub fn new(memory_bytes: usize, redis: Option<RedisConnection>, timeout: Duration) -> Caches {
+        Caches { memory: MemoryCache::new(memory_bytes), redis, timeout, filling: Mutex::new(HashMap::new()) }
     }
 
     /// Whether `strategy` uses Redis on this node (unset: when the node has Redis).
@@ -152,31 +144,26 @@ impl Caches {
         }
     }
 
-    /// Drops every entry, in memory and in Redis.
+    /// Drops every entry, in memory and in Redis (on each primary of a cluster in turn).
     pub async fn purge_all(&self) -> Result<(), Unavailable> {
         self.memory.purge_all();
         let Some(mut connection) = self.redis.clone() else { return Ok(()) };
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .bounded(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(format!("{PREFIX}*"))
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut connection),
-                )
-                .await?;
-            if !keys.is_empty() {
-                self.bounded(connection.unlink::<_, ()>(keys)).await?;
+        for primary in self.bounded(connection.primaries()).await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor).arg("MATCH").arg(format!("{PREFIX}*")).arg("COUNT").arg(500);
+                let (next, keys): (u64, Vec<String>) = self.bounded(connection.query_at(&primary, &scan)).await?;
+                if !keys.is_empty() {
+                    self.bounded(connection.unlink::<_, ()>(keys)).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
         }
+        Ok(())
     }
 }
 
