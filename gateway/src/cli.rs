@@ -166,6 +166,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_timeout_ms: Option<u64>,
+    /// Longest wait for one connection attempt to Redis, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_connect_timeout_ms: Option<u64>,
     /// Bytes the memory cache may hold.
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]

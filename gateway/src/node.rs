@@ -82,6 +82,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let redis_config = RedisConfig {
         timeout: std::time::Duration::from_millis(settings.redis_timeout_ms.max(1)),
+        connect_timeout: std::time::Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
         ..RedisConfig::default()
     };
     let redis_target = settings.redis_target()?;

@@ -99,6 +99,9 @@ pub struct Settings {
     /// Longest wait for one Redis call (a rate-limit decision, a cache read or write), ms; past
     /// it the node falls back (limits) or bypasses (cache). Default 50.
     pub redis_timeout_ms: u64,
+    /// Longest wait for one connection attempt to Redis, ms; attempts repeat in the background
+    /// while Redis is down. Default 1000.
+    pub redis_connect_timeout_ms: u64,
     /// Bytes the proxy-cache's memory strategy may hold on this node. Default 64 MiB.
     pub proxy_cache_memory_bytes: usize,
     /// Idle upstream connections kept per target; 0: a new connection for every request.
@@ -138,6 +141,7 @@ impl Default for Settings {
             max_connections: 16_384,
             proxy_cache_memory_bytes: 64 << 20,
             redis_timeout_ms: 50,
+            redis_connect_timeout_ms: 1_000,
             upstream_keepalive_max: 128,
             upstream_keepalive_idle_ms: 60_000,
             shutdown_grace_ms: 30_000,

@@ -81,6 +81,16 @@ fn bad_settings_exit_1_naming_the_setting() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.to_ascii_lowercase().contains("admin_listen"), "{stderr}");
+
+    // Several Redis URLs name a cluster's seeds, which needs the cluster mode said.
+    let out = gateway_command()
+        .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--redis-url", "redis://127.0.0.1:7000,redis://127.0.0.1:7001"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis_url") && stderr.contains("redis_cluster = true"), "{stderr}");
 }
 
 fn config(echo: &Upstream, path: &str) -> String {
