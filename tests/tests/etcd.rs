@@ -77,8 +77,7 @@ async fn a_bad_value_keeps_the_old_one_is_reported_and_a_good_put_fixes_it() {
     let etcd = Etcd::start().await;
     let echo = Upstream::start("a").await;
     let nodes = nodes(&etcd.url(), 2).await;
-    // Both nodes must hold the good value before it is spoiled: a node whose first read comes
-    // after the bad write never saw a good one, and serves nothing for that key.
+    // Both nodes watch the bad write happen (a node that starts after it is the next test's).
     let good = base(&etcd, &echo).await;
     converged(&nodes, good).await;
     let bad = etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["/s"], "#).await;
@@ -103,6 +102,31 @@ async fn a_bad_value_keeps_the_old_one_is_reported_and_a_good_put_fixes_it() {
         assert_eq!(status(gw).await["config"]["errors"], serde_json::json!([]));
         assert_eq!(get_status(gw, "/fixed").await, 200);
         assert_eq!(get_status(gw, "/s/x").await, 404);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_after_bad_writes_serves_the_last_good_value_like_the_others() {
+    let etcd = Etcd::start().await;
+    let echo = Upstream::start("a").await;
+    let mut all = nodes(&etcd.url(), 1).await;
+    let good = base(&etcd, &echo).await;
+    converged(&all, good).await;
+    // Two bad values in a row after the good one, and a key that was never good.
+    etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["/s"], "#).await;
+    let bad = etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["nope"]}"#).await;
+    let never_good = etcd.put("/gateway/routes/u", r#"{"service": "s", "paths": ["/u"], "#).await;
+    // The late node's first read finds routes/s bad and looks back through etcd's history.
+    all.push(Gateway::start_etcd("late", &etcd.url(), &[]).await);
+    converged(&all, never_good).await;
+    for gw in &all {
+        assert_eq!(get_status(gw, "/s/x").await, 200, "the last good value of routes/s");
+        assert_eq!(get_status(gw, "/u").await, 404);
+        let errors = status(gw).await["config"]["errors"].clone();
+        assert_eq!(errors.as_array().unwrap().len(), 2, "{errors}");
+        assert_eq!((&errors[0]["key"], &errors[0]["revision"]), (&"/gateway/routes/s".into(), &bad.into()));
+        assert!(errors[0]["message"].as_str().unwrap().ends_with("(serving its last good value)"), "{errors}");
+        assert!(errors[1]["message"].as_str().unwrap().ends_with("(not served)"), "{errors}");
     }
 }
 

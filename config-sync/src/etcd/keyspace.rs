@@ -2,7 +2,10 @@
 //!
 //! Each key is checked on its own. A value that does not parse or validate is not applied: the
 //! key keeps its last good value (or its absence) and the error is listed, with the key and the
-//! revision, until a later write fixes or deletes it. Every other key still applies.
+//! revision, until a later write fixes or deletes it. Every other key still applies. A key read
+//! whole with a bad value (a node's first read, a re-read) has no last good value of its own: the
+//! reader finds one in etcd's history ([`KeySpace::unserved`], [`KeySpace::serve_earlier`]) or
+//! in what it served before ([`KeySpace::keep_from`]), so that every node serves the same.
 
 use super::keys::EntityKey;
 use crate::config::Config;
@@ -56,17 +59,56 @@ impl KeySpace {
             }
             Err(message) => {
                 // Say what is served instead, so that two nodes that differ here can be told apart:
-                // one that had a good value keeps it, one that never had one serves nothing.
-                let kept = EntityKey::parse(relative).is_ok_and(|k| self.good.contains_key(&k));
-                let served = if kept { "serving its last good value" } else { "not served" };
-                let error = ConfigError {
-                    key: key.to_owned(),
-                    revision: Some(revision),
-                    message: format!("{message} ({served})"),
+                // one that had a good value keeps it, one that never had one serves nothing. A key
+                // outside the layout never serves anything.
+                let message = match EntityKey::parse(relative) {
+                    Ok(k) if self.good.contains_key(&k) => format!("{message} {SERVING_LAST_GOOD}"),
+                    Ok(_) => format!("{message} {NOT_SERVED}"),
+                    Err(_) => message,
                 };
+                let error = ConfigError { key: key.to_owned(), revision: Some(revision), message };
                 self.errors.insert(key.to_owned(), error);
             }
         }
+    }
+
+    /// The keys whose value is bad and that serve nothing for it, with the revision of that
+    /// value: each may have had a good value earlier.
+    pub fn unserved(&self) -> Vec<(String, u64)> {
+        self.errors
+            .values()
+            .filter(|e| e.message.ends_with(NOT_SERVED))
+            .filter_map(|e| Some((e.key.clone(), e.revision?)))
+            .collect()
+    }
+
+    /// Serves `value`, an earlier value of the bad `key` (from etcd's history), in place of
+    /// nothing, if it is good; the error stays listed. Whether it was.
+    pub fn serve_earlier(&mut self, key: &str, relative: &str, value: &[u8]) -> bool {
+        match parse_entity(relative, value) {
+            Ok((entity_key, entity)) => self.serve_instead(key, entity_key, entity),
+            Err(_) => false,
+        }
+    }
+
+    /// Serves what `earlier` (this node's key space before a re-read) served for the bad `key`,
+    /// in place of nothing. Whether it served something.
+    pub fn keep_from(&mut self, earlier: &KeySpace, key: &str, relative: &str) -> bool {
+        let Ok(entity_key) = EntityKey::parse(relative) else { return false };
+        match earlier.good.get(&entity_key) {
+            Some(entity) => self.serve_instead(key, entity_key, entity.clone()),
+            None => false,
+        }
+    }
+
+    /// Serves `entity` for `key`, whose own value is bad and serves nothing.
+    fn serve_instead(&mut self, key: &str, entity_key: EntityKey, entity: Entity) -> bool {
+        let Some(error) = self.errors.get_mut(key) else { return false };
+        let Some(message) = error.message.strip_suffix(NOT_SERVED) else { return false };
+        error.message = format!("{message}{SERVING_LAST_GOOD}");
+        self.full_keys.insert(entity_key.clone(), key.to_owned());
+        self.good.insert(entity_key, entity);
+        true
     }
 
     /// Applies a delete of `key`.
@@ -145,6 +187,10 @@ impl KeySpace {
         snapshot
     }
 }
+
+/// How an error ends when its key serves an earlier good value, and when it serves nothing.
+const SERVING_LAST_GOOD: &str = "(serving its last good value)";
+const NOT_SERVED: &str = "(not served)";
 
 /// Parses and validates one key's value on its own.
 pub fn parse_entity(relative: &str, value: &[u8]) -> Result<(EntityKey, Entity), String> {
@@ -281,6 +327,26 @@ plugins:
         assert!(messages[0].1.starts_with("services/a.url:"), "{messages:?}");
         assert!(messages[0].1.ends_with("(not served)"), "{messages:?}");
         assert!(messages[1].1.contains("is not a config key"), "{messages:?}");
+    }
+
+    #[test]
+    fn a_bad_key_read_whole_serves_an_earlier_good_value_found_for_it() {
+        let mut ks = space(&[("services/a", "{bad"), ("services/b", "{bad"), ("things/c", "{}")]);
+        let unserved = ks.unserved();
+        assert_eq!(unserved, [("/g/services/a".to_owned(), 1), ("/g/services/b".to_owned(), 2)], "not things/c");
+        assert!(!ks.serve_earlier("/g/services/a", "services/a", br#"{"url":"ftp://x"}"#), "a bad earlier value");
+        assert!(ks.serve_earlier("/g/services/a", "services/a", br#"{"url":"http://x","retries":4}"#));
+        assert!(!ks.serve_earlier("/g/services/a", "services/a", br#"{"url":"http://y"}"#), "served already");
+        let mut before = KeySpace::new();
+        before.put("/g/services/b", "services/b", br#"{"url":"http://b"}"#, 1);
+        assert!(ks.keep_from(&before, "/g/services/b", "services/b"));
+        assert!(ks.unserved().is_empty());
+        let snap = ks.snapshot(3);
+        assert_eq!(snap.config.services["a"].retries, 4);
+        assert_eq!(snap.config.services["b"].url.to_string(), "http://b");
+        assert_eq!(snap.errors.len(), 3, "the bad values are still listed: {:?}", snap.errors);
+        assert!(snap.errors[0].message.ends_with("(serving its last good value)"), "{:?}", snap.errors);
+        assert_eq!(snap.errors[0].revision, Some(1), "at the bad value's revision");
     }
 
     #[test]

@@ -180,6 +180,9 @@ enum Resync {
     Cancelled(String),
 }
 
+/// How many earlier versions of a bad key a full read looks at for a good one, at most.
+const HISTORY_DEPTH: usize = 16;
+
 struct Worker {
     config: EtcdConfig,
     /// `<prefix>/`: every key watched starts with it.
@@ -292,11 +295,50 @@ impl Worker {
                 keyspace.put(key, relative, kv.value(), kv.mod_revision().max(0) as u64);
             }
         }
+        // A bad value read whole has no last good value of this read's own. Nodes that watched
+        // the key serve the good value before it: find that one in etcd's history, or failing
+        // that (compacted) keep what this node served before the re-read.
+        for (key, revision) in keyspace.unserved() {
+            let Some((_, relative)) = self.relative(key.as_bytes()) else { continue };
+            if !self.serve_from_history(kv, &mut keyspace, &key, relative, revision).await? {
+                keyspace.keep_from(&self.keyspace, &key, relative);
+            }
+        }
         self.keyspace = keyspace;
         self.revision = at.max(0) as u64;
         self.reads += 1;
         self.publish();
         Ok(())
+    }
+
+    /// Looks back through the versions of the bad `key` before `revision` (at most
+    /// [`HISTORY_DEPTH`]) for a good one, and serves it. Whether it found one: not when the key
+    /// was created bad, or its history was compacted.
+    async fn serve_from_history(
+        &self,
+        kv: &mut KvClient,
+        keyspace: &mut KeySpace,
+        key: &str,
+        relative: &str,
+        mut revision: u64,
+    ) -> Result<bool, SessionError> {
+        for _ in 0..HISTORY_DEPTH {
+            // Revision 0 would mean the latest.
+            let Some(before) = revision.checked_sub(1).filter(|&r| r > 0) else { return Ok(false) };
+            let options = GetOptions::new().with_revision(before as i64);
+            let page = match self.timed(kv.get(key, Some(options))).await {
+                Ok(page) => page,
+                Err(SessionError::Etcd(e)) if e.to_string().contains("compacted") => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            // None: the key did not exist then.
+            let Some(earlier) = page.kvs().first() else { return Ok(false) };
+            if keyspace.serve_earlier(key, relative, earlier.value()) {
+                return Ok(true);
+            }
+            revision = earlier.mod_revision().max(0) as u64;
+        }
+        Ok(false)
     }
 
     /// Watches from the revision after the last applied until a re-read is needed or the
