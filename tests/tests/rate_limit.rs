@@ -260,7 +260,10 @@ async fn redis_over_tls_with_a_password_serves_limits_and_cache() {
         echo.addr
     );
     let ca = redis.ca_file().unwrap().to_str().unwrap().to_owned();
-    let gw = Gateway::start_with_env(&yaml, &["--redis-url", &redis.url()], &[("SSL_CERT_FILE", &ca)]).await;
+    // What is tested is TLS and the password, not speed: a debug build's TLS on two loaded cores
+    // can take longer than the default 50 ms, which would rightly count Redis as down.
+    let flags = ["--redis-url", &redis.url(), "--redis-timeout-ms", "1000"];
+    let gw = Gateway::start_with_env(&yaml, &flags, &[("SSL_CERT_FILE", &ca)]).await;
     let c = HttpClient::new();
     eventually(WAIT, "redis over TLS to answer", || async {
         (c.get(&gw.admin_url("/status")).await.json()["redis"] == "connected").then_some(())
@@ -298,7 +301,9 @@ async fn a_redis_cluster_shares_limits_and_cached_responses() {
     );
     // Each node knows the cluster through a different seed.
     let urls = redis.urls();
-    let flags: Vec<[&str; 3]> = urls.iter().map(|url| ["--redis-url", url.as_str(), "--redis-cluster"]).collect();
+    // A generous bound per call: below, no decision may fall back, and the machine is loaded.
+    let flags: Vec<[&str; 5]> =
+        urls.iter().map(|url| ["--redis-url", url.as_str(), "--redis-cluster", "--redis-timeout-ms", "1000"]).collect();
     let nodes = three_nodes(&yaml, [&flags[0], &flags[1], &flags[2]]).await;
     let c = HttpClient::new();
 
