@@ -183,6 +183,17 @@ enum Resync {
 /// How many earlier versions of a bad key a full read looks at for a good one, at most.
 const HISTORY_DEPTH: usize = 16;
 
+/// What etcd's history told of a bad key's last good value.
+#[derive(Debug, PartialEq, Eq)]
+enum History {
+    /// Found, and served.
+    Served,
+    /// There was none since the key was (last) created.
+    NeverGood,
+    /// Compacted, or further back than [`HISTORY_DEPTH`].
+    Unknown,
+}
+
 struct Worker {
     config: EtcdConfig,
     /// `<prefix>/`: every key watched starts with it.
@@ -300,7 +311,7 @@ impl Worker {
         // that (compacted) keep what this node served before the re-read.
         for (key, revision) in keyspace.unserved() {
             let Some((_, relative)) = self.relative(key.as_bytes()) else { continue };
-            if !self.serve_from_history(kv, &mut keyspace, &key, relative, revision).await? {
+            if self.serve_from_history(kv, &mut keyspace, &key, relative, revision).await? == History::Unknown {
                 keyspace.keep_from(&self.keyspace, &key, relative);
             }
         }
@@ -312,8 +323,7 @@ impl Worker {
     }
 
     /// Looks back through the versions of the bad `key` before `revision` (at most
-    /// [`HISTORY_DEPTH`]) for a good one, and serves it. Whether it found one: not when the key
-    /// was created bad, or its history was compacted.
+    /// [`HISTORY_DEPTH`]) for a good one, and serves it.
     async fn serve_from_history(
         &self,
         kv: &mut KvClient,
@@ -321,24 +331,24 @@ impl Worker {
         key: &str,
         relative: &str,
         mut revision: u64,
-    ) -> Result<bool, SessionError> {
+    ) -> Result<History, SessionError> {
         for _ in 0..HISTORY_DEPTH {
             // Revision 0 would mean the latest.
-            let Some(before) = revision.checked_sub(1).filter(|&r| r > 0) else { return Ok(false) };
+            let Some(before) = revision.checked_sub(1).filter(|&r| r > 0) else { return Ok(History::NeverGood) };
             let options = GetOptions::new().with_revision(before as i64);
             let page = match self.timed(kv.get(key, Some(options))).await {
                 Ok(page) => page,
-                Err(SessionError::Etcd(e)) if e.to_string().contains("compacted") => return Ok(false),
+                Err(SessionError::Etcd(e)) if e.to_string().contains("compacted") => return Ok(History::Unknown),
                 Err(e) => return Err(e),
             };
-            // None: the key did not exist then.
-            let Some(earlier) = page.kvs().first() else { return Ok(false) };
+            // None: the key did not exist then (it was created, or re-created, bad).
+            let Some(earlier) = page.kvs().first() else { return Ok(History::NeverGood) };
             if keyspace.serve_earlier(key, relative, earlier.value()) {
-                return Ok(true);
+                return Ok(History::Served);
             }
             revision = earlier.mod_revision().max(0) as u64;
         }
-        Ok(false)
+        Ok(History::Unknown)
     }
 
     /// Watches from the revision after the last applied until a re-read is needed or the
