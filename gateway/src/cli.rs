@@ -154,6 +154,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header_read_timeout_ms: Option<u64>,
+    /// Longest a client may take nothing of what is sent to it, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_send_timeout_ms: Option<u64>,
     /// Largest request head, bytes.
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]

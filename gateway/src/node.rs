@@ -76,6 +76,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let limits = Limits {
         header_read_timeout: settings.header_read_timeout(),
+        client_send_timeout: std::time::Duration::from_millis(settings.client_send_timeout_ms),
         max_header_bytes: settings.max_header_bytes,
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,

@@ -91,6 +91,10 @@ pub struct Settings {
     pub worker_threads: usize,
     /// Longest wait for a client's request head, ms; slower clients are dropped. Default 10000.
     pub header_read_timeout_ms: u64,
+    /// Longest a client may take nothing of what is sent to it (a response, a tunnel's data)
+    /// before its connection is closed, ms; between two writes, not for a whole response.
+    /// Default 60000.
+    pub client_send_timeout_ms: u64,
     /// Largest request head (request line and headers), bytes; larger gets 431. Default 32768.
     pub max_header_bytes: usize,
     /// Client connections served at once, per listener; more wait in the kernel's backlog.
@@ -137,6 +141,7 @@ impl Default for Settings {
             log_level: "info".into(),
             worker_threads: 0,
             header_read_timeout_ms: 10_000,
+            client_send_timeout_ms: 60_000,
             max_header_bytes: 32 * 1024,
             max_connections: 16_384,
             proxy_cache_memory_bytes: 64 << 20,
@@ -242,6 +247,9 @@ impl Settings {
         }
         if self.header_read_timeout_ms == 0 {
             return Err(SettingsError("header_read_timeout_ms must be at least 1".into()));
+        }
+        if self.client_send_timeout_ms == 0 {
+            return Err(SettingsError("client_send_timeout_ms must be at least 1".into()));
         }
         self.redis_target()?;
         Ok(())

@@ -1,8 +1,9 @@
 //! What hostile clients and broken upstreams try, and what the node does about it: malformed
 //! bodies are the client's fault (400, no health penalty), abandoned requests leave no trace in
 //! the balancer, dot segments cannot escape a route, partial HTTP/2 prefaces are dropped,
-//! connections are capped, upstreams that stop reading get a 504, and message framing is kept
-//! straight between HTTP/2 clients, HTTP/1.1 upstreams and odd responses.
+//! connections are capped, upstreams that stop reading get a 504, clients that stop reading are
+//! dropped after the send timeout, and message framing is kept straight between HTTP/2 clients,
+//! HTTP/1.1 upstreams and odd responses.
 
 use bytes::Bytes;
 use http::Method;
@@ -165,6 +166,30 @@ async fn an_upstream_that_stops_reading_gets_a_504() {
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(10));
     held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
+    let echo = Upstream::start("a").await;
+    let yaml = format!("services: [{{ name: s, url: \"http://{}\", routes: [{{ name: r, paths: [/] }}] }}]", echo.addr);
+    let gw = Gateway::start_with(&yaml, &["--client-send-timeout-ms", "300"]).await;
+    let mut stream = TcpStream::connect(gw.proxy).await.unwrap();
+    let local = stream.local_addr().unwrap().to_string();
+    // 256 MiB: far more than the socket buffers between us hold, so the gateway must wait on us.
+    stream.write_all(b"GET /bytes/268435456 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    eventually(Duration::from_secs(20), "the gateway to give up on the client", || async {
+        gw.logs().iter().any(|l| l.contains(&local) && l.contains("took nothing for 300ms")).then_some(())
+    })
+    .await;
+    // What was in flight arrives, then the connection ends, well short of the whole body.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        received += n;
+    }
+    assert!(received < 64 << 20, "{received} bytes");
+    // The node still serves others.
+    assert_eq!(HttpClient::new().get(&gw.url("/")).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

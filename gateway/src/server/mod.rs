@@ -3,12 +3,14 @@
 //! Limits that protect the node from its clients live here: at most `max_connections` are served
 //! at once (more wait in the kernel's backlog); a client must say which protocol it speaks within
 //! the header read timeout, and an HTTP/1.1 client must then finish its request head within it
-//! too, or it is dropped; a head larger than the limit gets 431; a malformed request gets 400
+//! too, or it is dropped; a client that takes nothing of what is sent to it for the send timeout
+//! is dropped (`send_timeout`); a head larger than the limit gets 431; a malformed request gets 400
 //! from hyper and only that connection ends; HTTP/2 peers that stop answering pings are dropped.
 //! On shutdown the listener closes at once, connections finish their in-flight requests, and
 //! whatever is still running when the grace period ends is cut.
 
 mod rewind;
+mod send_timeout;
 
 use crate::proxy::{BoxError, ClientInfo, ProxyBody};
 use http::{Request, Response};
@@ -29,6 +31,8 @@ use tokio::sync::Semaphore;
 pub struct Limits {
     /// Longest wait for the first byte and for the whole request head.
     pub header_read_timeout: Duration,
+    /// Longest a write to the client may wait for it to take something.
+    pub client_send_timeout: Duration,
     /// Largest request head, bytes (at least 8192).
     pub max_header_bytes: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
@@ -96,6 +100,7 @@ where
                 let response = handler(request, client.clone());
                 async move { Ok::<_, Infallible>(response.await) }
             });
+            let stream = send_timeout::SendTimeout::new(stream, limits.client_send_timeout);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(connection.into_owned()).await {
                 log_connection_error(e, peer);
@@ -110,5 +115,14 @@ where
 }
 
 fn log_connection_error(error: BoxError, peer: std::net::SocketAddr) {
-    tracing::debug!(%peer, error = %error, "connection ended with an error");
+    // hyper's errors say what failed, and their sources why: "error writing a body to
+    // connection: the client took nothing for 60s".
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    tracing::debug!(%peer, error = %text, "connection ended with an error");
 }
