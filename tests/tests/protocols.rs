@@ -212,3 +212,29 @@ async fn websocket_sessions_in_parallel() {
     }
     assert_eq!(up.requests(), 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_is_closed_after_the_read_timeout_of_silence_and_kept_while_it_talks() {
+    let yaml = r#"
+services:
+  - name: echo
+    url: http://127.0.0.1:PORT
+    read_timeout: 400
+    routes: [{ name: ws, paths: [/ws], strip_path: false }]
+"#;
+    let (_up, gw) = start(yaml).await;
+    // Talking every 100 ms for two seconds, five times the timeout: kept open.
+    let mut ws = connect(gw.proxy, "/ws").await;
+    let talked = std::time::Instant::now();
+    while talked.elapsed() < Duration::from_secs(2) {
+        ws.send(Message::text("ping")).await.expect("send");
+        assert_eq!(next_message(&mut ws).await, Message::text("ping"));
+        // The pace of a client that talks, not a wait for something.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silence: the gateway closes the tunnel, and the client sees the end of its session.
+    let silent = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("closed within 10 s");
+    assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
+    assert!(silent.elapsed() >= Duration::from_millis(300), "not before the timeout: {:?}", silent.elapsed());
+}

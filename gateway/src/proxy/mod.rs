@@ -232,7 +232,7 @@ impl Proxy {
             rate_limit::headers(decision, h);
         }
         if let (Some(client_side), Some(upstream_side)) = (client_upgrade, outcome.upgrade) {
-            self.tunnels.open(client_side, upstream_side);
+            self.tunnels.open(client_side, upstream_side, entry.service.service.read_timeout);
         }
         Ok(response)
     }
