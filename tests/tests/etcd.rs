@@ -344,15 +344,36 @@ async fn admin_writes_validate_first_then_reach_every_node() {
     assert!(reply.json()["revision"].as_i64().unwrap() > revision);
     assert_eq!(get_status(&nodes[0], "/r/x").await, 404);
     assert_eq!(c.call(Method::DELETE, &admin("/routes/r"), "").await.status, 404);
-    // An upstream goes with its targets. Its users go first, straight in etcd; the node refuses a
-    // delete by the config it serves, so it must have applied theirs.
+    // An upstream goes with its targets, once its users are gone (straight in etcd: the check
+    // reads etcd, not the config the node serves).
     etcd.delete("/gateway/routes/s").await;
-    let revision = etcd.delete("/gateway/services/s").await;
-    converged(&nodes[..1], revision).await;
+    etcd.delete("/gateway/services/s").await;
     let reply = c.call(Method::DELETE, &admin("/upstreams/up?wait=1"), "").await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let left = etcd.client().await.get("/gateway/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
     assert_eq!(left.kvs().len(), 0, "the targets went with their upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_checked_at_a_revision_is_not_made_if_a_user_was_written_since() {
+    use config_sync::etcd::{Deleted, EntityKey, EtcdConfig, EtcdWriter};
+    let etcd = Etcd::start().await;
+    let writer = EtcdWriter::connect(&EtcdConfig::new(vec![etcd.url()], "/gateway")).await.expect("connect");
+    let service = EntityKey::Service("s".into());
+    etcd.put("/gateway/services/s", r#"{"url": "http://127.0.0.1:9"}"#).await;
+    // What the admin API does: read what uses the service at a revision, then delete on that
+    // condition. A route written in between (through another node, say) voids the check.
+    let (_, checked) = writer.read_config().await.expect("read");
+    etcd.put("/gateway/routes/r", r#"{"service": "s", "paths": ["/r"]}"#).await;
+    assert_eq!(writer.delete(&service, Some(("routes/", checked))).await.unwrap(), Deleted::Changed);
+    let (snapshot, _) = writer.read_config().await.expect("read");
+    assert!(snapshot.config.services.contains_key("s") && snapshot.config.routes.contains_key("r"));
+    // Writes elsewhere do not void it.
+    etcd.delete("/gateway/routes/r").await;
+    let (_, checked) = writer.read_config().await.expect("read");
+    etcd.put("/gateway/upstreams/u", "{}").await;
+    assert!(matches!(writer.delete(&service, Some(("routes/", checked))).await.unwrap(), Deleted::Done(_)));
+    assert_eq!(writer.delete(&service, None).await.unwrap(), Deleted::NotFound);
 }
 
 fn gateway(args: &[&str]) -> std::process::Output {

@@ -12,4 +12,4 @@ pub use backoff::Backoff;
 pub use keys::{normalize_prefix, EntityKey};
 pub use keyspace::{parse_entity, Entity, KeySpace};
 pub use watcher::{Connection, EtcdConfig, EtcdSource, EtcdStatus};
-pub use writer::{desired_keys, ApplyReport, EtcdWriter, StoredKey, WriteError};
+pub use writer::{desired_keys, ApplyReport, Deleted, EtcdWriter, StoredKey, WriteError};

@@ -7,7 +7,7 @@ use super::keyspace::KeySpace;
 use super::read::{read_prefix, ReadError};
 use super::watcher::{prefix_end, EtcdConfig};
 use crate::config::Config;
-use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +30,17 @@ pub enum WriteError {
          raise it to apply this file in one transaction"
     )]
     TooLarge(usize),
+}
+
+/// What [`EtcdWriter::delete`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted, at this revision.
+    Done(u64),
+    /// There was no such entity.
+    NotFound,
+    /// Something under the `unchanged` prefix was written since: nothing was deleted.
+    Changed,
 }
 
 /// One key as read: value, the revision it was last written at, and its lease.
@@ -99,9 +110,11 @@ impl EtcdWriter {
         Ok(response.succeeded().then(|| response.header().map_or(0, |h| h.revision().max(0) as u64)))
     }
 
-    /// Deletes one entity; an upstream goes with its targets, in one transaction. The revision,
-    /// and whether the entity existed.
-    pub async fn delete(&self, key: &EntityKey) -> Result<(u64, bool), WriteError> {
+    /// Deletes one entity; an upstream goes with its targets, in one transaction. With
+    /// `unchanged` (a relative prefix such as `routes/`, and a revision), only if nothing under
+    /// that prefix was written after that revision: the check the caller made of what uses the
+    /// entity, at that revision, still holds.
+    pub async fn delete(&self, key: &EntityKey, unchanged: Option<(&str, u64)>) -> Result<Deleted, WriteError> {
         let mut client = self.client.clone();
         let full = key.under(&self.prefix);
         let mut ops = vec![TxnOp::delete(full.clone(), None)];
@@ -111,9 +124,24 @@ impl EtcdWriter {
         }
         // Only when the entity itself exists: an upstream that is not there keeps the targets
         // registered under its name.
-        let exists = Compare::version(full, CompareOp::Greater, 0);
-        let response = self.timed(client.txn(Txn::new().when([exists]).and_then(ops))).await?;
-        Ok((response.header().map_or(0, |h| h.revision().max(0) as u64), response.succeeded()))
+        let mut compares = vec![Compare::version(full.clone(), CompareOp::Greater, 0)];
+        if let Some((relative, revision)) = unchanged {
+            let range = format!("{}/{relative}", self.prefix);
+            let end = prefix_end(&range);
+            compares.push(Compare::mod_revision(range, CompareOp::Less, revision as i64 + 1).with_range(end));
+        }
+        // On failure, whether the entity exists tells the two conditions apart.
+        let txn = Txn::new().when(compares).and_then(ops).or_else([TxnOp::get(full, None)]);
+        let response = self.timed(client.txn(txn)).await?;
+        let revision = response.header().map_or(0, |h| h.revision().max(0) as u64);
+        if response.succeeded() {
+            return Ok(Deleted::Done(revision));
+        }
+        let exists = response.op_responses().into_iter().any(|op| match op {
+            TxnOpResponse::Get(get) => !get.kvs().is_empty(),
+            _ => false,
+        });
+        Ok(if exists { Deleted::Changed } else { Deleted::NotFound })
     }
 
     /// Every key under the prefix (relative), read page by page at one revision, and that

@@ -126,7 +126,7 @@ impl Admin {
             match (&parts.method, &self.etcd) {
                 (&Method::GET | &Method::HEAD, _) => {}
                 (&Method::PUT | &Method::DELETE, Some(link)) => {
-                    let context = write::Context { link, live: &self.live, runtime: &runtime, wait };
+                    let context = write::Context { link, live: &self.live, wait };
                     return if parts.method == Method::PUT {
                         match read_body(body).await {
                             Ok(bytes) => write::put(&context, &key, &bytes).await,

@@ -3,14 +3,15 @@
 //! A `PUT` validates the body as the entity its path names, and writes the key only if what it
 //! refers to exists in etcd at that moment (one transaction); any problem is a 400 naming the
 //! field at fault, and nothing is written. A `DELETE` refuses to remove what other entities still
-//! use in the config this node serves (not checked in etcd's transaction: a user written through
-//! another node an instant before may not be seen yet). Both answer with the etcd revision; with `?wait=1` they answer once this node has
-//! applied that revision.
+//! use in etcd, and deletes in a transaction that fails if a possible user was written since it
+//! looked (then it looks again), so that a route and the removal of its service, written through
+//! two nodes at once, cannot both land. Both answer with the etcd revision; with `?wait=1` they
+//! answer once this node has applied that revision.
 
 use super::{json_response, EtcdLink};
 use crate::proxy::{json_error, ProxyBody};
-use crate::runtime::{Live, Runtime};
-use config_sync::etcd::{parse_entity, Entity, EntityKey, WriteError};
+use crate::runtime::Live;
+use config_sync::etcd::{parse_entity, Deleted, Entity, EntityKey, WriteError};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -24,8 +25,6 @@ pub struct Context<'a> {
     pub link: &'a EtcdLink,
     /// To wait for the write to apply.
     pub live: &'a Live,
-    /// The config served now, for reference checks.
-    pub runtime: &'a Runtime,
     /// `?wait=1`.
     pub wait: bool,
 }
@@ -75,10 +74,52 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
 }
 
 /// `DELETE`: refuse while something uses the entity, then delete (an upstream with its
-/// targets).
+/// targets). What uses it is read from etcd, and the delete is made only if nothing that could
+/// use it was written since that read; a user written meanwhile (through any node) makes it read
+/// and check again.
 pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
-    let config = &cx.runtime.snapshot.config;
-    let users: Vec<String> = match key {
+    // Routes use services; services use upstreams (by the host of their URL).
+    let users_under = match key {
+        EntityKey::Service(_) => Some("routes/"),
+        EntityKey::Upstream(_) => Some("services/"),
+        _ => None,
+    };
+    for _ in 0..DELETE_ATTEMPTS {
+        let unchanged = match users_under {
+            Some(prefix) => {
+                let (snapshot, revision) = match cx.link.writer.read_config().await {
+                    Ok(read) => read,
+                    Err(e) => return write_failed(&e),
+                };
+                let users = users_of(&snapshot.config, key);
+                if !users.is_empty() {
+                    let message =
+                        format!("{} is used by {}; change or delete those first", key.path(), users.join(", "));
+                    return json_error(StatusCode::BAD_REQUEST, &message);
+                }
+                Some((prefix, revision))
+            }
+            None => None,
+        };
+        match cx.link.writer.delete(key, unchanged).await {
+            Ok(Deleted::Done(revision)) => return answer(cx, revision, json!({ "revision": revision })).await,
+            Ok(Deleted::NotFound) => {
+                return json_error(StatusCode::NOT_FOUND, &format!("{} not found in etcd", key.path()))
+            }
+            Ok(Deleted::Changed) => continue,
+            Err(e) => return write_failed(&e),
+        }
+    }
+    let message = format!("{} was not deleted: what could use it kept changing; try again", key.path());
+    json_error(StatusCode::CONFLICT, &message)
+}
+
+/// How many times a delete reads and checks again when a possible user was written meanwhile.
+const DELETE_ATTEMPTS: usize = 5;
+
+/// The entities of `config` that use `key`, as `kind/name`.
+fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
+    match key {
         EntityKey::Service(name) => {
             config.routes.values().filter(|r| &r.service == name).map(|r| format!("routes/{}", r.name)).collect()
         }
@@ -89,15 +130,6 @@ pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
             .map(|s| format!("services/{}", s.name))
             .collect(),
         _ => Vec::new(),
-    };
-    if !users.is_empty() {
-        let message = format!("{} is used by {}; change or delete those first", key.path(), users.join(", "));
-        return json_error(StatusCode::BAD_REQUEST, &message);
-    }
-    match cx.link.writer.delete(key).await {
-        Ok((_, false)) => json_error(StatusCode::NOT_FOUND, &format!("{} not found in etcd", key.path())),
-        Ok((revision, true)) => answer(cx, revision, json!({ "revision": revision })).await,
-        Err(e) => write_failed(&e),
     }
 }
 
