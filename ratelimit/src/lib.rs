@@ -17,6 +17,8 @@
 //! - `redis`: [`RedisStore`], counters shared by the cluster: one atomic Lua script per call,
 //!   called by SHA over a [`RedisConnection`], every call bounded by a timeout.
 //! - `coalesce`: concurrent checks of one key joined into the next call, decided in order.
+//! - `refusals`: a key Redis refused, refused here with no call for as long as that is known to
+//!   hold (until its retry-after, or its shortest window's end).
 //! - `limiter`: [`Limiter`], what the gateway calls per request.
 //!
 //! Cargo features: `tls` (off by default) lets [`RedisConnection`] use `rediss://` URLs, with rustls and
@@ -48,6 +50,7 @@ mod key;
 mod limiter;
 mod memory;
 mod redis;
+mod refusals;
 mod store;
 mod window;
 

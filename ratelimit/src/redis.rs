@@ -18,6 +18,9 @@
 //! Every call is bounded by [`RedisConfig::timeout`]: no request waits on a dead Redis longer than
 //! that (Envoy ratelimit #462), whether the connection is up, reconnecting, or hanging.
 //!
+//! A key Redis refused is refused locally, with no call, for as long as that refusal is known to
+//! hold ([`crate::refusals`]): a client far over its limit costs Redis nothing.
+//!
 //! The window keys come from [`crate::key`], so all of one decision's keys share a hash tag and one
 //! cluster slot. Windows are placed by the caller's `now`, so nodes' clocks should agree (NTP);
 //! a skew of a few milliseconds moves a few requests across a window boundary, nothing more.
@@ -34,6 +37,7 @@ use crate::algorithm::{decide_ms, normalize};
 use crate::coalesce::{Drain, Enqueued, Queues};
 use crate::connection::{within, RedisConfig, RedisConnection, RedisTarget};
 use crate::key::window_key_at;
+use crate::refusals::Refusals;
 use crate::window::unix_ms;
 use crate::{Algorithm, Decision, Store, StoreError, Window, WindowCounts};
 
@@ -48,6 +52,7 @@ pub struct RedisStore {
     script: Script,
     timeout: Duration,
     queues: Arc<Queues>,
+    refusals: Arc<Refusals>,
 }
 
 impl RedisStore {
@@ -72,7 +77,8 @@ impl RedisStore {
 
     /// A store over `connection`, each call bounded by [`RedisConfig::timeout`].
     pub fn new(connection: RedisConnection, config: RedisConfig) -> Self {
-        Self { connection, script: Script::new(SCRIPT), timeout: config.timeout, queues: Arc::default() }
+        let script = Script::new(SCRIPT);
+        Self { connection, script, timeout: config.timeout, queues: Arc::default(), refusals: Arc::default() }
     }
 
     /// The bound on each call ([`RedisConfig::timeout`]).
@@ -147,14 +153,16 @@ impl RedisStore {
             .collect();
         // Check j saw the counts plus the j before it that were allowed; the script's verdict,
         // which its increments followed, rules.
-        let decisions = (0..n)
-            .map(|j| {
-                let seen = j.min(allowed) as u64;
-                let counts: Vec<WindowCounts> =
-                    before.iter().map(|c| WindowCounts { current: c.current + seen, previous: c.previous }).collect();
-                decide_ms(limits, algorithm, now_ms, &counts, Some(j < allowed))
-            })
-            .collect();
+        let seen = |j: usize| -> Vec<WindowCounts> {
+            let seen = j.min(allowed) as u64;
+            before.iter().map(|c| WindowCounts { current: c.current + seen, previous: c.previous }).collect()
+        };
+        let decisions: Vec<Decision> =
+            (0..n).map(|j| decide_ms(limits, algorithm, now_ms, &seen(j), Some(j < allowed))).collect();
+        // The refused ones (the last n - allowed) saw the same counts: remember the refusal.
+        if let Some(refused) = decisions.get(allowed) {
+            self.refusals.remember(key_base, limits, algorithm, seen(allowed), refused, now_ms);
+        }
         Ok(decisions)
     }
 }
@@ -170,6 +178,9 @@ impl Store for RedisStore {
         let limits = normalize(limits);
         if limits.is_empty() {
             return Ok(decide_ms(&[], algorithm, unix_ms(now), &[], None));
+        }
+        if let Some(refused) = self.refusals.check(key_base, &limits, algorithm, unix_ms(now)) {
+            return Ok(refused);
         }
         let (reply, decision) = oneshot::channel();
         match self.queues.enqueue(key_base, &limits, algorithm, now, reply) {

@@ -334,3 +334,28 @@ async fn ping_until_it_answers(store: &RedisStore) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_is_refused_without_redis_until_its_window_ends() {
+    let Some(mut server) = RedisServer::start() else { return };
+    let store = RedisStore::connect(server.url(), config()).await.expect("connect");
+    let key = counter_key("route:hammered", "client");
+    let limits = [(Window::Minute, 3), (Window::Hour, 100)];
+    for _ in 0..3 {
+        assert!(store.check(&key, &limits, Algorithm::Fixed, at(10_000)).await.unwrap().allowed);
+    }
+    let refused = store.check(&key, &limits, Algorithm::Fixed, at(10_000)).await.unwrap();
+    assert_eq!((refused.allowed, refused.retry_after), (false, Some(Duration::from_secs(50))));
+
+    // Redis gone: the refusal is known to hold until the minute ends, and is answered here, as
+    // Redis would have answered it.
+    server.kill();
+    let later = store.check(&key, &limits, Algorithm::Fixed, at(40_000)).await.expect("answered locally");
+    assert_eq!((later.allowed, later.retry_after), (false, Some(Duration::from_secs(20))));
+    assert_eq!((later.windows[0].remaining, later.windows[1].remaining), (0, 97));
+    // A new minute: only Redis can say, and it is gone.
+    assert!(store.check(&key, &limits, Algorithm::Fixed, at(MIN)).await.is_err());
+    // Another client was never refused: it asks Redis.
+    let other = counter_key("route:hammered", "someone-else");
+    assert!(store.check(&other, &limits, Algorithm::Fixed, at(40_000)).await.is_err());
+}
