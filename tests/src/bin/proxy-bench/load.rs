@@ -10,12 +10,22 @@ use std::time::Duration;
 pub struct Throughput {
     pub requests: u64,
     pub per_second: f64,
-    /// Answers that were not 2xx or 3xx, plus connect, read, write and timeout errors.
+    /// Answers that were not 2xx or 3xx (unless refusals were expected), plus connect, read,
+    /// write and timeout errors.
     pub failures: u64,
 }
 
+/// What a contender should answer: 2xx, or 429 for every request (a client over its limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    Ok,
+    Refused,
+}
+
 /// Keeps `connections` keep-alive connections busy on `url` for `duration` from one wrk thread.
-pub fn max_throughput(url: &str, connections: usize, duration: Duration) -> Throughput {
+/// wrk cannot tell a 429 from a 5xx: with [`Expect::Refused`] only socket errors count as
+/// failures here (the fixed-rate run checks the statuses).
+pub fn max_throughput(url: &str, connections: usize, duration: Duration, expect: Expect) -> Throughput {
     let out = run(Command::new("wrk").args([
         "-t1",
         &format!("-c{connections}"),
@@ -40,11 +50,12 @@ pub fn max_throughput(url: &str, connections: usize, duration: Duration) -> Thro
         .find_map(|l| l.trim().strip_prefix("Socket errors:"))
         .map(|l| l.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
         .unwrap_or(0);
-    if non_2xx + socket_errors > 0 {
+    let failures = socket_errors + if expect == Expect::Refused { 0 } else { non_2xx };
+    if failures > 0 {
         let detail: Vec<&str> = out.lines().filter(|l| l.contains("Non-2xx") || l.contains("Socket errors")).collect();
         eprintln!("  wrk on {url}: {}", detail.join("; ").trim());
     }
-    Throughput { requests, per_second, failures: non_2xx + socket_errors }
+    Throughput { requests, per_second, failures }
 }
 
 /// What oha measured at a fixed rate.
@@ -52,13 +63,13 @@ pub fn max_throughput(url: &str, connections: usize, duration: Duration) -> Thro
 pub struct Latency {
     pub p50: Duration,
     pub p99: Duration,
-    /// Requests that did not get a 2xx answer.
+    /// Requests that did not get the expected answer (2xx, or 429).
     pub failures: u64,
 }
 
 /// Sends `rate` requests a second to `url` for `duration`, over at most `connections` keep-alive
 /// connections, and reports latency corrected for coordinated omission.
-pub fn fixed_rate(url: &str, rate: u64, connections: usize, duration: Duration) -> Latency {
+pub fn fixed_rate(url: &str, rate: u64, connections: usize, duration: Duration, expect: Expect) -> Latency {
     let out = run(Command::new("oha").args([
         "--no-tui",
         "--output-format",
@@ -81,7 +92,11 @@ pub fn fixed_rate(url: &str, rate: u64, connections: usize, duration: Duration) 
     };
     let statuses = report["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
     let answered: u64 = statuses.values().filter_map(|n| n.as_u64()).sum();
-    let ok: u64 = statuses.iter().filter(|(code, _)| code.starts_with('2')).filter_map(|(_, n)| n.as_u64()).sum();
+    let expected = |code: &str| match expect {
+        Expect::Ok => code.starts_with('2'),
+        Expect::Refused => code == "429",
+    };
+    let ok: u64 = statuses.iter().filter(|(code, _)| expected(code)).filter_map(|(_, n)| n.as_u64()).sum();
     // Requests still in flight when the time is up are cut by oha itself: not a failure.
     let errors: u64 = report["errorDistribution"]
         .as_object()

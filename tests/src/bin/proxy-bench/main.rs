@@ -6,7 +6,8 @@
 //! keep-alive), then p50 and p99 at a fixed rate of 70% of the slowest of direct, gateway, nginx
 //! and HAProxy (oha, open loop, corrected for coordinated omission), the CPU seconds it spent per
 //! 100k requests at full load, and its peak resident memory. Extra rows: the gateway with rate
-//! limiting (redis and local policy, a limit never reached), with cache hits (redis and memory
+//! limiting (redis and local policy, a limit never reached; redis, a client always over its limit,
+//! answered 429), with cache hits (redis and memory
 //! strategy) and with 10,000 routes. Each measurement runs ROUNDS times, the contenders taking
 //! turns so that a slow spell of the machine hits them all, and the table shows the medians.
 //! Prints a Markdown table and the targets it checks.
@@ -19,7 +20,7 @@ mod procs;
 mod upstream;
 
 use contender::Contender;
-use load::{Latency, Throughput};
+use load::{Expect, Latency, Throughput};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -39,6 +40,8 @@ struct Row {
     contender: Option<Contender>,
     /// Whether it sets the fixed rate (the four main contenders do; the gateway's variants don't).
     main: bool,
+    /// What its answers should be.
+    expect: Expect,
     throughput: Vec<Throughput>,
     cpu_per_100k: Vec<f64>,
     latency: Vec<Latency>,
@@ -55,7 +58,8 @@ impl Row {
         main: bool,
     ) -> Row {
         let url = format!("http://{addr}{path}");
-        Row { case, name, url, contender, main, throughput: Vec::new(), cpu_per_100k: Vec::new(), latency: Vec::new() }
+        let (throughput, cpu_per_100k, latency) = (Vec::new(), Vec::new(), Vec::new());
+        Row { case, name, url, contender, main, expect: Expect::Ok, throughput, cpu_per_100k, latency }
     }
 
     /// The median requests per second over the rounds.
@@ -116,10 +120,10 @@ async fn main() {
     eprintln!("{connections} connections, {seconds} s per measurement, {rounds} rounds");
     for round in 1..=rounds {
         for row in &mut rows {
-            let _ = load::max_throughput(&row.url, connections, Duration::from_secs(1)); // warm-up
+            let _ = load::max_throughput(&row.url, connections, Duration::from_secs(1), row.expect); // warm-up
             let pids = row.contender.as_ref().map(Contender::pids).unwrap_or_default();
             let before = procs::cpu_seconds(&pids);
-            let measured = load::max_throughput(&row.url, connections, duration);
+            let measured = load::max_throughput(&row.url, connections, duration, row.expect);
             if row.contender.is_some() {
                 row.cpu_per_100k.push((procs::cpu_seconds(&pids) - before) / measured.requests as f64 * 100_000.0);
             }
@@ -137,7 +141,7 @@ async fn main() {
         for row in &mut rows {
             let rate =
                 rates.iter().find(|(case, _)| *case == row.case).map(|(_, rate)| *rate).expect("a rate per case");
-            let latency = load::fixed_rate(&row.url, rate, connections, duration);
+            let latency = load::fixed_rate(&row.url, rate, connections, duration, row.expect);
             eprintln!(
                 "round {round} {:<7} {:<31} p50 {:?} p99 {:?} at {rate}/s",
                 row.case, row.name, latency.p50, latency.p99
@@ -169,6 +173,8 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
     let variants = [
         ("gateway, rate limiting (redis)", "rate-limiting: { second: 1000000000, policy: redis }"),
         ("gateway, rate limiting (local)", "rate-limiting: { second: 1000000000, policy: local }"),
+        // One request an hour: the first is allowed, every other one is a 429.
+        (OVER_THE_LIMIT, "rate-limiting: { hour: 1, window: fixed, policy: redis }"),
         ("gateway, cache hits (redis)", "proxy-cache: { strategy: redis, cache_ttl: 3600 }"),
         ("gateway, cache hits (memory)", "proxy-cache: { strategy: memory, cache_ttl: 3600 }"),
     ];
@@ -176,12 +182,19 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
     for (name, plugin) in variants {
         let route = format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugin} }} }}");
         let gateway = Contender::gateway(&service_yaml(upstream, &route), Some(redis_url), PROXY_CPU).await;
-        rows.push(variant_row(name, gateway));
+        let mut row = variant_row(name, gateway);
+        if name == OVER_THE_LIMIT {
+            row.expect = Expect::Refused;
+        }
+        rows.push(row);
     }
     let gateway = Contender::gateway(&ten_thousand_routes(upstream), None, PROXY_CPU).await;
     rows.push(variant_row("gateway, 10,000 routes", gateway));
     rows
 }
+
+/// The rate-limited row whose client is always over its limit (every answer a 429).
+const OVER_THE_LIMIT: &str = "gateway, rate limiting (redis), all over the limit (429)";
 
 fn variant_row(name: &'static str, gateway: Contender) -> Row {
     Row::new("small", name, gateway.addr, "/small", Some(gateway), false)
