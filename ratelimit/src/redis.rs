@@ -61,15 +61,13 @@ impl RedisStore {
     /// is not retried.
     pub async fn connect(target: impl Into<RedisTarget>, config: RedisConfig) -> Result<Self, StoreError> {
         let store = Self::new(RedisConnection::connect(&target.into(), &config).await?, config);
-        let invocation = store.script.prepare_invoke();
-        let mut connection = store.connection.clone();
-        within(config.connect_timeout, async move { invocation.load_async(&mut connection).await.map(drop) }).await?;
+        store.load_script_where_missing(config.connect_timeout).await?;
         Ok(store)
     }
 
     /// Like [`RedisStore::connect`] but without waiting: the connection is made by the first call
-    /// (e.g. the gateway's background [`Store::ping`]) and the script loaded by the first check,
-    /// so a node can start while Redis is down. Fails only on a URL it cannot use. Must be called
+    /// (e.g. the gateway's background [`Store::ping`], which also loads the script), so a node can
+    /// start while Redis is down. Fails only on a URL it cannot use. Must be called
     /// within a Tokio runtime.
     pub fn open(target: impl Into<RedisTarget>, config: RedisConfig) -> Result<Self, StoreError> {
         Ok(Self::new(RedisConnection::open(&target.into(), &config)?, config))
@@ -79,6 +77,24 @@ impl RedisStore {
     pub fn new(connection: RedisConnection, config: RedisConfig) -> Self {
         let script = Script::new(SCRIPT);
         Self { connection, script, timeout: config.timeout, queues: Arc::default(), refusals: Arc::default() }
+    }
+
+    /// Loads the script on every primary that lacks it (the one server, or each primary of a
+    /// cluster by its slot map), within `limit`; fails if any primary does not answer.
+    async fn load_script_where_missing(&self, limit: Duration) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let sha = self.script.get_hash();
+        within(limit, async move {
+            for primary in connection.primaries().await? {
+                let loaded: Vec<bool> =
+                    connection.query_at(&primary, ::redis::cmd("SCRIPT").arg("EXISTS").arg(sha)).await?;
+                if loaded != [true] {
+                    connection.query_at::<String>(&primary, ::redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT)).await?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The bound on each call ([`RedisConfig::timeout`]).
@@ -204,19 +220,7 @@ impl Store for RedisStore {
     /// as down), with the script loaded on it, so that the first check after a connect or a Redis
     /// restart costs one round trip, not three.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let sha = self.script.get_hash();
-        within(self.timeout, async move {
-            for primary in connection.primaries().await? {
-                let loaded: Vec<bool> =
-                    connection.query_at(&primary, ::redis::cmd("SCRIPT").arg("EXISTS").arg(sha)).await?;
-                if loaded != [true] {
-                    connection.query_at::<String>(&primary, ::redis::cmd("SCRIPT").arg("LOAD").arg(SCRIPT)).await?;
-                }
-            }
-            Ok(())
-        })
-        .await
+        self.load_script_where_missing(self.timeout).await
     }
 }
 
