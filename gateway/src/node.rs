@@ -22,10 +22,14 @@ use tokio::sync::watch;
 
 /// Runs a node until SIGTERM or SIGINT, then drains.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Signals are taken over before the node says it is listening: one that comes at once must
+    // stop or reload it, not kill it with the default action.
+    let stop_signal = stop_signal()?;
     let file = match settings.config_source {
         ConfigSource::File => settings.config_file.clone().map(FileSource::new),
         ConfigSource::Etcd => None,
     };
+    let hangups = file.as_ref().and_then(|_| sources::hangups());
     let config = match &file {
         Some(source) => source.load()?,
         None if settings.config_source == ConfigSource::File => {
@@ -148,8 +152,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits,
         stopped(),
     ));
-    if let Some(file) = file {
-        tokio::spawn(sources::reload_on_sighup(file, live.clone(), stopped()));
+    if let Some((file, hangups)) = file.zip(hangups) {
+        tokio::spawn(sources::reload_on_sighup(file, hangups, live.clone(), stopped()));
     }
     let follower = etcd.map(|(source, _)| {
         let live = live.clone();
@@ -160,7 +164,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         })
     });
 
-    wait_for_stop_signal().await?;
+    stop_signal.await;
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);
@@ -200,13 +204,15 @@ async fn reap_idle_connections(pool: Pool, stopped: impl Future<Output = ()>) {
     }
 }
 
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
+/// Completes on SIGTERM or SIGINT; both are taken over when this is called.
+fn stop_signal() -> anyhow::Result<impl Future<Output = ()>> {
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(signal = name, "shutting down");
-    Ok(())
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+    })
 }

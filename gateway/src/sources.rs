@@ -7,18 +7,28 @@ use config_sync::etcd::EtcdSource;
 use config_sync::{FileSource, Snapshot};
 use std::future::Future;
 use std::sync::Arc;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Re-reads the file on every SIGHUP; a file that does not load leaves the running config as
-/// it is.
-pub async fn reload_on_sighup(source: FileSource, live: Arc<Live>, stopped: impl Future<Output = ()>) {
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
+/// Takes SIGHUP over (from then on it no longer kills the process); none, with the error
+/// logged, if it cannot.
+pub fn hangups() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
         Err(e) => {
             tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Re-reads the file on every SIGHUP ([`hangups`]); a file that does not load leaves the running
+/// config as it is.
+pub async fn reload_on_sighup(
+    source: FileSource,
+    mut hangups: Signal,
+    live: Arc<Live>,
+    stopped: impl Future<Output = ()>,
+) {
     tokio::pin!(stopped);
     loop {
         tokio::select! {

@@ -98,6 +98,35 @@ fn config(echo: &Upstream, path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_right_after_listening_reloads_and_does_not_kill() {
+    let echo = Upstream::start("a").await;
+    // Both cores kept busy, so that a node's tasks may run late after it says it listens.
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || while busy.load(std::sync::atomic::Ordering::Relaxed) {})
+        })
+        .collect();
+    // Several nodes, each signalled the moment it says it listens: SIGHUP's default action
+    // (exit) must already be taken over by then.
+    for _ in 0..10 {
+        let gw = Gateway::start(&config(&echo, "/old")).await;
+        gw.write_config(&config(&echo, "/new"));
+        gw.signal("HUP");
+        let client = HttpClient::new();
+        eventually(Duration::from_secs(10), "the new config to be served", || async {
+            (client.get(&gw.url("/new")).await.status == 200).then_some(())
+        })
+        .await;
+    }
+    busy.store(false, std::sync::atomic::Ordering::Relaxed);
+    for spinner in spinners {
+        spinner.join().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_applies_a_good_file_and_refuses_a_bad_one() {
     let echo = Upstream::start("a").await;
     let gw = Gateway::start(&config(&echo, "/old")).await;
