@@ -135,10 +135,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,
         move |request, client| {
-            let proxy = proxy.clone();
             // Boxed once here, the request's future (kilobytes) is not copied again each time
             // hyper moves it.
-            Box::pin(async move { proxy.handle(request, client).await })
+            Box::pin(proxy.clone().handle(request, client))
         },
         limits,
         stopped(),

@@ -10,13 +10,13 @@ use crate::balance::{Balancer, TargetSpec};
 use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
 use crate::plugins::rate_limit::RateLimit;
 use crate::router::{RouteSpec, Router};
-use crate::telemetry::Name;
+use crate::telemetry::{Name, RouteMetrics};
 use arc_swap::ArcSwap;
 use config_sync::model::{Plugins, Route, Service, Upstream};
 use config_sync::Snapshot;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 
@@ -48,6 +48,8 @@ pub struct RouteEntry {
     pub name: Name,
     /// Its service's name, likewise.
     pub service_name: Name,
+    /// Its metric handles, made by its first request.
+    pub metrics: OnceLock<Arc<RouteMetrics>>,
 }
 
 /// A service with its destination resolved.
@@ -251,6 +253,7 @@ impl Runtime {
                 rate_limit,
                 name,
                 service_name,
+                metrics: OnceLock::new(),
             });
         }
         let router = Router::new(&specs).map_err(|e| match e.route() {

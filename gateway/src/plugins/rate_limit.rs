@@ -8,7 +8,7 @@
 //! divided by the live members; otherwise the request gets 503. No request waits on a dead Redis
 //! longer than the Redis timeout, and none at all while the background probe says it is down.
 
-use crate::proxy::ClientInfo;
+use crate::proxy::{number_header, ClientInfo};
 use config_sync::model::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use ratelimit::{per_member, Algorithm, Decision, Limiter, MemoryStore, RedisStore, Window};
@@ -207,13 +207,13 @@ pub fn headers(decision: &Decision, into: &mut HeaderMap) {
     into.reserve(2 * decision.windows.len() + 3);
     for w in &decision.windows {
         let (limit, remaining) = names(w.window);
-        into.insert(limit.clone(), HeaderValue::from(w.limit));
-        into.insert(remaining.clone(), HeaderValue::from(w.remaining));
+        into.insert(limit.clone(), number_header(w.limit));
+        into.insert(remaining.clone(), number_header(w.remaining));
     }
     if let Some(w) = decision.most_restrictive() {
-        into.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(w.limit));
-        into.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(w.remaining));
-        into.insert(RATELIMIT_RESET.clone(), HeaderValue::from(w.reset.as_secs_f64().ceil() as u64));
+        into.insert(RATELIMIT_LIMIT.clone(), number_header(w.limit));
+        into.insert(RATELIMIT_REMAINING.clone(), number_header(w.remaining));
+        into.insert(RATELIMIT_RESET.clone(), number_header(w.reset.as_secs_f64().ceil() as u64));
     }
 }
 
@@ -242,7 +242,7 @@ fn names(window: Window) -> &'static (HeaderName, HeaderName) {
 /// `Retry-After` for a refusal, whole seconds, at least 1.
 pub fn retry_after(decision: &Decision) -> HeaderValue {
     let wait = decision.retry_after.unwrap_or(Duration::from_secs(1));
-    HeaderValue::from((wait.as_secs_f64().ceil() as u64).max(1))
+    number_header((wait.as_secs_f64().ceil() as u64).max(1))
 }
 
 fn hex(bytes: &[u8]) -> String {

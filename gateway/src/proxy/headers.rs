@@ -2,6 +2,7 @@
 //! and whatever `Connection` names), `X-Forwarded-*` and `Via` set.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 
 /// Headers that describe one connection, never forwarded.
@@ -20,8 +21,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// unless `keep_upgrade`, in which case `Connection: upgrade` is put back.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // One look at each name finds the few to remove, where removing every hop-by-hop name
-    // blindly would hash and probe ten times per message.
-    let mut doomed: Vec<HeaderName> = headers
+    // blindly would hash and probe ten times per message. Kept on the stack: nearly every
+    // response has some (`Connection: keep-alive`), and an allocation would cost more.
+    let mut doomed: SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| HOP_BY_HOP.contains(name) || (!keep_upgrade && name == &header::UPGRADE))
         .cloned()
@@ -47,6 +49,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// The header value of `n`. Below 1,000 (latencies in milliseconds, most rate-limit counts)
+/// it comes from a table made once, since `HeaderValue::from` allocates for every value.
+pub fn number(n: u64) -> HeaderValue {
+    const SMALL: usize = 1000;
+    static TABLE: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        // One string for all of them, leaked once, so each value is static and free to clone.
+        let text: &'static str = Box::leak((0..SMALL).map(|i| i.to_string()).collect::<String>().into_boxed_str());
+        let mut start = 0;
+        (0..SMALL)
+            .map(|i| {
+                let end = start + i.checked_ilog10().unwrap_or(0) as usize + 1;
+                let value = HeaderValue::from_static(&text[start..end]);
+                start = end;
+                value
+            })
+            .collect()
+    });
+    usize::try_from(n).ok().and_then(|i| TABLE.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
 }
 
 /// Whether the client asks to switch protocols (WebSocket and the like) over HTTP/1.1.
@@ -189,6 +211,13 @@ pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_the_same_from_the_table_and_beyond_it() {
+        for n in [0, 1, 9, 10, 99, 100, 999, 1000, 12_345, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {

@@ -17,7 +17,7 @@ mod upgrade;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::{json_error, ProxyError};
-pub use headers::ClientInfo;
+pub use headers::{number as number_header, ClientInfo};
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
@@ -26,7 +26,7 @@ use crate::plugins::cache::step::{self, Before, CacheStatus};
 use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::{self, Limiters, Verdict};
 use crate::runtime::{Live, RouteEntry};
-use crate::telemetry::{traces, Metrics, Name};
+use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use http::{header, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::sync::Arc;
@@ -78,14 +78,19 @@ impl Proxy {
     }
 
     /// Serves one request; never fails: errors become JSON responses.
-    pub async fn handle(&self, request: Request<Incoming>, client: Arc<ClientInfo>) -> Response<ProxyBody> {
+    ///
+    /// Takes the proxy by `Arc` so that the returned future owns it and needs no wrapper: every
+    /// level of nesting costs a copy of the whole (kilobytes large) future when it is made.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, client: Arc<ClientInfo>) -> Response<ProxyBody> {
         let received = Instant::now();
         let method = request.method().clone();
         // Kept for the error log; cloning a Uri shares its bytes.
         let uri = request.uri().clone();
         let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
         let mut served = Served::default();
-        let result = self.serve(request, client, received, &mut served).instrument(span.clone()).await;
+        let serving = self.serve(request, client, received, &mut served);
+        // Without a span, no `Instrumented` layer: one copy of the future fewer.
+        let result = if span.is_none() { serving.await } else { serving.instrument(span.clone()).await };
         let response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -102,9 +107,12 @@ impl Proxy {
             }
         };
         let status = response.status();
-        span::finish(&span, &method, served.route.as_ref(), status);
-        let (service, route) = served.route.unwrap_or_else(|| (UNMATCHED.clone(), UNMATCHED.clone()));
-        self.metrics.request(&service, &route, status.as_u16(), received.elapsed(), served.upstream_latency);
+        span::finish(&span, &method, served.route.as_deref().map(|r| &r.route), status);
+        let (code, total) = (status.as_u16(), received.elapsed());
+        match &served.route {
+            Some(route) => route.request(code, total, served.upstream_latency),
+            None => self.metrics.request(&UNMATCHED, &UNMATCHED, code, total, served.upstream_latency),
+        }
         response
     }
 
@@ -123,7 +131,8 @@ impl Proxy {
             .find(host.as_deref(), &path, request.method(), request.headers())
             .ok_or(ProxyError::NoRoute)?;
         let entry = &runtime.routes[found.route];
-        served.route = Some((entry.service_name.clone(), entry.name.clone()));
+        let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
+        served.route = Some(metrics.clone());
         let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
         let mut limited = None;
         if let Some(limit) = &entry.rate_limit {
@@ -211,7 +220,9 @@ impl Proxy {
             client: &client,
             preserve_host: entry.route.preserve_host,
         };
-        let outcome = forward::forward(attempt, body).await?;
+        // Boxed: the upstream exchange is the largest part of the request's future, and held
+        // inline it would be copied again at every level above it as each is made.
+        let outcome = Box::pin(forward::forward(attempt, body)).await?;
 
         served.upstream_latency = Some(outcome.upstream_latency);
         let mut response = outcome.response;
@@ -226,8 +237,8 @@ impl Proxy {
         let proxy_ms = outcome.sent_at.saturating_duration_since(received).as_millis() as u64;
         let upstream_ms = outcome.upstream_latency.as_millis() as u64;
         let h = response.headers_mut();
-        h.insert(UPSTREAM_LATENCY.clone(), HeaderValue::from(upstream_ms));
-        h.insert(PROXY_LATENCY.clone(), HeaderValue::from(proxy_ms));
+        h.insert(UPSTREAM_LATENCY.clone(), headers::number(upstream_ms));
+        h.insert(PROXY_LATENCY.clone(), headers::number(proxy_ms));
         if let Some(decision) = &limited {
             rate_limit::headers(decision, h);
         }
@@ -265,8 +276,8 @@ pub struct Parts {
 /// What serving a request found out, for its metrics and span.
 #[derive(Default)]
 struct Served {
-    /// The matched route's service and name.
-    route: Option<(Name, Name)>,
+    /// The matched route's metrics, which name it and its service.
+    route: Option<Arc<RouteMetrics>>,
     /// The upstream's time to the response head.
     upstream_latency: Option<std::time::Duration>,
 }

@@ -33,11 +33,11 @@ pub fn server<B>(request: &Request<B>, client: &ClientInfo) -> tracing::Span {
 }
 
 /// Names the server span after its route and records the outcome (5xx is an error).
-pub fn finish(span: &tracing::Span, method: &Method, route: Option<&(Name, Name)>, status: StatusCode) {
+pub fn finish(span: &tracing::Span, method: &Method, route: Option<&Name>, status: StatusCode) {
     if span.is_none() {
         return;
     }
-    if let Some((_, route)) = route {
+    if let Some(route) = route {
         // Injecting the context into the upstream request started the OpenTelemetry span, and a
         // started span takes a new name only through its context.
         span.context().span().update_name(format!("{method} {}", route.0));

@@ -6,7 +6,7 @@ pub mod metrics;
 pub mod process;
 pub mod traces;
 
-pub use metrics::{Metrics, Name};
+pub use metrics::{Metrics, Name, RouteMetrics};
 pub use traces::Tracing;
 
 use crate::settings::Settings;

@@ -121,7 +121,7 @@ fn hit(entry: &Entry, key: &str, now: SystemTime) -> Response<ProxyBody> {
     for (name, value) in &entry.headers {
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(header::AGE, HeaderValue::from(entry.age(now)));
+    headers.insert(header::AGE, crate::proxy::number_header(entry.age(now)));
     mark(headers, CacheStatus::Hit, key);
     response
 }
