@@ -149,7 +149,7 @@ impl Proxy {
             };
             span.record("outcome", outcome);
             span.record("store", how.as_str());
-            self.metrics.rate_limit(&entry.name, outcome, how);
+            metrics.rate_limit(outcome, how);
             match verdict {
                 Verdict::Allowed(decision) => limited = (!limit.config.hide_client_headers).then_some(decision),
                 Verdict::Limited(decision) => {

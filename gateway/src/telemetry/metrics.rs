@@ -141,27 +141,22 @@ impl Metrics {
         }
     }
 
-    /// The handles of the requests to one route, for [`RouteMetrics::request`].
+    /// The handles of the requests to one route, for [`RouteMetrics`].
     pub fn route(&self, service: &Name, route: &Name) -> RouteMetrics {
         let label = ServiceLabel { service: service.clone() };
         RouteMetrics {
             service: service.clone(),
             route: route.clone(),
-            requests: self.requests.clone(),
-            by_code: Mutex::new(Vec::new()),
+            requests: Few::new(&self.requests),
             request_latency: self.request_latency.get_or_create(&label).clone(),
             upstream_latency: self.upstream_latency.get_or_create(&label).clone(),
+            rate_limits: Few::new(&self.rate_limits),
         }
     }
 
     /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
     pub fn cache(&self, status: &'static str) {
         self.cache.get_or_create(&CacheLabels { status }).inc();
-    }
-
-    /// Counts a rate-limit decision.
-    pub fn rate_limit(&self, route: &Name, outcome: &'static str, store: Path) {
-        self.rate_limits.get_or_create(&RateLimitLabels { route: route.clone(), outcome, store: store.as_str() }).inc();
     }
 
     /// The OpenMetrics text of every metric.
@@ -175,45 +170,66 @@ impl Metrics {
 }
 
 /// The metrics of one route's requests, the same series as [`Metrics::request`] counts, held
-/// by the route so that a request costs no label hashing: each lookup hashes the label strings
-/// with SipHash under a lock, three times a request.
+/// by the route so that a request costs no label hashing: each lookup in a family hashes the
+/// label strings with SipHash under a lock, three or four times a request.
 pub struct RouteMetrics {
     /// The route's service.
     pub service: Name,
     /// The route.
     pub route: Name,
-    requests: Family<RequestLabels, Counter>,
-    /// The counters of the status codes the route has answered with: a handful.
-    by_code: Mutex<Vec<(u16, Counter)>>,
+    /// By status code.
+    requests: Few<u16, RequestLabels>,
     request_latency: Histogram,
     upstream_latency: Histogram,
+    /// By outcome and store.
+    rate_limits: Few<(&'static str, Path), RateLimitLabels>,
 }
 
 impl RouteMetrics {
     /// Counts a request to this route, as [`Metrics::request`] does.
     pub fn request(&self, code: u16, total: Duration, upstream: Option<Duration>) {
-        self.counter(code).inc();
+        let labels = || RequestLabels { service: self.service.clone(), route: self.route.clone(), code };
+        self.requests.get(code, labels).inc();
         self.request_latency.observe(ms(total));
         if let Some(upstream) = upstream {
             self.upstream_latency.observe(ms(upstream));
         }
     }
 
-    fn counter(&self, code: u16) -> Counter {
-        let mut by_code = self.by_code.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, counter)) = by_code.iter().find(|(c, _)| *c == code) {
-            return counter.clone();
-        }
-        let labels = RequestLabels { service: self.service.clone(), route: self.route.clone(), code };
-        let counter = self.requests.get_or_create(&labels).clone();
-        by_code.push((code, counter.clone()));
-        counter
+    /// Counts a rate-limit decision on this route.
+    pub fn rate_limit(&self, outcome: &'static str, store: Path) {
+        let labels = || RateLimitLabels { route: self.route.clone(), outcome, store: store.as_str() };
+        self.rate_limits.get((outcome, store), labels).inc();
     }
 }
 
 impl std::fmt::Debug for RouteMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouteMetrics").field("service", &self.service).field("route", &self.route).finish()
+    }
+}
+
+/// The counters of a family for the few label sets one route uses (its status codes, its
+/// rate-limit outcomes), found by a short scan instead of hashing.
+struct Few<K, L> {
+    family: Family<L, Counter>,
+    seen: Mutex<Vec<(K, Counter)>>,
+}
+
+impl<K: Copy + PartialEq, L: Clone + std::hash::Hash + Eq> Few<K, L> {
+    fn new(family: &Family<L, Counter>) -> Few<K, L> {
+        Few { family: family.clone(), seen: Mutex::new(Vec::new()) }
+    }
+
+    /// The counter for `key`, whose labels are `labels()`.
+    fn get(&self, key: K, labels: impl FnOnce() -> L) -> Counter {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, counter)) = seen.iter().find(|(k, _)| *k == key) {
+            return counter.clone();
+        }
+        let counter = self.family.get_or_create(&labels()).clone();
+        seen.push((key, counter.clone()));
+        counter
     }
 }
 
