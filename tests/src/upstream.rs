@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 /// A running echo server; stops when dropped.
@@ -16,6 +16,8 @@ pub struct Upstream {
     pub name: String,
     stats: Arc<EchoStats>,
     task: JoinHandle<()>,
+    /// Its port once stopped, held so that no other server of the run is given it.
+    stopped: Option<ClosedPort>,
 }
 
 impl Upstream {
@@ -31,7 +33,7 @@ impl Upstream {
         let stats = Arc::new(EchoStats::default());
         let config = EchoConfig { name: name.to_owned(), delay };
         let task = tokio::spawn(serve(listener, config, stats.clone()));
-        Upstream { addr, name: name.to_owned(), stats, task }
+        Upstream { addr, name: name.to_owned(), stats, task, stopped: None }
     }
 
     /// How many requests it answered.
@@ -54,9 +56,14 @@ impl Upstream {
         self.stats.drop_requests.store(on, Ordering::Relaxed);
     }
 
-    /// Stops accepting; the port refuses connections afterwards.
-    pub fn stop(&self) {
+    /// Stops accepting; the port refuses connections afterwards, and stays this server's until
+    /// it is dropped: a port merely closed can be given to another test's server at once, and a
+    /// test waiting for this one to be found dead would then find it alive.
+    pub async fn stop(&mut self) {
         self.task.abort();
+        // Settles once the task, and its listener, are dropped.
+        let _ = (&mut self.task).await;
+        self.stopped = Some(ClosedPort::hold(self.addr));
     }
 }
 
@@ -66,8 +73,33 @@ impl Drop for Upstream {
     }
 }
 
-/// An address on loopback where nothing listens: connections to it are refused.
-pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("a bound address")
+/// A loopback address where nothing listens: connections to it are refused. The port stays
+/// bound (without listening) while this lives, so that no other socket of the test run is given
+/// it meanwhile; its `Display` is the address.
+pub struct ClosedPort {
+    /// The address.
+    pub addr: SocketAddr,
+    _socket: TcpSocket,
+}
+
+impl ClosedPort {
+    /// Binds `addr` without listening. `SO_REUSEADDR` lets it take a port whose earlier
+    /// connections linger in `TIME_WAIT`.
+    fn hold(addr: SocketAddr) -> ClosedPort {
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).unwrap_or_else(|e| panic!("hold {addr}: {e}"));
+        ClosedPort { addr: socket.local_addr().expect("a bound address"), _socket: socket }
+    }
+}
+
+impl std::fmt::Display for ClosedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// A free loopback port where nothing listens, held while the result lives.
+pub fn closed_port() -> ClosedPort {
+    ClosedPort::hold(SocketAddr::from(([127, 0, 0, 1], 0)))
 }

@@ -108,6 +108,7 @@ async fn error_bodies_are_json_with_the_contract_statuses() {
             let _ = s.write_all(b"this is not http\r\n\r\n").await;
         }
     });
+    let refused = closed_port();
     let extra = format!(
         r#"  - name: refused
     url: http://{refused}
@@ -116,8 +117,7 @@ async fn error_bodies_are_json_with_the_contract_statuses() {
   - name: liar
     url: http://{liar_addr}
     retries: 0
-    routes: [{{ name: liar, paths: [/liar] }}]"#,
-        refused = closed_port()
+    routes: [{{ name: liar, paths: [/liar] }}]"#
     );
     let gw = Gateway::start(&config(&echo, &extra)).await;
     let client = HttpClient::new();

@@ -135,8 +135,8 @@ async fn active_probes_eject_and_bring_back_a_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_probes_find_a_dead_target() {
     let a = Upstream::start("a").await;
-    let dead = Upstream::start("dead").await;
-    dead.stop();
+    let mut dead = Upstream::start("dead").await;
+    dead.stop().await;
     let checks = "{ active: { type: tcp, timeout: 0.5, healthy: { interval: 0.05 }, \
                   unhealthy: { interval: 0.05, tcp_failures: 1 } } }";
     let gw = Gateway::start(&config(&[&a, &dead], "round-robin", checks)).await;

@@ -18,7 +18,7 @@ async fn the_whole_story() {
     let etcd = Etcd::start().await;
     let redis = Redis::start().await;
     let sink = OtlpSink::start().await;
-    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let (a, mut b) = (Upstream::start("a").await, Upstream::start("b").await);
 
     // 1. Config into etcd with `gateway apply`.
     let dir = TempDir::new();
@@ -88,7 +88,7 @@ upstreams:
 
     // 4. b dies; each node takes it out on its own, and clients see no error.
     b.drop_requests(true);
-    b.stop();
+    b.stop().await;
     let health = |gw: &Gateway| {
         let url = gw.admin_url("/upstreams/orders-up/health");
         let target = b.addr.to_string();

@@ -113,7 +113,8 @@ async fn the_sampler_off_exports_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_collector_leaves_requests_unaffected_and_counts_what_it_drops() {
     let echo = Upstream::start("a").await;
-    let dead = format!("http://{}", closed_port());
+    let closed = closed_port();
+    let dead = format!("http://{closed}");
     let gw = traced(&echo, &dead, "grpc", "always_on").await;
     let c = HttpClient::new();
     let started = std::time::Instant::now();
