@@ -158,6 +158,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_send_timeout_ms: Option<u64>,
+    /// Forward header names with the letter case they came with (HTTP/1), as nginx does.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preserve_header_case: Option<bool>,
     /// Largest request head, bytes.
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -82,6 +82,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         header_read_timeout: settings.header_read_timeout(),
         client_send_timeout: std::time::Duration::from_millis(settings.client_send_timeout_ms),
         max_header_bytes: settings.max_header_bytes,
+        preserve_header_case: settings.preserve_header_case,
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,
     };
@@ -99,7 +100,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
     let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, connect_redis()?, redis_config.timeout));
     tokio::spawn(limiters.clone().probe(stopped()));
-    let pool = Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle());
+    let pool =
+        Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle(), settings.preserve_header_case);
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
     let sources = metrics::Sources {
         live: live.clone(),

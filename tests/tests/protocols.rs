@@ -4,7 +4,9 @@
 //!   streams at once on one connection, bodies included;
 //! - WebSocket: the upgrade is tunnelled (text and binary messages echoed back, a clean close),
 //!   both on a route that keeps its path and on a route on `/`, and several sessions in parallel;
-//!   a direct session with the echo is the baseline of what a close looks like.
+//!   a direct session with the echo is the baseline of what a close looks like;
+//! - header-name case: lower case on the wire by default, as it came with
+//!   `preserve_header_case`, both ways.
 
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
@@ -12,7 +14,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tests::http::HttpClient;
 use tests::{Gateway, Upstream};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -240,4 +243,52 @@ services:
     assert!(!matches!(end, Some(Ok(Message::Text(_) | Message::Binary(_)))), "{end:?}");
     let quiet = last_heard.elapsed();
     assert!(quiet >= Duration::from_millis(250), "not well before the timeout: {quiet:?}");
+}
+
+/// Reads one HTTP/1 message head (up to the blank line) as text.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.expect("read a head"), 1, "the peer closed mid-head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("a text head")
+}
+
+/// One request with mixed-case names through a gateway started with `flags`, to an upstream
+/// that answers with mixed-case names: (the head the upstream got, the head the client got).
+async fn heads_through(flags: &[&str]) -> (String, String) {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let seen = tokio::spawn(async move {
+        let (mut conn, _) = upstream.accept().await.unwrap();
+        let head = read_head(&mut conn).await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\nX-Upstream-Case: Yes\r\nContent-Length: 2\r\n\r\nok").await.unwrap();
+        head
+    });
+    let gw = Gateway::start_with(&ROOT.replace("PORT", &port.to_string()), flags).await;
+    let mut client = TcpStream::connect(gw.proxy).await.unwrap();
+    client.write_all(b"GET /case HTTP/1.1\r\nHost: example.test\r\nX-Client-Case: Yes\r\n\r\n").await.unwrap();
+    let answered = read_head(&mut client).await;
+    (seen.await.unwrap(), answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_go_out_in_lower_case_by_default() {
+    let (upstream_saw, client_saw) = heads_through(&[]).await;
+    assert!(upstream_saw.contains("\r\nx-client-case: Yes\r\n"), "{upstream_saw}");
+    assert!(client_saw.contains("\r\nx-upstream-case: Yes\r\n"), "{client_saw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preserve_header_case_keeps_the_names_as_they_came_both_ways() {
+    let (upstream_saw, client_saw) = heads_through(&["--preserve-header-case"]).await;
+    assert!(upstream_saw.contains("\r\nX-Client-Case: Yes\r\n"), "{upstream_saw}");
+    // The client's own spelling of Host is kept too, though the gateway set the target's value.
+    assert!(upstream_saw.contains("\r\nHost: 127.0.0.1:"), "{upstream_saw}");
+    // Headers the gateway adds are its own, in lower case.
+    assert!(upstream_saw.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{upstream_saw}");
+    assert!(client_saw.contains("\r\nX-Upstream-Case: Yes\r\n"), "{client_saw}");
+    assert!(client_saw.contains("\r\nvia: 1.1 "), "{client_saw}");
 }

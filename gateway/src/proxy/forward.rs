@@ -176,6 +176,12 @@ async fn send(
         Err(e) => return Err(not_connected(e, body)),
     };
     let mut request = build_request(attempt.parts, target, attempt.preserve_host, body);
+    if attempt.pool.preserves_header_case() {
+        // hyper's record of the names' case, kept by the server in the client's request (its
+        // type is private: the extensions go whole, less the client side of an upgrade).
+        *request.extensions_mut() = attempt.parts.extensions.clone();
+        request.extensions_mut().remove::<OnUpgrade>();
+    }
     if traces::enabled() {
         // The attempt's span is current: the upstream's spans become its children.
         traces::inject(&tracing::Span::current(), request.headers_mut());

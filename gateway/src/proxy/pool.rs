@@ -58,13 +58,21 @@ struct Inner {
     idle: Mutex<HashMap<Arc<str>, VecDeque<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
+    preserve_header_case: bool,
 }
 
 impl Pool {
     /// A pool keeping at most `max_idle` idle connections per target (0: no keep-alive, a
-    /// connection per request), each for at most `idle_timeout`.
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
-        Pool(Arc::new(Inner { idle: Mutex::new(HashMap::new()), max_idle, idle_timeout }))
+    /// connection per request), each for at most `idle_timeout`. With `preserve_header_case`,
+    /// requests go out with the header-name case their extensions record, and responses record
+    /// theirs.
+    pub fn new(max_idle: usize, idle_timeout: Duration, preserve_header_case: bool) -> Pool {
+        Pool(Arc::new(Inner { idle: Mutex::new(HashMap::new()), max_idle, idle_timeout, preserve_header_case }))
+    }
+
+    /// Whether header-name case is carried through (see [`Pool::new`]).
+    pub fn preserves_header_case(&self) -> bool {
+        self.0.preserve_header_case
     }
 
     /// An idle connection to `target`, if there is a usable one.
@@ -99,6 +107,7 @@ impl Pool {
             .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = http1::Builder::new()
+            .preserve_header_case(self.0.preserve_header_case)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|source| ConnectError::Handshake { target: target.clone(), source })?;

@@ -35,6 +35,9 @@ pub struct Limits {
     pub client_send_timeout: Duration,
     /// Largest request head, bytes (at least 8192).
     pub max_header_bytes: usize,
+    /// Whether HTTP/1 header names keep the letter case they came with (not a limit, but set
+    /// per listener like them).
+    pub preserve_header_case: bool,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
     /// Connections served at once.
@@ -55,6 +58,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .preserve_header_case(limits.preserve_header_case)
         .keep_alive(true);
     builder
         .http2()
