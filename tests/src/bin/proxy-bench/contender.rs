@@ -26,7 +26,13 @@ enum Process {
 impl Drop for Process {
     fn drop(&mut self) {
         if let Process::Child { child, .. } = self {
-            let _ = child.kill();
+            // The whole tree, workers first: nginx's workers outlive a master killed alone, and
+            // were left running (and holding their port) after each bench.
+            let mut pids = procs::tree(child.id());
+            pids.reverse();
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            // The shell's own `kill`: a minimal Debian has no procps.
+            let _ = Command::new("sh").args(["-c", &format!("kill -KILL {} 2>/dev/null", list.join(" "))]).status();
             let _ = child.wait();
         }
     }
