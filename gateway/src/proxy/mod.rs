@@ -29,7 +29,7 @@ use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use http::{header, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -46,6 +46,9 @@ pub struct Proxy {
     /// `1.1 <node_id>`, this node's `Via` entry.
     via: HeaderValue,
     tunnels: Tunnels,
+    /// The metrics of the requests no route matched (empty service and route labels), made by
+    /// the first of them.
+    unmatched: OnceLock<Arc<RouteMetrics>>,
 }
 
 impl Proxy {
@@ -62,6 +65,7 @@ impl Proxy {
             members: parts.members,
             via,
             tunnels: Tunnels::default(),
+            unmatched: OnceLock::new(),
         }
     }
 
@@ -108,11 +112,11 @@ impl Proxy {
         };
         let status = response.status();
         span::finish(&span, &method, served.route.as_deref().map(|r| &r.route), status);
-        let (code, total) = (status.as_u16(), received.elapsed());
-        match &served.route {
-            Some(route) => route.request(code, total, served.upstream_latency),
-            None => self.metrics.request(&UNMATCHED, &UNMATCHED, code, total, served.upstream_latency),
-        }
+        let route = served.route.unwrap_or_else(|| {
+            let unmatched = || Name(Arc::from(""));
+            self.unmatched.get_or_init(|| Arc::new(self.metrics.route(&unmatched(), &unmatched()))).clone()
+        });
+        route.request(status.as_u16(), received.elapsed(), served.upstream_latency);
         response
     }
 
@@ -251,9 +255,6 @@ impl Proxy {
 
 static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gateway-upstream-latency");
 static PROXY_LATENCY: HeaderName = HeaderName::from_static("x-gateway-proxy-latency");
-
-/// The service and route label of a request no route matched.
-static UNMATCHED: std::sync::LazyLock<Name> = std::sync::LazyLock::new(|| Name(Arc::from("")));
 
 /// What a proxy is made of.
 pub struct Parts {

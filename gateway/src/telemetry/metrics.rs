@@ -130,18 +130,8 @@ impl Metrics {
         Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache }
     }
 
-    /// Counts a proxied request. `service` and `route` are empty when no route matched.
-    pub fn request(&self, service: &Name, route: &Name, code: u16, total: Duration, upstream: Option<Duration>) {
-        let labels = RequestLabels { service: service.clone(), route: route.clone(), code };
-        self.requests.get_or_create(&labels).inc();
-        let service = ServiceLabel { service: service.clone() };
-        self.request_latency.get_or_create(&service).observe(ms(total));
-        if let Some(upstream) = upstream {
-            self.upstream_latency.get_or_create(&service).observe(ms(upstream));
-        }
-    }
-
-    /// The handles of the requests to one route, for [`RouteMetrics`].
+    /// The handles of the requests to one route, for [`RouteMetrics`]; `service` and `route`
+    /// are empty for the requests no route matched.
     pub fn route(&self, service: &Name, route: &Name) -> RouteMetrics {
         let label = ServiceLabel { service: service.clone() };
         RouteMetrics {
@@ -169,9 +159,10 @@ impl Metrics {
     }
 }
 
-/// The metrics of one route's requests, the same series as [`Metrics::request`] counts, held
-/// by the route so that a request costs no label hashing: each lookup in a family hashes the
-/// label strings with SipHash under a lock, three or four times a request.
+/// The metrics of one route's requests (`gateway_http_requests_total`, the latency histograms
+/// of its service, its rate-limit decisions), held by the route so that a request costs no
+/// label hashing: each lookup in a family hashes the label strings with SipHash under a lock,
+/// three or four times a request.
 pub struct RouteMetrics {
     /// The route's service.
     pub service: Name,
@@ -186,7 +177,8 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Counts a request to this route, as [`Metrics::request`] does.
+    /// Counts a request to this route: its status code, its time from receipt to response head,
+    /// and the upstream's time to the response head when it went upstream.
     pub fn request(&self, code: u16, total: Duration, upstream: Option<Duration>) {
         let labels = || RequestLabels { service: self.service.clone(), route: self.route.clone(), code };
         self.requests.get(code, labels).inc();
