@@ -1,6 +1,6 @@
 //! A whole config: every entity by name, and the checks that span entities.
 
-use crate::model::{Plugins, Route, Service, Target, Upstream};
+use crate::model::{Consumer, Credential, CredentialKind, Credentials, Plugins, Route, Service, Target, Upstream};
 use crate::validate::{Errors, FieldError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,6 +19,12 @@ pub struct Config {
     pub targets: BTreeMap<String, BTreeMap<String, Target>>,
     /// Plugins that apply to every route (a service's or route's own config wins).
     pub plugins: Plugins,
+    /// Consumers by username.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumers: BTreeMap<String, Consumer>,
+    /// Credentials by consumer username.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, Credentials>,
 }
 
 /// An entity a reference check can find at fault.
@@ -28,6 +34,19 @@ pub enum EntityRef {
     Route(String),
     /// A target of an upstream.
     Target(String, String),
+    /// A credential: consumer username, kind, id.
+    Credential(String, CredentialKind, String),
+}
+
+impl EntityRef {
+    /// The entity's path, as errors name it: `routes/r`, `consumers/u/key-auth/k`.
+    pub fn path(&self) -> String {
+        match self {
+            EntityRef::Route(name) => format!("routes/{name}"),
+            EntityRef::Target(upstream, name) => format!("upstreams/{upstream}/targets/{name}"),
+            EntityRef::Credential(username, kind, id) => format!("consumers/{username}/{kind}/{id}"),
+        }
+    }
 }
 
 impl Config {
@@ -48,6 +67,14 @@ impl Config {
             }
         }
         self.plugins.validate("plugins", errors);
+        for (name, c) in &self.consumers {
+            c.validate(&format!("consumers/{name}"), errors);
+        }
+        for (username, credentials) in &self.credentials {
+            for credential in credentials.iter() {
+                credential.validate(&format!("consumers/{username}/{}/{}", credential.kind(), credential.id()), errors);
+            }
+        }
     }
 
     /// The entities that refer to something missing: a route to an unknown service, targets of
@@ -75,6 +102,44 @@ impl Config {
                 }
             }
         }
+        for (username, credentials) in &self.credentials {
+            if !self.consumers.contains_key(username) {
+                for credential in credentials.iter() {
+                    let entity = EntityRef::Credential(username.clone(), credential.kind(), credential.id().to_owned());
+                    let error = FieldError { path: entity.path(), message: format!("unknown consumer {username:?}") };
+                    found.push((entity, error));
+                }
+            }
+        }
+        found
+    }
+
+    /// The credentials that share what identifies them with another of their kind (a key-auth
+    /// `key`, a basic-auth `username`, a jwt `key`): a plugin could not tell whose they are. Of
+    /// each such group the credential of the lowest `rank` (then the first by consumer and id)
+    /// is kept; the others are listed. Credentials of unknown consumers are not counted (they
+    /// are [`Config::dangling`]).
+    pub fn duplicate_credentials(&self, rank: impl Fn(&EntityRef) -> u64) -> Vec<(EntityRef, FieldError)> {
+        let mut by_identity: BTreeMap<(CredentialKind, &str), Vec<(u64, EntityRef)>> = BTreeMap::new();
+        for (username, credentials) in self.credentials.iter().filter(|(u, _)| self.consumers.contains_key(*u)) {
+            for (kind, id, identity) in identities(credentials) {
+                let entity = EntityRef::Credential(username.clone(), kind, id.to_owned());
+                by_identity.entry((kind, identity)).or_default().push((rank(&entity), entity));
+            }
+        }
+        let mut found = Vec::new();
+        for ((kind, _), mut group) in by_identity.into_iter().filter(|(_, group)| group.len() > 1) {
+            group.sort();
+            let kept = group[0].1.path();
+            for (_, entity) in group.into_iter().skip(1) {
+                let field = kind.identity_field();
+                let error = FieldError {
+                    path: format!("{}.{field}", entity.path()),
+                    message: format!("the same {kind} {field} as {kept}; each must be unique"),
+                };
+                found.push((entity, error));
+            }
+        }
         found
     }
 
@@ -83,6 +148,7 @@ impl Config {
         let mut errors = Errors::default();
         self.validate_entities(&mut errors);
         errors.extend(self.dangling().into_iter().map(|(_, e)| e));
+        errors.extend(self.duplicate_credentials(|_| 0).into_iter().map(|(_, e)| e));
         errors.into_vec()
     }
 
@@ -100,11 +166,33 @@ impl Config {
                     }
                 }
             }
+            EntityRef::Credential(username, kind, id) => {
+                if let Some(credentials) = self.credentials.get_mut(username) {
+                    credentials.remove(*kind, id);
+                    if credentials.is_empty() {
+                        self.credentials.remove(username);
+                    }
+                }
+            }
         }
+    }
+
+    /// The credential of `kind` with `id` of consumer `username`.
+    pub fn credential(&self, username: &str, kind: CredentialKind, id: &str) -> Option<Credential> {
+        self.credentials.get(username)?.get(kind, id)
     }
 
     /// The targets of `upstream`, in `host:port` order.
     pub fn targets_of(&self, upstream: &str) -> impl Iterator<Item = &Target> {
         self.targets.get(upstream).into_iter().flat_map(|t| t.values())
     }
+}
+
+/// Each credential's kind, id and identity (its key or username).
+fn identities(credentials: &Credentials) -> impl Iterator<Item = (CredentialKind, &str, &str)> {
+    let keys = credentials.key_auth.values().map(|c| (CredentialKind::KeyAuth, c.id.as_str(), c.key.as_str()));
+    let basic =
+        credentials.basic_auth.values().map(|c| (CredentialKind::BasicAuth, c.id.as_str(), c.username.as_str()));
+    let jwt = credentials.jwt.values().map(|c| (CredentialKind::Jwt, c.id.as_str(), c.key.as_str()));
+    keys.chain(basic).chain(jwt)
 }

@@ -1,12 +1,17 @@
 //! The declarative file: the whole config in one YAML (or JSON) document, nested the way people
 //! write it (`services:` with their `routes:`, `upstreams:` with their `targets:`, global
-//! `plugins:`). Top-level `routes:` with an explicit `service` are accepted too.
+//! `plugins:`, `consumers:` with their `keyauth_credentials:`, `basicauth_credentials:` and
+//! `jwt_secrets:`, decK's names). Top-level `routes:` with an explicit `service` are accepted too.
+//!
+//! A credential's `id` may be left out: it is then the first 16 hex digits of the SHA-256 of a
+//! key-auth key, a basic-auth username, a jwt key. Basic-auth passwords may be plain (a node on
+//! the file compares them as they are; `gateway apply` hashes them before they reach etcd).
 //!
 //! Parsing reports every problem in the file at once: each entity is read on its own, so a type
 //! error in one service does not hide the errors in the next.
 
 use crate::config::{Config, EntityRef};
-use crate::model::{Plugins, Route, Service, Target, Upstream};
+use crate::model::{Consumer, Credential, CredentialKind, Plugins, Route, Service, Target, Upstream, REDACTED};
 use crate::validate::{from_value, Errors, FieldError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,13 +30,14 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     let services = list(&mut root, "services", &mut reader.errors);
     let routes = list(&mut root, "routes", &mut reader.errors);
     let upstreams = list(&mut root, "upstreams", &mut reader.errors);
+    let consumers = list(&mut root, "consumers", &mut reader.errors);
     if let Some(plugins) = root.remove("plugins") {
         if let Some(p) = reader.entity::<Plugins>(plugins, "plugins") {
             reader.config.plugins = p;
         }
     }
     for key in root.keys() {
-        reader.errors.push(key.clone(), "unknown section; expected services, routes, upstreams or plugins");
+        reader.errors.push(key.clone(), "unknown section; expected services, routes, upstreams, plugins or consumers");
     }
     for (i, item) in services.into_iter().enumerate() {
         reader.service(item, i);
@@ -42,21 +48,29 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     for (i, item) in upstreams.into_iter().enumerate() {
         reader.upstream(item, i);
     }
-    let Reader { config, mut errors, broken, .. } = reader;
+    for (i, item) in consumers.into_iter().enumerate() {
+        reader.consumer(item, i);
+    }
+    let Reader { config, mut errors, broken, broken_consumers, .. } = reader;
     config.validate_entities(&mut errors);
     // A route nested under a service that did not parse is not also "dangling": its service's
     // own error already says what is wrong.
     let dangling = config.dangling().into_iter().filter(|(entity, _)| match entity {
         EntityRef::Route(name) => !broken.contains(&config.routes[name].service),
         EntityRef::Target(..) => true,
+        EntityRef::Credential(username, ..) => !broken_consumers.contains(username),
     });
     errors.extend(dangling.map(|(_, e)| e));
+    errors.extend(config.duplicate_credentials(|_| 0).into_iter().map(|(_, e)| e));
     errors.into_result(config)
 }
 
 /// Writes a config as a declarative document that [`parse`] reads back to the same config.
 /// Fields equal to their defaults are left out, so the document reads like one a person wrote.
-pub fn to_yaml(config: &Config) -> String {
+/// Without `with_secrets`, key-auth keys, basic-auth passwords and jwt secrets read
+/// `<redacted>` (and such a document does not parse: it cannot be applied by mistake).
+/// Credentials of consumers not in `config` are left out.
+pub fn to_yaml(config: &Config, with_secrets: bool) -> String {
     let defaults = Defaults::new();
     let mut routes_by_service: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for route in config.routes.values() {
@@ -102,8 +116,37 @@ pub fn to_yaml(config: &Config) -> String {
         let plugins = serde_json::to_value(&config.plugins).expect("entities serialize");
         root.insert("plugins".into(), defaults.plugins(plugins));
     }
+    let consumers: Vec<Value> = config
+        .consumers
+        .values()
+        .map(|c| {
+            let mut v = defaults.strip(c, &Value::Object(Map::new()));
+            let (Value::Object(o), Some(credentials)) = (&mut v, config.credentials.get(&c.username)) else { return v };
+            for (field, kind) in CREDENTIAL_LISTS {
+                let items: Vec<Value> =
+                    credentials.iter().filter(|c| c.kind() == kind).map(|c| c.to_json(with_secrets)).collect();
+                if !items.is_empty() {
+                    o.insert(field.into(), Value::Array(items));
+                }
+            }
+            v
+        })
+        .collect();
+    if !consumers.is_empty() {
+        root.insert("consumers".into(), Value::Array(consumers));
+    }
     serde_yaml_ng::to_string(&Value::Object(root)).expect("JSON values serialize to YAML")
 }
+
+/// The lists of credentials nested under a consumer, decK's names.
+const CREDENTIAL_LISTS: [(&str, CredentialKind); 3] = [
+    ("keyauth_credentials", CredentialKind::KeyAuth),
+    ("basicauth_credentials", CredentialKind::BasicAuth),
+    ("jwt_secrets", CredentialKind::Jwt),
+];
+
+/// What a secret written as `<redacted>` is told.
+const REDACTED_SECRET: &str = "a redacted secret: dump with --with-secrets to get a file that applies";
 
 /// Each entity as serialized with nothing set: what `to_yaml` leaves out.
 struct Defaults {
@@ -204,6 +247,8 @@ struct Reader {
     seen: BTreeMap<String, String>,
     /// Names of services that did not parse; their nested routes are still checked.
     broken: BTreeSet<String>,
+    /// Usernames of consumers that did not parse; their credentials are still checked.
+    broken_consumers: BTreeSet<String>,
 }
 
 impl Reader {
@@ -298,6 +343,54 @@ impl Reader {
             self.config.upstreams.insert(upstream.name.clone(), upstream);
         }
     }
+
+    fn consumer(&mut self, mut item: Value, index: usize) {
+        let at = Self::locate(&item, "consumers", &format!("consumers[{index}]"), "username");
+        let lists = CREDENTIAL_LISTS.map(|(field, kind)| (field, kind, self.take_children(&mut item, field, &at)));
+        let username = item.get("username").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match self.entity::<Consumer>(item, &at) {
+            Some(consumer) => {
+                if self.first_seen(format!("consumers/{}", consumer.username), &at) {
+                    self.config.consumers.insert(consumer.username.clone(), consumer);
+                }
+            }
+            None => {
+                self.broken_consumers.insert(username.clone());
+            }
+        }
+        for (field, kind, items) in lists {
+            for (i, item) in items.into_iter().enumerate() {
+                self.credential(item, kind, &username, format!("{at}.{field}[{i}]"));
+            }
+        }
+    }
+
+    fn credential(&mut self, mut item: Value, kind: CredentialKind, username: &str, index_path: String) {
+        if let Some(fields) = item.as_object_mut() {
+            let implied = match (fields.get("id"), fields.get(kind.identity_field()).and_then(Value::as_str)) {
+                (None, Some(identity)) => Some(Credential::default_id(kind, identity)),
+                _ => None,
+            };
+            if let Some(id) = implied {
+                fields.insert("id".into(), Value::String(id));
+            }
+        }
+        let at = match item.get("id").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() && !username.is_empty() => format!("consumers/{username}/{kind}/{id}"),
+            _ => index_path,
+        };
+        if item.get(kind.secret_field()).and_then(Value::as_str) == Some(REDACTED) {
+            self.errors.push(format!("{at}.{}", kind.secret_field()), REDACTED_SECRET);
+            return;
+        }
+        let credential = match Credential::from_value(kind, item, &at) {
+            Ok(c) => c,
+            Err(e) => return self.errors.extend([e]),
+        };
+        if self.first_seen(at.clone(), &at) {
+            self.config.credentials.entry(username.to_owned()).or_default().insert(credential);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -339,7 +432,7 @@ plugins:
     #[test]
     fn dump_then_parse_round_trips() {
         let config = parse(EXAMPLE).unwrap();
-        let yaml = to_yaml(&config);
+        let yaml = to_yaml(&config, false);
         assert_eq!(parse(&yaml).unwrap(), config);
         assert!(!yaml.contains("connect_timeout"), "defaults are left out:\n{yaml}");
         assert!(yaml.contains("tcp_failures: 2"), "what was set stays:\n{yaml}");
@@ -347,7 +440,7 @@ plugins:
             "services: [{ name: a, url: 'http://x', plugins: { proxy-cache: {} }, routes: [{ name: r, paths: [/] }] }]",
         )
         .unwrap();
-        let yaml = to_yaml(&bare);
+        let yaml = to_yaml(&bare, false);
         assert!(yaml.contains("proxy-cache: {}"), "a plugin with only defaults stays set:\n{yaml}");
         assert_eq!(parse(&yaml).unwrap(), bare);
         assert_eq!(parse("").unwrap(), Config::default());
@@ -415,5 +508,92 @@ services:
         let errors = parse("services: [").unwrap_err();
         assert_eq!(errors.len(), 1);
         assert!(errors[0].message.contains("line"), "{}", errors[0]);
+    }
+
+    const CONSUMERS: &str = r#"
+consumers:
+  - username: alice
+    custom_id: A-1
+    groups: [admins]
+    plugins:
+      rate-limiting: { minute: 10 }
+    keyauth_credentials:
+      - key: alice-key
+      - { id: second, key: alice-key-2 }
+    basicauth_credentials:
+      - { username: alice, password: s3cret }
+    jwt_secrets:
+      - { key: alice-iss, secret: hmac-secret }
+      - { id: rsa, key: alice-rsa, algorithm: RS256, rsa_public_key: "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEBK9B11v6X4YGfmdLXa37mb3L+P7Q\nsy/OH/vmGUjMbm5m0xhDBy4y55KdAPMGEIgFo5VIbbUWv0L9xYuYxnsZPQ==\n-----END PUBLIC KEY-----\n" }
+  - username: bob
+"#;
+
+    #[test]
+    fn consumers_nest_their_credentials_with_implied_ids() {
+        use crate::model::{CredentialKind, Password};
+        let text = CONSUMERS.replace("algorithm: RS256", "algorithm: ES256");
+        let config = parse(&text).unwrap();
+        assert_eq!(config.consumers["alice"].groups, ["admins"]);
+        assert!(config.consumers.contains_key("bob"));
+        let alice = &config.credentials["alice"];
+        let implied = Credential::default_id(CredentialKind::KeyAuth, "alice-key");
+        assert_eq!(implied.len(), 16);
+        assert_eq!(alice.key_auth[&implied].key, "alice-key");
+        assert_eq!(alice.basic_auth["alice"].password, Password::Plain("s3cret".into()), "plain in a file");
+        assert_eq!(alice.jwt["alice-iss"].secret.as_deref(), Some("hmac-secret"));
+        assert!(alice.jwt["rsa"].public_key.is_some());
+        assert!(!config.credentials.contains_key("bob"));
+    }
+
+    #[test]
+    fn consumers_round_trip_with_secrets_and_are_redacted_without() {
+        let text = CONSUMERS.replace("algorithm: RS256", "algorithm: ES256");
+        let config = parse(&text).unwrap();
+        let full = to_yaml(&config, true);
+        assert_eq!(parse(&full).unwrap(), config, "{full}");
+        assert!(full.contains("keyauth_credentials") && full.contains("s3cret"), "{full}");
+        let redacted = to_yaml(&config, false);
+        for secret in ["alice-key", "s3cret", "hmac-secret"] {
+            assert!(!redacted.contains(&format!(" {secret}\n")), "{secret} shows in:\n{redacted}");
+        }
+        assert!(redacted.contains("BEGIN PUBLIC KEY"), "public keys are not secrets:\n{redacted}");
+        let errors = parse(&redacted).unwrap_err();
+        let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 4, "two keys, a password, a secret: {got:#?}");
+        assert!(got.iter().all(|e| e.contains("a redacted secret: dump with --with-secrets")), "{got:#?}");
+        assert!(got.iter().any(|e| e.starts_with("consumers/alice/basic-auth/alice.password: ")), "{got:#?}");
+        assert!(!to_yaml(&Config::default(), false).contains("consumers"));
+    }
+
+    #[test]
+    fn credential_errors_say_where_and_duplicates_across_consumers_are_refused() {
+        let text = r#"
+consumers:
+  - username: alice
+    keyauth_credentials: [{ id: k, key: "has space" }, { id: dup, key: shared }]
+    basicauth_credentials: [{ username: "a:b", password: x }, { id: p, username: same, password: x }]
+  - username: bob
+    keyauth_credentials: [{ id: dup, key: shared }]
+    basicauth_credentials: [{ id: p, username: same, password: y }]
+    jwt_secrets: [{ id: j, key: iss, algorithm: RS256 }, { key: iss2, colour: red, secret: x }]
+  - username: "bad name"
+    custom_id: 7
+    keyauth_credentials: [{ key: k-of-broken }]
+"#;
+        let got: Vec<String> = parse(text).unwrap_err().iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "consumers/alice/key-auth/k.key: must be printable ASCII",
+            "consumers/alice/basic-auth/a:b.id: name \"a:b\" has ':'",
+            "consumers/alice/basic-auth/a:b.username: may not contain ':'",
+            "consumers/bob/jwt/j.public_key: is required for RS256",
+            "consumers/bob/jwt/iss2.colour: unknown field",
+            "consumers/bad name.custom_id: invalid type",
+            "consumers/bob/key-auth/dup.key: the same key-auth key as consumers/alice/key-auth/dup",
+            "consumers/bob/basic-auth/p.username: the same basic-auth username as consumers/alice/basic-auth/p",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
     }
 }

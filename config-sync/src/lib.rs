@@ -1,7 +1,8 @@
 //! The gateway's config: the entity model, its validation, versioned snapshots, and the sources
 //! config comes from.
 //!
-//! - [`model`]: Service, Route, Upstream, Target and the plugin configs, with serde and the
+//! - [`model`]: Service, Route, Upstream, Target, Consumer and its credentials, and the plugin
+//!   configs, with serde and the
 //!   product contract's defaults; each entity validates itself and reports every problem with
 //!   its path.
 //! - [`Config`]: a whole config by name, with the checks that span entities (references).

@@ -107,4 +107,10 @@ mod tests {
         assert_eq!(snap.errors[0].key, "routes/lost.service");
         assert!(snap.errors[0].message.contains("unknown service"));
     }
+
+    #[test]
+    fn a_config_without_consumers_hashes_as_before_they_existed() {
+        let json = serde_json::to_string(&Config::default()).unwrap();
+        assert_eq!(json, r#"{"services":{},"routes":{},"upstreams":{},"targets":{},"plugins":{}}"#);
+    }
 }

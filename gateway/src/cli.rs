@@ -36,11 +36,15 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print the config in etcd as a declarative file.
+    /// Print the config in etcd as a declarative file (secrets read `<redacted>`).
     Dump {
         /// Where etcd is.
         #[command(flatten)]
         etcd: EtcdArgs,
+        /// Print key-auth keys, basic-auth password hashes and jwt secrets, so that the file
+        /// applies.
+        #[arg(long)]
+        with_secrets: bool,
     },
 }
 

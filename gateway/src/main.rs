@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Apply { file, etcd, dry_run } => with_runtime(apply(file, etcd, dry_run)),
-        Command::Dump { etcd } => with_runtime(dump(etcd)),
+        Command::Dump { etcd, with_secrets } => with_runtime(dump(etcd, with_secrets)),
         Command::Run(args) => {
             let settings = match Settings::load(args.config.as_deref(), &args.flags) {
                 Ok(s) => s,
@@ -111,7 +111,7 @@ async fn apply(file: PathBuf, etcd: EtcdArgs, dry_run: bool) -> anyhow::Result<(
     Ok(())
 }
 
-async fn dump(etcd: EtcdArgs) -> anyhow::Result<()> {
+async fn dump(etcd: EtcdArgs, with_secrets: bool) -> anyhow::Result<()> {
     let etcd = etcd_config(etcd);
     let writer = config_sync::etcd::EtcdWriter::connect(&etcd).await?;
     let (snapshot, revision) = writer.read_config().await?;
@@ -119,7 +119,7 @@ async fn dump(etcd: EtcdArgs) -> anyhow::Result<()> {
     for error in &snapshot.errors {
         eprintln!("gateway: left out {}: {}", error.key, error.message);
     }
-    print!("{}", config_sync::declarative::to_yaml(&snapshot.config));
+    print!("{}", config_sync::declarative::to_yaml(&snapshot.config, with_secrets));
     Ok(())
 }
 
@@ -127,11 +127,12 @@ fn validate(file: &std::path::Path) -> ExitCode {
     match config_sync::FileSource::new(file).load() {
         Ok(config) => {
             println!(
-                "{}: ok ({} services, {} routes, {} upstreams)",
+                "{}: ok ({} services, {} routes, {} upstreams, {} consumers)",
                 file.display(),
                 config.services.len(),
                 config.routes.len(),
-                config.upstreams.len()
+                config.upstreams.len(),
+                config.consumers.len()
             );
             ExitCode::SUCCESS
         }

@@ -6,8 +6,13 @@
 //! <prefix>/upstreams/<name>
 //! <prefix>/upstreams/<upstream>/targets/<host:port>
 //! <prefix>/plugins/<plugin-name>
+//! <prefix>/consumers/<username>
+//! <prefix>/consumers/<username>/key-auth/<id>
+//! <prefix>/consumers/<username>/basic-auth/<id>
+//! <prefix>/consumers/<username>/jwt/<id>
 //! ```
 
+use crate::model::CredentialKind;
 use std::fmt;
 
 /// The entity a key holds.
@@ -23,6 +28,10 @@ pub enum EntityKey {
     Target(String, String),
     /// `plugins/<plugin-name>`: a plugin for every route.
     Plugin(String),
+    /// `consumers/<username>`.
+    Consumer(String),
+    /// `consumers/<username>/<kind>/<id>`: a credential.
+    Credential(String, CredentialKind, String),
 }
 
 impl EntityKey {
@@ -35,10 +44,16 @@ impl EntityKey {
             ["upstreams", name] => EntityKey::Upstream(name.to_owned()),
             ["upstreams", upstream, "targets", target] => EntityKey::Target(upstream.to_owned(), target.to_owned()),
             ["plugins", name] => EntityKey::Plugin(name.to_owned()),
+            ["consumers", name] => EntityKey::Consumer(name.to_owned()),
+            ["consumers", username, kind, id] if CredentialKind::parse(kind).is_some() => {
+                let kind = CredentialKind::parse(kind).expect("checked by the guard");
+                EntityKey::Credential(username.to_owned(), kind, id.to_owned())
+            }
             _ => {
                 return Err(format!(
                     "{relative:?} is not a config key: expected services/<name>, routes/<name>, \
-                     upstreams/<name>, upstreams/<upstream>/targets/<host:port> or plugins/<name>"
+                     upstreams/<name>, upstreams/<upstream>/targets/<host:port>, plugins/<name>, \
+                     consumers/<username> or consumers/<username>/<key-auth|basic-auth|jwt>/<id>"
                 ))
             }
         };
@@ -67,6 +82,8 @@ impl fmt::Display for EntityKey {
             EntityKey::Upstream(n) => write!(f, "upstreams/{n}"),
             EntityKey::Target(u, t) => write!(f, "upstreams/{u}/targets/{t}"),
             EntityKey::Plugin(n) => write!(f, "plugins/{n}"),
+            EntityKey::Consumer(n) => write!(f, "consumers/{n}"),
+            EntityKey::Credential(u, kind, id) => write!(f, "consumers/{u}/{kind}/{id}"),
         }
     }
 }
@@ -93,6 +110,10 @@ mod tests {
             EntityKey::Upstream("u".into()),
             EntityKey::Target("u".into(), "10.0.0.5:8080".into()),
             EntityKey::Plugin("proxy-cache".into()),
+            EntityKey::Consumer("alice".into()),
+            EntityKey::Credential("alice".into(), CredentialKind::KeyAuth, "k1".into()),
+            EntityKey::Credential("alice".into(), CredentialKind::BasicAuth, "b".into()),
+            EntityKey::Credential("alice".into(), CredentialKind::Jwt, "j".into()),
         ] {
             assert_eq!(EntityKey::parse(&key.path()).unwrap(), key);
         }
@@ -101,8 +122,17 @@ mod tests {
 
     #[test]
     fn other_keys_are_refused_with_the_layout() {
-        for bad in ["services", "services/a/b", "upstreams/u/targets", "things/a", "services/", "upstreams//targets/x"]
-        {
+        for bad in [
+            "services",
+            "services/a/b",
+            "upstreams/u/targets",
+            "things/a",
+            "services/",
+            "upstreams//targets/x",
+            "consumers/a/oauth2/x",
+            "consumers/a/key-auth",
+            "consumers//key-auth/x",
+        ] {
             let e = EntityKey::parse(bad).unwrap_err();
             assert!(e.contains(bad), "{e}");
         }

@@ -9,7 +9,8 @@
 
 use super::keys::EntityKey;
 use crate::config::Config;
-use crate::model::{Plugins, Route, Service, Target, Upstream};
+use crate::config::EntityRef;
+use crate::model::{Consumer, Credential, Password, Plugins, Route, Service, Target, Upstream};
 use crate::snapshot::{ConfigError, Snapshot};
 use crate::validate::{from_value, Errors};
 use serde_json::Value;
@@ -28,6 +29,10 @@ pub enum Entity {
     Target(Target),
     /// One global plugin's config, as `{"<name>": <config>}`.
     Plugin(Plugins),
+    /// A consumer.
+    Consumer(Consumer),
+    /// A consumer's credential.
+    Credential(Credential),
 }
 
 /// Every config key under a prefix: the good values, and the errors of the bad ones.
@@ -162,6 +167,12 @@ impl KeySpace {
                     config.targets.entry(upstream.clone()).or_default().insert(name.clone(), t.clone());
                 }
                 (EntityKey::Plugin(_), Entity::Plugin(p)) => config.plugins = p.or(&config.plugins),
+                (EntityKey::Consumer(name), Entity::Consumer(c)) => {
+                    config.consumers.insert(name.clone(), c.clone());
+                }
+                (EntityKey::Credential(username, ..), Entity::Credential(c)) => {
+                    config.credentials.entry(username.clone()).or_default().insert(c.clone());
+                }
                 _ => unreachable!("parse_entity pairs each key kind with its entity kind"),
             }
         }
@@ -169,22 +180,46 @@ impl KeySpace {
     }
 
     /// The snapshot of this key space at `revision`: the good values, less entities whose
-    /// references dangle, with every error listed.
+    /// references dangle and credentials that repeat an earlier one's key or username, with
+    /// every error listed.
     pub fn snapshot(&self, revision: u64) -> Snapshot {
-        let mut snapshot = Snapshot::new(self.config(), revision, self.errors.values().cloned().collect());
-        // A dangling reference is listed like a bad value: under the referring entity's key and
-        // the revision it was written at, the field named in the message.
+        let mut config = self.config();
+        let mut errors: Vec<ConfigError> = self.errors.values().cloned().collect();
+        // Of two credentials with the same key, the one written earlier is served, on every node
+        // alike whatever order it learnt them in.
+        let written_at = |entity: &EntityRef| self.revision_of(&entity.path()).unwrap_or(u64::MAX);
+        for (entity, error) in config.duplicate_credentials(written_at) {
+            config.remove(&entity);
+            errors.push(ConfigError { key: error.path, revision: None, message: error.message });
+        }
+        let mut snapshot = Snapshot::new(config, revision, errors);
+        // A dangling reference or a duplicate is listed like a bad value: under the referring
+        // entity's key and the revision it was written at, the field named in the message.
         for error in snapshot.errors.iter_mut().filter(|e| e.revision.is_none()) {
-            let (path, field) = error.key.split_once('.').unwrap_or((error.key.as_str(), ""));
-            let Ok(entity) = EntityKey::parse(path) else { continue };
-            if let Some(full) = self.full_keys.get(&entity) {
-                error.message =
-                    if field.is_empty() { error.message.clone() } else { format!("{field}: {}", error.message) };
-                error.revision = self.revisions.get(full).copied();
-                error.key = full.clone();
-            }
+            let Some((full, field)) = self.full_key_of(&error.key) else { continue };
+            error.message =
+                if field.is_empty() { error.message.clone() } else { format!("{field}: {}", error.message) };
+            error.revision = self.revisions.get(&full).copied();
+            error.key = full;
         }
         snapshot
+    }
+
+    /// The full key of the good entity an error path names (`routes/r.service`, whose names may
+    /// hold dots), and the field after it.
+    fn full_key_of(&self, path: &str) -> Option<(String, String)> {
+        let splits = std::iter::once(path.len()).chain(path.rmatch_indices('.').map(|(i, _)| i));
+        splits.into_iter().find_map(|at| {
+            let entity = EntityKey::parse(&path[..at]).ok()?;
+            let full = self.full_keys.get(&entity)?;
+            Some((full.clone(), path[at..].trim_start_matches('.').to_owned()))
+        })
+    }
+
+    /// The revision the good entity at `path` (relative, as `EntityKey` prints it) was written at.
+    fn revision_of(&self, path: &str) -> Option<u64> {
+        let full = self.full_keys.get(&EntityKey::parse(path).ok()?)?;
+        self.revisions.get(full).copied()
     }
 }
 
@@ -192,8 +227,22 @@ impl KeySpace {
 const SERVING_LAST_GOOD: &str = "(serving its last good value)";
 const NOT_SERVED: &str = "(not served)";
 
-/// Parses and validates one key's value on its own.
+/// Parses and validates one key's value on its own, as etcd holds it.
 pub fn parse_entity(relative: &str, value: &[u8]) -> Result<(EntityKey, Entity), String> {
+    parse(relative, value, false)
+}
+
+/// Parses and validates a value about to be written at a key (by the admin API): as
+/// [`parse_entity`], except that a basic-auth password may be plain, for the writer to hash.
+pub fn parse_submitted(relative: &str, value: &[u8]) -> Result<(EntityKey, Entity), String> {
+    parse(relative, value, true)
+}
+
+/// What a plain password found in etcd is told.
+const PLAIN_PASSWORD: &str =
+    "must be stored as a salted hash: write it through the admin API or `gateway apply`, which hash it";
+
+fn parse(relative: &str, value: &[u8], plain_passwords: bool) -> Result<(EntityKey, Entity), String> {
     let key = EntityKey::parse(relative)?;
     let json: Value = serde_json::from_slice(value).map_err(|e| format!("not JSON: {e}"))?;
     if !json.is_object() {
@@ -228,6 +277,23 @@ pub fn parse_entity(relative: &str, value: &[u8]) -> Result<(EntityKey, Entity),
             let p: Plugins = from_value(wrapped, "plugins").map_err(|e| e.to_string())?;
             p.validate("plugins", &mut errors);
             Entity::Plugin(p)
+        }
+        EntityKey::Consumer(name) => {
+            let c: Consumer =
+                from_value(with_name(json, "username", name, &path)?, &path).map_err(|e| e.to_string())?;
+            c.validate(&path, &mut errors);
+            Entity::Consumer(c)
+        }
+        EntityKey::Credential(_, kind, id) => {
+            let c =
+                Credential::from_value(*kind, with_name(json, "id", id, &path)?, &path).map_err(|e| e.to_string())?;
+            c.validate(&path, &mut errors);
+            if let Credential::BasicAuth(basic) = &c {
+                if !plain_passwords && matches!(basic.password, Password::Plain(_)) {
+                    errors.push(format!("{path}.password"), PLAIN_PASSWORD);
+                }
+            }
+            Entity::Credential(c)
         }
     };
     if errors.is_empty() {
@@ -395,5 +461,107 @@ plugins:
         let snap = ks.snapshot(2);
         assert_eq!(snap.config.plugins.rate_limiting.as_ref().unwrap().second, Some(5));
         assert!(snap.errors[0].message.contains("unknown field `nope`"), "{:?}", snap.errors);
+    }
+
+    #[test]
+    fn consumers_and_credentials_read_as_the_declarative_file_says() {
+        let hash = crate::model::Password::hash("pw");
+        let basic = serde_json::json!({"username": "al", "password": hash}).to_string();
+        let ks = space(&[
+            ("consumers/alice", r#"{"username":"alice","groups":["g"]}"#),
+            ("consumers/alice/key-auth/k1", r#"{"key":"secret-1"}"#),
+            ("consumers/alice/basic-auth/al", &basic),
+            ("consumers/alice/jwt/j", r#"{"id":"j","key":"iss","secret":"s"}"#),
+        ]);
+        let snap = ks.snapshot(4);
+        assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+        let alice = &snap.config.credentials["alice"];
+        assert_eq!(alice.key_auth["k1"].id, "k1", "the id comes from the key");
+        assert!(alice.basic_auth["al"].password.verify(b"pw"));
+        assert_eq!(snap.config.consumers["alice"].groups, ["g"]);
+    }
+
+    #[test]
+    fn bad_consumer_and_credential_values_are_listed() {
+        let ks = space(&[
+            ("consumers/alice", r#"{"username":"bob"}"#),
+            ("consumers/carol", r#"{}"#),
+            ("consumers/carol/key-auth/k", r#"{"id":"other","key":"x"}"#),
+            ("consumers/carol/key-auth/sp", r#"{"key":"a b"}"#),
+            ("consumers/carol/basic-auth/b", r#"{"username":"c","password":"plain-text"}"#),
+            ("consumers/carol/jwt/j", r#"{"key":"iss","algorithm":"ES256","public_key":"nope"}"#),
+            ("consumers/carol/oauth2/o", r#"{}"#),
+        ]);
+        let snap = ks.snapshot(7);
+        assert!(snap.config.consumers.contains_key("carol") && !snap.config.consumers.contains_key("alice"));
+        assert!(!snap.config.credentials.contains_key("carol"), "{:?}", snap.config.credentials);
+        let messages: Vec<(&str, &str)> = snap.errors.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
+        let expect = [
+            ("/g/consumers/alice", "consumers/alice.username: \"bob\" differs from the key's \"alice\""),
+            (
+                "/g/consumers/carol/basic-auth/b",
+                "consumers/carol/basic-auth/b.password: must be stored as a salted hash",
+            ),
+            ("/g/consumers/carol/jwt/j", "consumers/carol/jwt/j.public_key: is not an EC public key"),
+            ("/g/consumers/carol/key-auth/k", "consumers/carol/key-auth/k.id: \"other\" differs from the key's \"k\""),
+            ("/g/consumers/carol/key-auth/sp", "consumers/carol/key-auth/sp.key: must be printable ASCII"),
+            ("/g/consumers/carol/oauth2/o", "\"consumers/carol/oauth2/o\" is not a config key"),
+        ];
+        assert_eq!(messages.len(), expect.len(), "{messages:#?}");
+        for ((key, message), (want_key, want)) in messages.iter().zip(expect) {
+            assert_eq!(*key, want_key);
+            assert!(message.starts_with(want), "{message:?} should start with {want:?}");
+        }
+        assert!(messages[1].1.contains("write it through the admin API or `gateway apply`"), "{messages:?}");
+        assert!(messages.iter().all(|(_, m)| !m.contains("plain-text")), "the password is not repeated: {messages:?}");
+    }
+
+    #[test]
+    fn dangling_credentials_are_inactive_and_listed() {
+        let ks = space(&[("consumers/x.y", "{}"), ("consumers/ghost/key-auth/k", r#"{"key":"x"}"#)]);
+        let snap = ks.snapshot(2);
+        assert!(snap.config.credentials.is_empty());
+        assert_eq!(snap.errors.len(), 1, "{:?}", snap.errors);
+        assert_eq!(snap.errors[0].key, "/g/consumers/ghost/key-auth/k");
+        assert_eq!(snap.errors[0].revision, Some(2));
+        assert_eq!(snap.errors[0].message, "unknown consumer \"ghost\"");
+    }
+
+    #[test]
+    fn of_two_credentials_with_one_key_the_later_written_is_the_error() {
+        // Written in the other order of their keys, so that key order and revision order differ.
+        let ks = space(&[
+            ("consumers/a", "{}"),
+            ("consumers/b", "{}"),
+            ("consumers/b/key-auth/k", r#"{"key":"shared"}"#),
+            ("consumers/a/key-auth/k", r#"{"key":"shared"}"#),
+            ("consumers/b/jwt/j", r#"{"key":"iss","secret":"1"}"#),
+            ("consumers/a/jwt/j.2", r#"{"key":"iss","secret":"2"}"#),
+        ]);
+        let snap = ks.snapshot(6);
+        assert!(snap.config.credentials["b"].key_auth.contains_key("k"));
+        assert!(!snap.config.credentials.contains_key("a"), "{:?}", snap.config.credentials);
+        let errors: Vec<_> = snap.errors.iter().map(|e| (e.key.as_str(), e.revision, e.message.as_str())).collect();
+        assert_eq!(
+            errors,
+            [
+                (
+                    "/g/consumers/a/key-auth/k",
+                    Some(4),
+                    "key: the same key-auth key as consumers/b/key-auth/k; each must be unique"
+                ),
+                ("/g/consumers/a/jwt/j.2", Some(6), "key: the same jwt key as consumers/b/jwt/j; each must be unique"),
+            ]
+        );
+        // Read whole, in key order, the same is served.
+        let mut whole = KeySpace::new();
+        let mut keys: Vec<_> = [(4, "consumers/a/key-auth/k"), (2, "consumers/b/key-auth/k")].to_vec();
+        keys.sort_by_key(|(_, k)| *k);
+        whole.put("/g/consumers/a", "consumers/a", b"{}", 1);
+        whole.put("/g/consumers/b", "consumers/b", b"{}", 1);
+        for (rev, key) in keys {
+            whole.put(&format!("/g/{key}"), key, br#"{"key":"shared"}"#, rev);
+        }
+        assert!(whole.snapshot(6).config.credentials["b"].key_auth.contains_key("k"));
     }
 }

@@ -10,6 +10,6 @@ mod writer;
 
 pub use backoff::Backoff;
 pub use keys::{normalize_prefix, EntityKey};
-pub use keyspace::{parse_entity, Entity, KeySpace};
+pub use keyspace::{parse_entity, parse_submitted, Entity, KeySpace};
 pub use watcher::{Connection, EtcdConfig, EtcdSource, EtcdStatus};
 pub use writer::{desired_keys, ApplyReport, Deleted, EtcdWriter, StoredKey, WriteError};

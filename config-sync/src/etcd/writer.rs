@@ -2,11 +2,11 @@
 //! one transaction (`gateway apply`), and reading it all back (`gateway dump`).
 
 use super::keys::{normalize_prefix, EntityKey};
-use super::keyspace::parse_entity;
-use super::keyspace::KeySpace;
+use super::keyspace::{parse_entity, Entity, KeySpace};
 use super::read::{read_prefix, ReadError};
 use super::watcher::{prefix_end, EtcdConfig};
 use crate::config::Config;
+use crate::model::{Credential, CredentialKind, Password};
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -110,7 +110,8 @@ impl EtcdWriter {
         Ok(response.succeeded().then(|| response.header().map_or(0, |h| h.revision().max(0) as u64)))
     }
 
-    /// Deletes one entity; an upstream goes with its targets, in one transaction. With
+    /// Deletes one entity; an upstream goes with its targets, a consumer with its credentials,
+    /// in one transaction. With
     /// `unchanged` (a relative prefix such as `routes/`, and a revision), only if nothing under
     /// that prefix was written after that revision: the check the caller made of what uses the
     /// entity, at that revision, still holds.
@@ -118,9 +119,13 @@ impl EtcdWriter {
         let mut client = self.client.clone();
         let full = key.under(&self.prefix);
         let mut ops = vec![TxnOp::delete(full.clone(), None)];
-        if let EntityKey::Upstream(_) = key {
-            let targets = format!("{full}/targets/");
-            ops.push(TxnOp::delete(targets.clone(), Some(DeleteOptions::new().with_range(prefix_end(&targets)))));
+        let children = match key {
+            EntityKey::Upstream(_) => Some(format!("{full}/targets/")),
+            EntityKey::Consumer(_) => Some(format!("{full}/")),
+            _ => None,
+        };
+        if let Some(children) = children {
+            ops.push(TxnOp::delete(children.clone(), Some(DeleteOptions::new().with_range(prefix_end(&children)))));
         }
         // Only when the entity itself exists: an upstream that is not there keeps the targets
         // registered under its name.
@@ -180,9 +185,13 @@ impl EtcdWriter {
     /// anything under the prefix changed since it was read. Keys are compared by what they mean,
     /// not by their bytes, and a key rewritten keeps its lease. With `dry_run`, only says what it
     /// would do.
+    ///
+    /// Plain basic-auth passwords are hashed before they are written; one that verifies against
+    /// the hash etcd holds for its credential keeps that hash, so that applying the same file
+    /// twice changes nothing.
     pub async fn apply(&self, config: &Config, dry_run: bool) -> Result<ApplyReport, WriteError> {
-        let desired = desired_keys(config);
         let (current, read_at) = self.read_all().await?;
+        let desired = desired_keys(&with_hashed_passwords(config, &current));
         let base = format!("{}/", self.prefix);
         let mut report = ApplyReport::default();
         // Nothing under the prefix created or written since the read...
@@ -252,8 +261,29 @@ fn same_entity(key: &str, stored: &[u8], desired: &[u8]) -> bool {
     }
 }
 
+/// `config` with every plain basic-auth password hashed: to the hash stored in `current` for the
+/// same credential when the password verifies against it, else to a new one.
+fn with_hashed_passwords(config: &Config, current: &BTreeMap<String, StoredKey>) -> Config {
+    let mut config = config.clone();
+    for (username, credentials) in &mut config.credentials {
+        for (id, credential) in &mut credentials.basic_auth {
+            let Password::Plain(plain) = &credential.password else { continue };
+            let key = EntityKey::Credential(username.clone(), CredentialKind::BasicAuth, id.clone()).path();
+            let stored = current.get(&key).and_then(|stored| match parse_entity(&key, &stored.value) {
+                Ok((_, Entity::Credential(Credential::BasicAuth(stored)))) => Some(stored.password),
+                _ => None,
+            });
+            credential.password = match stored {
+                Some(hash) if hash.is_hashed() && hash.verify(plain.as_bytes()) => hash,
+                _ => Password::hash(plain),
+            };
+        }
+    }
+    config
+}
+
 /// The keys (relative to the prefix) and JSON values that hold `config`, the same layout a node
-/// reads: one key per service, route, upstream, target and global plugin.
+/// reads: one key per service, route, upstream, target, global plugin, consumer and credential.
 pub fn desired_keys(config: &Config) -> BTreeMap<String, Value> {
     fn to_value<T: serde::Serialize>(entity: &T) -> Value {
         serde_json::to_value(entity).expect("entities serialize")
@@ -276,6 +306,15 @@ pub fn desired_keys(config: &Config) -> BTreeMap<String, Value> {
     if let Value::Object(plugins) = serde_json::to_value(&config.plugins).expect("entities serialize") {
         for (name, value) in plugins {
             keys.insert(EntityKey::Plugin(name).path(), value);
+        }
+    }
+    for (name, consumer) in &config.consumers {
+        keys.insert(EntityKey::Consumer(name.clone()).path(), to_value(consumer));
+    }
+    for (username, credentials) in &config.credentials {
+        for credential in credentials.iter() {
+            let key = EntityKey::Credential(username.clone(), credential.kind(), credential.id().to_owned());
+            keys.insert(key.path(), credential.to_json(true));
         }
     }
     keys
@@ -309,5 +348,48 @@ plugins:
             ks.put(key, key, &serde_json::to_vec(value).unwrap(), 1);
         }
         assert_eq!(ks.snapshot(1).config, config);
+    }
+
+    #[test]
+    fn consumers_and_credentials_are_keys_and_read_back() {
+        let config = crate::declarative::parse(
+            r#"
+consumers:
+  - username: alice
+    keyauth_credentials: [{ id: k, key: the-key }]
+    basicauth_credentials: [{ username: al, password: pw }]
+"#,
+        )
+        .unwrap();
+        let stored = BTreeMap::new();
+        let hashed = with_hashed_passwords(&config, &stored);
+        let keys = desired_keys(&hashed);
+        let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+        assert_eq!(names, ["consumers/alice", "consumers/alice/basic-auth/al", "consumers/alice/key-auth/k"]);
+        let password = keys["consumers/alice/basic-auth/al"]["password"].as_str().unwrap();
+        assert!(password.starts_with("$argon2id$"), "{password}");
+        let mut ks = KeySpace::new();
+        for (key, value) in &keys {
+            ks.put(key, key, &serde_json::to_vec(value).unwrap(), 1);
+        }
+        let snap = ks.snapshot(1);
+        assert!(snap.errors.is_empty(), "{:?}", snap.errors);
+        assert_eq!(snap.config, hashed);
+    }
+
+    #[test]
+    fn a_plain_password_that_verifies_keeps_the_stored_hash() {
+        let text = "consumers: [{ username: a, basicauth_credentials: [{ id: b, username: u, password: pw }] }]";
+        let config = crate::declarative::parse(text).unwrap();
+        let first = desired_keys(&with_hashed_passwords(&config, &BTreeMap::new()));
+        let stored: BTreeMap<String, StoredKey> = first
+            .iter()
+            .map(|(k, v)| (k.clone(), StoredKey { value: serde_json::to_vec(v).unwrap(), mod_revision: 1, lease: 0 }))
+            .collect();
+        let again = desired_keys(&with_hashed_passwords(&config, &stored));
+        assert_eq!(again, first, "the same hash, so nothing to change");
+        let other = crate::declarative::parse(&text.replace("pw", "new-pw")).unwrap();
+        let changed = desired_keys(&with_hashed_passwords(&other, &stored));
+        assert_ne!(changed["consumers/a/basic-auth/b"], first["consumers/a/basic-auth/b"]);
     }
 }

@@ -5,6 +5,7 @@
 //! `validate` on each entity checks what serde cannot (ranges, formats, cross-field rules) and
 //! pushes every problem it finds, with its path, instead of stopping at the first.
 
+mod consumer;
 mod healthchecks;
 mod plugins;
 mod route;
@@ -12,6 +13,10 @@ mod service;
 pub(crate) mod units;
 mod upstream;
 
+pub use consumer::{
+    BasicAuthCredential, Consumer, Credential, CredentialKind, Credentials, JwtAlgorithm, JwtSecret, KeyAuthCredential,
+    Password, MAX_KEY_LEN, REDACTED,
+};
 pub use healthchecks::{
     ActiveCheck, ActiveHealthy, ActiveUnhealthy, CheckType, Healthchecks, PassiveCheck, PassiveHealthy,
     PassiveUnhealthy,
