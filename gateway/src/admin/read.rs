@@ -8,6 +8,7 @@ use crate::runtime::{Runtime, UpstreamState};
 use crate::settings::ConfigSource;
 use cluster::MemberState;
 use config_sync::etcd::Connection;
+use config_sync::model::{Credential, CredentialKind};
 use http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -35,6 +36,25 @@ impl Admin {
                 Some(upstream) => Ok(self.health(upstream)),
                 None => Err(format!("upstream {name:?} not found")),
             },
+            ["consumers"] => Ok(list(config.consumers.values())),
+            ["consumers", name] => one(config.consumers.get(*name), "consumer", name),
+            ["consumers", name, kind] if CredentialKind::parse(kind).is_some() => match config.consumers.get(*name) {
+                Some(_) => {
+                    let kind = CredentialKind::parse(kind).expect("checked by the guard");
+                    let credentials = config.credentials.get(*name).into_iter().flat_map(|c| c.iter());
+                    let data: Vec<Value> =
+                        credentials.filter(|c| c.kind() == kind).map(|c| credential(name, &c)).collect();
+                    Ok(json!({ "data": data }))
+                }
+                None => Err(format!("consumer {name:?} not found")),
+            },
+            ["consumers", name, kind, id] if CredentialKind::parse(kind).is_some() => {
+                let kind = CredentialKind::parse(kind).expect("checked by the guard");
+                match config.credential(name, kind, id) {
+                    Some(found) => Ok(credential(name, &found)),
+                    None => Err(format!("{kind} credential {id:?} of consumer {name:?} not found")),
+                }
+            }
             ["upstreams", name, "targets", t] => match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
                 Some(found) => Ok(target(name, found)),
                 None => Err(format!("target {t:?} of upstream {name:?} not found")),
@@ -161,6 +181,13 @@ fn one<T: Serialize>(item: Option<&T>, kind: &str, name: &str) -> Result<Value, 
 
 fn target(upstream: &str, target: &config_sync::model::Target) -> Value {
     json!({ "target": target.target, "weight": target.weight, "upstream": upstream })
+}
+
+/// A credential as reads show it: with its consumer, and without its secret.
+fn credential(consumer: &str, credential: &Credential) -> Value {
+    let mut value = credential.to_json(false);
+    value["consumer"] = Value::String(consumer.to_owned());
+    value
 }
 
 /// `2026-11-21T07:41:15.123Z`.

@@ -7,11 +7,17 @@
 //! looked (then it looks again), so that a route and the removal of its service, written through
 //! two nodes at once, cannot both land. Both answer with the etcd revision; with `?wait=1` they
 //! answer once this node has applied that revision.
+//!
+//! Consumers and credentials: a credential is written only if its consumer exists in etcd, and
+//! not if another credential already holds its key (or basic-auth username); a plain basic-auth
+//! password is hashed before it is written; answers never carry a secret. A consumer is deleted
+//! with its credentials.
 
 use super::{json_response, EtcdLink};
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::Live;
-use config_sync::etcd::{parse_entity, Deleted, Entity, EntityKey, WriteError};
+use config_sync::etcd::{parse_submitted, Deleted, Entity, EntityKey, WriteError};
+use config_sync::model::{Credential, CredentialKind};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -36,16 +42,23 @@ pub fn entity_key(segments: &[&str]) -> Option<EntityKey> {
         ["routes", name] => EntityKey::Route(name.to_owned()),
         ["upstreams", name] => EntityKey::Upstream(name.to_owned()),
         ["upstreams", upstream, "targets", target] => EntityKey::Target(upstream.to_owned(), target.to_owned()),
+        ["consumers", username] => EntityKey::Consumer(username.to_owned()),
+        ["consumers", username, kind, id] => {
+            EntityKey::Credential(username.to_owned(), CredentialKind::parse(kind)?, id.to_owned())
+        }
         _ => return None,
     })
 }
 
 /// `PUT`: validate, check references, write.
 pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<ProxyBody> {
-    let entity = match parse_entity(&key.path(), body) {
+    let entity = match parse_submitted(&key.path(), body) {
         Ok((_, entity)) => entity,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
+    if let Entity::Credential(credential) = entity {
+        return put_credential(cx, key, credential).await;
+    }
     // What the entity refers to must exist in etcd when it is written: checked in the same
     // transaction, so neither this node's view nor a concurrent delete can let a dangling
     // reference through.
@@ -58,6 +71,8 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Entity::Service(service) => (to_json(service), None),
         Entity::Upstream(upstream) => (to_json(upstream), None),
         Entity::Plugin(plugins) => (to_json(plugins), None),
+        Entity::Consumer(consumer) => (to_json(consumer), None),
+        Entity::Credential(_) => unreachable!("written by put_credential"),
     };
     match cx.link.writer.put(key, &value, requires.as_ref()).await {
         Ok(Some(revision)) => answer(cx, revision, json!({ "revision": revision, "data": value })).await,
@@ -71,6 +86,56 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         }
         Err(e) => write_failed(&e),
     }
+}
+
+/// `PUT` of a credential: its password hashed, refused if another credential holds its key,
+/// written if its consumer exists; the answer shows it without its secret.
+async fn put_credential(cx: &Context<'_>, key: &EntityKey, credential: Credential) -> Response<ProxyBody> {
+    let EntityKey::Credential(username, ..) = key else { unreachable!("a credential key") };
+    let credential = match credential {
+        Credential::BasicAuth(mut basic) => {
+            basic.password = basic.password.hashed();
+            Credential::BasicAuth(basic)
+        }
+        other => other,
+    };
+    // A clash written meanwhile through another node is caught by the nodes: the later of the
+    // two is listed as a bad value and not served.
+    let (snapshot, _) = match cx.link.writer.read_config().await {
+        Ok(read) => read,
+        Err(e) => return write_failed(&e),
+    };
+    if let Some(holder) = holder_of(&snapshot.config, username, &credential) {
+        let field = credential.kind().identity_field();
+        let message = format!("{}.{field}: already used by {holder}; each must be unique", key.path());
+        return json_error(StatusCode::BAD_REQUEST, &message);
+    }
+    let requires = EntityKey::Consumer(username.clone());
+    match cx.link.writer.put(key, &credential.to_json(true), Some(&requires)).await {
+        Ok(Some(revision)) => {
+            let mut data = credential.to_json(false);
+            data["consumer"] = Value::String(username.clone());
+            answer(cx, revision, json!({ "revision": revision, "data": data })).await
+        }
+        Ok(None) => {
+            let message = format!("{}: consumer {username:?} does not exist; create it first", key.path());
+            json_error(StatusCode::BAD_REQUEST, &message)
+        }
+        Err(e) => write_failed(&e),
+    }
+}
+
+/// The other credential of `config` with the same kind and key (or username) as `credential`,
+/// as `consumers/<u>/<kind>/<id>`.
+fn holder_of(config: &config_sync::Config, username: &str, credential: &Credential) -> Option<String> {
+    let kind = credential.kind();
+    config.credentials.iter().find_map(|(owner, credentials)| {
+        credentials
+            .iter()
+            .filter(|c| c.kind() == kind && c.identity() == credential.identity())
+            .find(|c| !(owner == username && c.id() == credential.id()))
+            .map(|c| format!("consumers/{owner}/{kind}/{}", c.id()))
+    })
 }
 
 /// `DELETE`: refuse while something uses the entity, then delete (an upstream with its
