@@ -11,7 +11,9 @@
 //! error in one service does not hide the errors in the next.
 
 use crate::config::{Config, EntityRef};
-use crate::model::{Consumer, Credential, CredentialKind, Plugins, Route, Service, Target, Upstream, REDACTED};
+use crate::model::{
+    Consumer, Credential, CredentialKind, PluginConfig, Plugins, Route, Service, Target, Upstream, REDACTED,
+};
 use crate::validate::{from_value, Errors, FieldError};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,7 +174,9 @@ impl Defaults {
             route: of::<Route>(serde_json::json!({})),
             upstream: of::<Upstream>(serde_json::json!({})),
             target: of::<Target>(serde_json::json!({})),
-            plugins: of::<Plugins>(serde_json::json!({ "rate-limiting": {}, "proxy-cache": {} })),
+            plugins: of::<Plugins>(
+                PluginConfig::NAMES.iter().map(|name| (name.to_string(), Value::Object(Map::new()))).collect(),
+            ),
         }
     }
 
@@ -426,7 +430,7 @@ plugins:
         assert_eq!(config.services["orders"].retries, 3);
         assert_eq!(config.targets["orders-up"].len(), 2);
         assert_eq!(config.targets["orders-up"]["10.0.0.6:8080"].weight, 100);
-        assert!(config.plugins.proxy_cache.is_some());
+        assert!(config.plugins.get("proxy-cache").is_some());
     }
 
     #[test]

@@ -7,17 +7,21 @@
 //! - [`router`]: matches requests to routes, compiled once per snapshot.
 //! - [`balance`]: the sans-IO load balancers.
 //! - [`health`]: per-node target health from active probes and proxied traffic.
+//! - [`exchange`]: what the proxy and the plugins both handle (the client, bodies, answers).
+//! - [`plugins`]: the plugin pipeline and its plugins (auth, rate limiting, cache).
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
 //! - [`admin`]: the admin API.
 //! - [`cluster_link`]: gossip membership, and health resets sent to and received from the
 //!   other nodes.
-//! - [`telemetry`]: logs, OpenTelemetry traces, Prometheus metrics.
+//! - [`telemetry`]: logs, OpenTelemetry traces, Prometheus metrics; [`state_metrics`]: the
+//!   gauges read from the node's state at each scrape.
 
 pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod cluster_link;
+pub mod exchange;
 pub mod health;
 pub mod node;
 pub mod plugins;
@@ -27,4 +31,5 @@ pub mod runtime;
 pub mod server;
 pub mod settings;
 pub mod sources;
+pub mod state_metrics;
 pub mod telemetry;

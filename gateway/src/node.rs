@@ -4,12 +4,14 @@ use crate::admin::{self, Admin, EtcdLink};
 use crate::cluster_link;
 use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::Limiters;
+use crate::plugins::Shared;
 use crate::proxy::{self, Pool, Proxy};
 use crate::runtime::Live;
 use crate::server::{self, Limits};
 use crate::settings::{ConfigSource, Settings};
 use crate::sources;
-use crate::telemetry::{metrics, Metrics};
+use crate::state_metrics;
+use crate::telemetry::Metrics;
 use anyhow::Context as _;
 use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
@@ -38,8 +40,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => Config::default(),
     };
+    let redis_config = RedisConfig {
+        timeout: std::time::Duration::from_millis(settings.redis_timeout_ms.max(1)),
+        connect_timeout: std::time::Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
+        ..RedisConfig::default()
+    };
+    let redis_target = settings.redis_target()?;
+    // Two connections, so that a large cached body never queues ahead of a rate-limit decision.
+    let connect_redis = || {
+        let open = |target| RedisConnection::open(target, &redis_config).context("redis_url");
+        redis_target.as_ref().map(open).transpose()
+    };
+    let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
+    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, connect_redis()?, redis_config.timeout));
+    let plugins = Arc::new(Shared::new(limiters.clone(), caches.clone()));
     let initial_version = if settings.config_source == ConfigSource::File { 1 } else { 0 };
-    let live = Arc::new(Live::new(Arc::new(Snapshot::new(config, initial_version, Vec::new())))?);
+    let snapshot = Arc::new(Snapshot::new(config, initial_version, Vec::new()));
+    let live = Arc::new(Live::new(snapshot, plugins.clone())?);
     if settings.config_source == ConfigSource::File {
         sources::log_applied(&live.load());
     }
@@ -86,37 +103,25 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         shutdown_grace: settings.shutdown_grace(),
         max_connections: settings.max_connections,
     };
-    let redis_config = RedisConfig {
-        timeout: std::time::Duration::from_millis(settings.redis_timeout_ms.max(1)),
-        connect_timeout: std::time::Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
-        ..RedisConfig::default()
-    };
-    let redis_target = settings.redis_target()?;
-    // Two connections, so that a large cached body never queues ahead of a rate-limit decision.
-    let connect_redis = || {
-        let open = |target| RedisConnection::open(target, &redis_config).context("redis_url");
-        redis_target.as_ref().map(open).transpose()
-    };
-    let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
-    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, connect_redis()?, redis_config.timeout));
     tokio::spawn(limiters.clone().probe(stopped()));
     let pool =
         Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle(), settings.preserve_header_case);
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
-    let sources = metrics::Sources {
+    let _ = plugins.members.set(cluster.members());
+    let redis_limiters = limiters.clone();
+    let sources = state_metrics::Sources {
         live: live.clone(),
         etcd: etcd.as_ref().map(|(source, _)| source.status.clone()),
         cluster: Some(cluster.clone()),
-        limiters: limiters.clone(),
+        redis_up: Box::new(move || redis_limiters.redis_state().unwrap_or(false)),
     };
-    let metrics = Arc::new(Metrics::new(sources));
+    let mut metrics = Metrics::new();
+    metrics.register(Box::new(state_metrics::StateCollector(sources)));
+    let metrics = Arc::new(metrics);
     let proxy = Arc::new(Proxy::new(proxy::Parts {
         live: live.clone(),
         pool,
         metrics: metrics.clone(),
-        limiters: limiters.clone(),
-        caches: caches.clone(),
-        members: Some(cluster.members()),
         node_id: settings.node_id.clone(),
     }));
     let tunnels = proxy.tunnels().clone();

@@ -8,11 +8,13 @@
 
 use crate::balance::{Balancer, TargetSpec};
 use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
-use crate::plugins::rate_limit::RateLimit;
+use crate::plugins::auth::Consumers;
+use crate::plugins::pipeline::Chain;
+use crate::plugins::registry::{Builder, Shared};
 use crate::router::{RouteSpec, Router};
 use crate::telemetry::{Name, RouteMetrics};
 use arc_swap::ArcSwap;
-use config_sync::model::{Plugins, Route, Service, Upstream};
+use config_sync::model::{Route, Service, Upstream};
 use config_sync::Snapshot;
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
@@ -40,10 +42,9 @@ pub struct RouteEntry {
     pub route: Route,
     /// Its service.
     pub service: Arc<ServiceEntry>,
-    /// The plugins in force: the route's, else its service's, else the global ones.
-    pub plugins: Plugins,
-    /// The compiled `rate-limiting` plugin in force, if any.
-    pub rate_limit: Option<Arc<RateLimit>>,
+    /// The plugins it runs: for each name, the route's config, else its service's, else the
+    /// global one.
+    pub(crate) plugins: Chain,
     /// The route's name, as metrics and traces label it.
     pub name: Name,
     /// Its service's name, likewise.
@@ -178,8 +179,16 @@ impl Runtime {
         snapshot: Arc<Snapshot>,
         previous: Option<&Runtime>,
         health: &Registry,
+        shared: &Arc<Shared>,
     ) -> Result<Runtime, CompileError> {
         let config = &snapshot.config;
+        // A consumer's own plugins never authenticate (validation refuses them there), so they
+        // are built without the consumers they would look up.
+        let no_consumers = Arc::new(Consumers::default());
+        let consumer_plugins = Builder { shared, consumers: &no_consumers };
+        let consumers =
+            Arc::new(Consumers::build(config, |name, plugins| consumer_plugins.consumer_chain(name, plugins)));
+        let plugins = Builder { shared, consumers: &consumers };
         let mut upstreams = HashMap::with_capacity(config.upstreams.len());
         for (name, upstream) in &config.upstreams {
             let targets: Vec<_> = config.targets_of(name).collect();
@@ -233,24 +242,16 @@ impl Runtime {
                     .collect(),
                 priority: route.priority,
             });
-            let plugins = route.plugins.or(&service.service.plugins).or(&config.plugins);
-            // Where the limit was set decides whose counters it uses.
-            let rate_limit = plugins.rate_limiting.as_ref().map(|rl| {
-                let scope = if route.plugins.rate_limiting.is_some() {
-                    format!("route:{}", route.name)
-                } else if service.service.plugins.rate_limiting.is_some() {
-                    format!("service:{}", route.service)
-                } else {
-                    "global".to_owned()
-                };
-                Arc::new(RateLimit::new(rl, &scope))
-            });
+            let plugins = plugins.route_chain(
+                (&route.name, &route.plugins),
+                (&route.service, &service.service.plugins),
+                &config.plugins,
+            );
             let (name, service_name) = (Name(Arc::from(route.name.as_str())), Name(Arc::from(route.service.as_str())));
             routes.push(RouteEntry {
                 route: route.clone(),
                 service: service.clone(),
                 plugins,
-                rate_limit,
                 name,
                 service_name,
                 metrics: OnceLock::new(),
@@ -269,17 +270,20 @@ impl Runtime {
 pub struct Live {
     runtime: ArcSwap<Runtime>,
     health: Arc<Registry>,
+    /// What plugins share across runtimes.
+    plugins: Arc<Shared>,
     /// The version of the runtime in force.
     applied: watch::Sender<u64>,
 }
 
 impl Live {
     /// Compiles and starts serving `snapshot`. Active probes start with [`Live::start_probes`].
-    pub fn new(snapshot: Arc<Snapshot>) -> Result<Live, CompileError> {
+    pub fn new(snapshot: Arc<Snapshot>, plugins: Arc<Shared>) -> Result<Live, CompileError> {
         let health = Arc::new(Registry::new());
         let version = snapshot.version;
-        let runtime = Runtime::build(snapshot, None, &health)?;
-        Ok(Live { runtime: ArcSwap::from_pointee(runtime), health, applied: watch::Sender::new(version) })
+        let runtime = Runtime::build(snapshot, None, &health, &plugins)?;
+        let runtime = ArcSwap::from_pointee(runtime);
+        Ok(Live { runtime, health, plugins, applied: watch::Sender::new(version) })
     }
 
     /// Waits until a runtime of `version` or later is in force, at most `limit`; whether it is.
@@ -291,6 +295,11 @@ impl Live {
     /// The runtime in force; hold it for the whole request.
     pub fn load(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// What plugins share: the rate-limit and cache stores, the cluster's members.
+    pub fn plugins(&self) -> &Arc<Shared> {
+        &self.plugins
     }
 
     /// Target health on this node.
@@ -310,7 +319,7 @@ impl Live {
         let version = snapshot.version;
         // A route that does not compile is left out and listed, rather than freezing the config.
         let next = loop {
-            match Runtime::build(snapshot.clone(), Some(&current), &self.health) {
+            match Runtime::build(snapshot.clone(), Some(&current), &self.health, &self.plugins) {
                 Ok(runtime) => break Arc::new(runtime),
                 Err(CompileError::Route { name, message }) => {
                     tracing::warn!(route = %name, %message, "route left out: it does not compile");
@@ -345,7 +354,7 @@ upstreams:
 
     #[test]
     fn services_resolve_to_upstreams_or_addresses() {
-        let rt = Runtime::build(Arc::new(snapshot(CONFIG, 1)), None, &Registry::new()).unwrap();
+        let rt = Runtime::build(Arc::new(snapshot(CONFIG, 1)), None, &Registry::new(), &Shared::in_memory()).unwrap();
         let by_name = |n: &str| rt.routes.iter().find(|r| r.route.name == n).unwrap();
         assert!(matches!(by_name("a").service.destination, Destination::Upstream(_)));
         match &by_name("b").service.destination {
@@ -357,7 +366,7 @@ upstreams:
 
     #[test]
     fn unchanged_upstreams_keep_their_balancer() {
-        let live = Live::new(Arc::new(snapshot(CONFIG, 1))).unwrap();
+        let live = Live::new(Arc::new(snapshot(CONFIG, 1)), Shared::in_memory()).unwrap();
         let before = live.load();
         let changed = CONFIG.replace("127.0.0.1:3", "127.0.0.1:4");
         let after = live.apply(Arc::new(snapshot(&changed, 2))).unwrap();

@@ -156,7 +156,7 @@ impl Consumer {
                 errors.push(format!("{path}.groups[{i}]"), "may not be empty");
             }
         }
-        self.plugins.validate(&format!("{path}.plugins"), errors);
+        self.plugins.validate_on_consumer(&format!("{path}.plugins"), errors);
     }
 }
 

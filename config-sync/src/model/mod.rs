@@ -21,7 +21,10 @@ pub use healthchecks::{
     ActiveCheck, ActiveHealthy, ActiveUnhealthy, CheckType, Healthchecks, PassiveCheck, PassiveHealthy,
     PassiveUnhealthy,
 };
-pub use plugins::{CacheStrategy, LimitBy, Plugins, ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting};
+pub use plugins::{
+    Acl, BasicAuth, CacheStrategy, Claim, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy,
+    RateLimitWindow, RateLimiting,
+};
 pub use route::Route;
 pub use service::{Service, ServiceUrl};
 pub use upstream::{Algorithm, HashOn, Target, Upstream};

@@ -1,5 +1,15 @@
-//! Plugins that run on the request path: `rate-limiting` ([`rate_limit`]) and `proxy-cache`
-//! ([`cache`]).
+//! The plugin pipeline and the plugins that run on it.
+//!
+//! - [`pipeline`]: the `Plugin` trait, its phases, the request context, and the chain a route
+//!   runs.
+//! - [`registry`]: the order plugins run in, and how a config becomes a running plugin.
+//! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`.
+//! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`.
 
+pub mod auth;
 pub mod cache;
+pub mod pipeline;
 pub mod rate_limit;
+pub mod registry;
+
+pub use registry::Shared;

@@ -1,35 +1,41 @@
 //! The `rate-limiting` plugin.
 //!
-//! A route's limit is compiled once per config ([`RateLimit`]): its windows, its algorithm, and
-//! an identity made of where the config was set (route, service or global) and a digest of the
-//! config, never of the node, so every node counts on the same Redis counters. Per request,
+//! A limit is compiled once per config ([`RateLimit`]): its windows, its algorithm, and an
+//! identity made of where the config was set (consumer, route, service or global) and a digest
+//! of the config, never of the node, so every node counts on the same Redis counters. Per request,
 //! [`Limiters::decide`] asks Redis (the `redis` policy) or this node's memory (`local`). While
 //! Redis does not answer, a `fault_tolerant` limit keeps applying on each node with its limits
 //! divided by the live members; otherwise the request gets 503. No request waits on a dead Redis
 //! longer than the Redis timeout, and none at all while the background probe says it is down.
 
-use crate::proxy::{number_header, ClientInfo};
+use super::pipeline::{Access, BodyFilter, Ctx, Flow, Plugin, Refusal};
+use super::registry::Shared;
+use crate::exchange::number_header;
+use crate::telemetry::traces;
 use config_sync::model::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{header, response, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ratelimit::{per_member, Algorithm, Decision, Limiter, MemoryStore, RedisStore, Window};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
-/// A route's compiled `rate-limiting` config.
+/// A compiled `rate-limiting` config.
 pub struct RateLimit {
-    /// The config.
-    pub config: RateLimiting,
+    config: RateLimiting,
     /// Where it was set and what it says, hashed: the counters' identity.
     identity: String,
     limits: Vec<(Window, u64)>,
     algorithm: Algorithm,
+    shared: Arc<Shared>,
 }
 
 impl RateLimit {
-    /// Compiles `config`, set at `scope` (`route:orders`, `service:orders`, `global`).
-    pub fn new(config: &RateLimiting, scope: &str) -> RateLimit {
+    /// Compiles `config`, set at `scope` (`route:orders`, `service:orders`, `consumer:ann`,
+    /// `global`).
+    pub(crate) fn new(config: &RateLimiting, scope: &str, shared: Arc<Shared>) -> RateLimit {
         let digest = Sha256::digest(serde_json::to_vec(config).expect("configs serialize"));
         let identity = format!("{scope}:{}", &hex(&digest)[..16]);
         let limits = [
@@ -45,31 +51,91 @@ impl RateLimit {
             RateLimitWindow::Fixed => Algorithm::Fixed,
             RateLimitWindow::Sliding => Algorithm::Sliding,
         };
-        RateLimit { config: config.clone(), identity, limits, algorithm }
+        RateLimit { config: config.clone(), identity, limits, algorithm, shared }
     }
 
     /// What this request is counted by.
-    pub fn value(&self, headers: &HeaderMap, client: &ClientInfo, service: &str, route: &str, path: &str) -> String {
-        let ip = || client.ip_text().to_owned();
+    fn value(&self, ctx: &Ctx<'_>) -> String {
+        let ip = || ctx.client.ip_text().to_owned();
+        // As Kong: without a consumer (or its credential), the client's address.
+        let identity = ctx.identity.as_ref();
         match self.config.limit_by {
             LimitBy::Ip => ip(),
-            // As Kong: without the header, the client's address.
             LimitBy::Header => self
                 .config
                 .header_name
                 .as_deref()
-                .and_then(|h| headers.get(h))
+                .and_then(|h| ctx.request.headers.get(h))
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(ip, str::to_owned),
-            LimitBy::Service => service.to_owned(),
-            LimitBy::Route => route.to_owned(),
-            LimitBy::Path => path.to_owned(),
+            LimitBy::Service => ctx.service.to_owned(),
+            LimitBy::Route => ctx.route.to_owned(),
+            LimitBy::Path => ctx.path.to_owned(),
+            LimitBy::Consumer => identity.map_or_else(ip, |i| format!("consumer:{}", i.consumer.username)),
+            LimitBy::Credential => {
+                identity.and_then(|i| i.credential.as_deref()).map_or_else(ip, |c| format!("credential:{c}"))
+            }
+        }
+    }
+
+    async fn decide(&self, ctx: &mut Ctx<'_>) -> Flow {
+        let value = self.value(ctx);
+        let span = if traces::enabled() {
+            tracing::info_span!(target: traces::TARGET, "rate limit", outcome = Empty, store = Empty)
+        } else {
+            tracing::Span::none()
+        };
+        let limiters = &self.shared.limiters;
+        let deciding = limiters.decide(self, &value, self.shared.alive_members());
+        let (verdict, how) = if span.is_none() { deciding.await } else { deciding.instrument(span.clone()).await };
+        let outcome = match &verdict {
+            Verdict::Allowed(_) => "allowed",
+            Verdict::Limited(_) => "limited",
+            Verdict::Unavailable => "unavailable",
+        };
+        span.record("outcome", outcome);
+        span.record("store", how.as_str());
+        ctx.metrics.rate_limit(outcome, how.as_str());
+        match verdict {
+            Verdict::Allowed(decision) => {
+                if !self.config.hide_client_headers {
+                    ctx.keep(decision);
+                }
+                Flow::Continue
+            }
+            Verdict::Limited(decision) => {
+                let mut refusal = Refusal::new(StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded");
+                if !self.config.hide_client_headers {
+                    headers(&decision, &mut refusal.headers);
+                }
+                refusal.headers.insert(header::RETRY_AFTER, retry_after(&decision));
+                refusal.into()
+            }
+            Verdict::Unavailable => {
+                tracing::warn!(route = ctx.route, "rate limit undecided: Redis is out and fault_tolerant is false");
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "rate limiting is unavailable").into()
+            }
         }
     }
 }
 
+impl Plugin for RateLimit {
+    fn access<'a>(&'a self, ctx: &'a mut Ctx<'_>) -> Access<'a> {
+        // Boxed: a Redis call's future is large, and held inline it would be moved with every
+        // request, limited or not.
+        Access::Later(Box::pin(self.decide(ctx)))
+    }
+
+    fn response(&self, ctx: &mut Ctx<'_>, head: &mut response::Parts) -> Option<BodyFilter> {
+        if let Some(decision) = ctx.take::<Decision>() {
+            headers(&decision, &mut head.headers);
+        }
+        None
+    }
+}
+
 /// What a limit said.
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Go on; add these headers to the response.
     Allowed(Decision),
     /// 429 with these headers.
@@ -80,7 +146,7 @@ pub enum Verdict {
 
 /// How a decision was made, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
+pub(crate) enum Path {
     /// By Redis, for the whole cluster.
     Shared,
     /// By this node alone, as configured.
@@ -127,7 +193,7 @@ impl Limiters {
 
     /// Decides one request to `limit` counted by `value`; `members` is the number of live
     /// members, for the fallback.
-    pub async fn decide(&self, limit: &RateLimit, value: &str, members: usize) -> (Verdict, Path) {
+    pub(crate) async fn decide(&self, limit: &RateLimit, value: &str, members: usize) -> (Verdict, Path) {
         let now = SystemTime::now();
         let shared = match limit.config.policy {
             Some(RateLimitPolicy::Local) => None,
@@ -203,7 +269,7 @@ fn verdict(decision: Decision) -> Verdict {
 /// The rate-limit headers of `decision`: `X-RateLimit-Limit-<Window>` and
 /// `X-RateLimit-Remaining-<Window>` per window, and `RateLimit-Limit`, `RateLimit-Remaining`,
 /// `RateLimit-Reset` (seconds) for the most restrictive one.
-pub fn headers(decision: &Decision, into: &mut HeaderMap) {
+fn headers(decision: &Decision, into: &mut HeaderMap) {
     into.reserve(2 * decision.windows.len() + 3);
     for w in &decision.windows {
         let (limit, remaining) = names(w.window);
@@ -240,7 +306,7 @@ fn names(window: Window) -> &'static (HeaderName, HeaderName) {
 }
 
 /// `Retry-After` for a refusal, whole seconds, at least 1.
-pub fn retry_after(decision: &Decision) -> HeaderValue {
+fn retry_after(decision: &Decision) -> HeaderValue {
     let wait = decision.retry_after.unwrap_or(Duration::from_secs(1));
     number_header((wait.as_secs_f64().ceil() as u64).max(1))
 }

@@ -10,8 +10,10 @@
 //!   that the request finished.
 
 use super::pool::Pool;
+use crate::exchange::{BoxBody, BoxError};
 use crate::runtime::UpstreamState;
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -23,9 +25,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
-
-/// The error type of every body here.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body's next frame took longer than allowed.
 #[derive(Debug, thiserror::Error)]
@@ -239,8 +238,8 @@ impl Completion {
 pub enum ProxyBody {
     /// A small body made here (errors, admin answers).
     Full(Full<Bytes>),
-    /// A body copied into the cache as it streams.
-    Cached(Box<crate::plugins::cache::tee::Tee>),
+    /// A body a plugin wrapped (the cache's copy as it streams).
+    Wrapped(BoxBody),
     /// The upstream's body.
     Upstream {
         /// The body, with the service's `read_timeout` between frames.
@@ -256,6 +255,11 @@ impl ProxyBody {
         ProxyBody::Full(Full::new(bytes.into()))
     }
 
+    /// The body of an answer made here or by a plugin.
+    pub fn answer(response: Response<Bytes>) -> Response<ProxyBody> {
+        response.map(ProxyBody::full)
+    }
+
     /// No body.
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(Full::new(Bytes::new()))
@@ -269,7 +273,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
-            ProxyBody::Cached(tee) => Pin::new(tee.as_mut()).poll_frame(cx),
+            ProxyBody::Wrapped(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Upstream { body, completion } => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
                 match &frame {
@@ -286,7 +290,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(full) => full.is_end_stream(),
-            ProxyBody::Cached(tee) => tee.is_end_stream(),
+            ProxyBody::Wrapped(body) => body.is_end_stream(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
         }
     }
@@ -294,7 +298,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(full) => full.size_hint(),
-            ProxyBody::Cached(tee) => tee.size_hint(),
+            ProxyBody::Wrapped(body) => body.size_hint(),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
         }
     }

@@ -2,8 +2,7 @@
 //! JSON body (`{"message": "..."}`).
 
 use super::body::ProxyBody;
-use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 
 /// A request the proxy could not serve.
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +54,5 @@ impl ProxyError {
 
 /// A JSON error response: `{"message": "..."}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "message": message }).to_string();
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    ProxyBody::answer(crate::exchange::json_error(status, message))
 }

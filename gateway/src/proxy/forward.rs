@@ -9,10 +9,10 @@
 use super::body::{ClientBodyError, Completion, IdleTimedOut, IdleTimeout, Progress, ProxyBody, RequestBody};
 use super::error::ProxyError;
 use super::hash_key::hash_key;
-use super::headers::ClientInfo;
 use super::pool::{ConnectError, Pool, Sender};
 use super::span;
 use crate::balance::Pick;
+use crate::exchange::ClientInfo;
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
 use crate::telemetry::traces;

@@ -1,6 +1,6 @@
 //! The key consistent hashing hashes: `hash_on`, else `hash_fallback`, from the request.
 
-use super::headers::ClientInfo;
+use crate::exchange::ClientInfo;
 use config_sync::model::{HashOn, Upstream};
 use http::request::Parts;
 use xxhash_rust::xxh3::xxh3_64;

@@ -1,9 +1,9 @@
 //! Header rewriting between client and upstream: hop-by-hop headers removed (RFC 9110 §7.6.1,
 //! and whatever `Connection` names), `X-Forwarded-*` and `Via` set.
 
+use crate::exchange::ClientInfo;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
-use std::net::SocketAddr;
 
 /// Headers that describe one connection, never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -51,26 +51,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// The header value of `n`. Below 1,000 (latencies in milliseconds, most rate-limit counts)
-/// it comes from a table made once, since `HeaderValue::from` allocates for every value.
-pub fn number(n: u64) -> HeaderValue {
-    const SMALL: usize = 1000;
-    static TABLE: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
-        // One string for all of them, leaked once, so each value is static and free to clone.
-        let text: &'static str = Box::leak((0..SMALL).map(|i| i.to_string()).collect::<String>().into_boxed_str());
-        let mut start = 0;
-        (0..SMALL)
-            .map(|i| {
-                let end = start + i.checked_ilog10().unwrap_or(0) as usize + 1;
-                let value = HeaderValue::from_static(&text[start..end]);
-                start = end;
-                value
-            })
-            .collect()
-    });
-    usize::try_from(n).ok().and_then(|i| TABLE.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
-}
-
 /// Whether the client asks to switch protocols (WebSocket and the like) over HTTP/1.1.
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -80,33 +60,6 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// What the proxy knows about the client's connection, with the header values made from it
-/// once per connection rather than once per request.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The port the client connected to.
-    pub local_port: u16,
-    /// The client's IP as text (an IPv4-mapped IPv6 address as IPv4).
-    ip: HeaderValue,
-    /// `local_port` as text.
-    port: HeaderValue,
-}
-
-impl ClientInfo {
-    /// A client at `peer` that connected to `local_port`.
-    pub fn new(peer: SocketAddr, local_port: u16) -> ClientInfo {
-        let ip = HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a valid header");
-        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port) }
-    }
-
-    /// The client's IP as text.
-    pub fn ip_text(&self) -> &str {
-        self.ip.to_str().expect("made from an IP address")
-    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -124,18 +77,18 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host
     headers.reserve(10);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => HeaderValue::try_from(format!("{prior}, {}", client.ip_text())).ok(),
-        _ => Some(client.ip.clone()),
+        _ => Some(client.ip_value().clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_REAL_IP.clone(), client.ip.clone());
+    headers.insert(X_REAL_IP.clone(), client.ip_value().clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     match original_host.map(without_port).and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(v) => headers.insert(X_FORWARDED_HOST.clone(), v),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    headers.insert(X_FORWARDED_PORT.clone(), client.port.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), client.port_value().clone());
 }
 
 /// `X-Forwarded-Path` (the request's path) and, when the route stripped part of it,
@@ -211,13 +164,6 @@ pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_read_the_same_from_the_table_and_beyond_it() {
-        for n in [0, 1, 9, 10, 99, 100, 999, 1000, 12_345, u64::MAX] {
-            assert_eq!(number(n), HeaderValue::from(n), "{n}");
-        }
-    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {

@@ -1,8 +1,9 @@
 //! The proxy: from a client's request to the upstream's response.
 //!
-//! For each request: load the runtime once, match a route, rewrite the request (path, hop-by-hop
-//! headers, `X-Forwarded-*`, `Via`, `Host`), then [`forward`] it with retries, and stream the
-//! response back with the latency headers. Every failure becomes a [`ProxyError`], mapped to a
+//! For each request: load the runtime once, match a route, run the route's plugins (which may
+//! answer it), rewrite the request (path, hop-by-hop headers, `X-Forwarded-*`, `Via`, `Host`),
+//! then [`forward`] it with retries, and stream the response back through the plugins' response
+//! phase with the latency headers. The proxy names no plugin: it runs the route's chain. Every failure becomes a [`ProxyError`], mapped to a
 //! status in one place.
 
 mod body;
@@ -15,23 +16,19 @@ mod pool;
 mod span;
 mod upgrade;
 
-pub use body::{BoxError, ProxyBody};
+pub use body::ProxyBody;
 pub use error::{json_error, ProxyError};
-pub use headers::{number as number_header, ClientInfo};
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
-use crate::plugins::cache::key::Request as CacheRequest;
-use crate::plugins::cache::step::{self, Before, CacheStatus};
-use crate::plugins::cache::Caches;
-use crate::plugins::rate_limit::{self, Limiters, Verdict};
+use crate::exchange::{number_header, BoxBody, ClientInfo};
+use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use http::{header, HeaderName, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokio::sync::watch;
 use tracing::Instrument as _;
 
 /// Serves proxied requests; shared by every connection.
@@ -39,10 +36,6 @@ pub struct Proxy {
     live: Arc<Live>,
     pool: Pool,
     metrics: Arc<Metrics>,
-    limiters: Arc<Limiters>,
-    caches: Arc<Caches>,
-    /// The cluster's members, for limits split among them when Redis is out.
-    members: Option<watch::Receiver<Vec<cluster::Member>>>,
     /// `1.1 <node_id>`, this node's `Via` entry.
     via: HeaderValue,
     tunnels: Tunnels,
@@ -60,20 +53,10 @@ impl Proxy {
             live: parts.live,
             pool: parts.pool,
             metrics: parts.metrics,
-            limiters: parts.limiters,
-            caches: parts.caches,
-            members: parts.members,
             via,
             tunnels: Tunnels::default(),
             unmatched: OnceLock::new(),
         }
-    }
-
-    /// Live members of the cluster (1 without gossip).
-    fn alive_members(&self) -> usize {
-        self.members
-            .as_ref()
-            .map_or(1, |m| m.borrow().iter().filter(|m| m.state == cluster::MemberState::Alive).count().max(1))
     }
 
     /// The upgraded connections (WebSocket) this proxy has open.
@@ -92,7 +75,7 @@ impl Proxy {
         let uri = request.uri().clone();
         let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
         let mut served = Served::default();
-        let serving = self.serve(request, client, received, &mut served);
+        let serving = self.serve(request, &uri, client, received, &mut served);
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { serving.await } else { serving.instrument(span.clone()).await };
         let response = match result {
@@ -123,91 +106,48 @@ impl Proxy {
     async fn serve(
         &self,
         mut request: Request<Incoming>,
+        uri: &Uri,
         client: Arc<ClientInfo>,
         received: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let runtime = self.live.load();
-        let host = request_host(&request);
-        let path = path::normalize(request.uri().path());
-        let found = runtime
-            .router
-            .find(host.as_deref(), &path, request.method(), request.headers())
-            .ok_or(ProxyError::NoRoute)?;
-        let entry = &runtime.routes[found.route];
-        let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
-        served.route = Some(metrics.clone());
-        let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
-        let mut limited = None;
-        if let Some(limit) = &entry.rate_limit {
-            let value = limit.value(request.headers(), &client, &entry.route.service, &entry.route.name, &path);
-            let span = span::rate_limit();
-            // Boxed, as the cache step below: a Redis call's future is large, and held inline it
-            // would be moved with every request, limited or not.
-            let (verdict, how) =
-                Box::pin(self.limiters.decide(limit, &value, self.alive_members()).instrument(span.clone())).await;
-            let outcome = match &verdict {
-                Verdict::Allowed(_) => "allowed",
-                Verdict::Limited(_) => "limited",
-                Verdict::Unavailable => "unavailable",
-            };
-            span.record("outcome", outcome);
-            span.record("store", how.as_str());
-            metrics.rate_limit(outcome, how);
-            match verdict {
-                Verdict::Allowed(decision) => limited = (!limit.config.hide_client_headers).then_some(decision),
-                Verdict::Limited(decision) => {
-                    let mut response = json_error(http::StatusCode::TOO_MANY_REQUESTS, "API rate limit exceeded");
-                    if !limit.config.hide_client_headers {
-                        rate_limit::headers(&decision, response.headers_mut());
-                    }
-                    response.headers_mut().insert(header::RETRY_AFTER, rate_limit::retry_after(&decision));
-                    headers::append_via(response.headers_mut(), &self.via);
-                    return Ok(response);
-                }
-                Verdict::Unavailable => {
-                    return Err(ProxyError::RateLimitUnavailable);
-                }
-            }
-        }
-        let mut cached = None;
-        if let Some(config) = &entry.plugins.proxy_cache {
-            let redis_down = self.limiters.redis_state() == Some(false);
-            let looked_up = CacheRequest { method: request.method(), uri: request.uri(), headers: request.headers() };
-            let host_name = host.as_deref().unwrap_or("");
-            let span = span::cache();
-            let before = Box::pin(
-                step::before(&self.caches, &entry.route.name, config, looked_up, host_name, &path, redis_down)
-                    .instrument(span.clone()),
-            )
-            .await;
-            match before {
-                Before::Hit(mut response) => {
-                    span.record("status", "Hit");
-                    self.metrics.cache(CacheStatus::Hit.as_str());
-                    headers::append_via(response.headers_mut(), &self.via);
-                    if let Some(decision) = &limited {
-                        rate_limit::headers(decision, response.headers_mut());
-                    }
-                    return Ok(response);
-                }
-                // Boxed: held across the upstream call, inline it would enlarge every request.
-                Before::Forward(pass) => cached = Some(Box::new((pass, span))),
-            }
-        }
-        let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
-        let forwarded_path = headers::ForwardedPath::new(&path, stripped);
-        drop(path);
-
         let upgrade = request.version() == http::Version::HTTP_11 && headers::wants_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
+        let host = request_host(&parts.uri, &parts.headers);
+        // From the caller's copy of the URI: the request's own may be changed by plugins.
+        let path = path::normalize(uri.path());
+        let found =
+            runtime.router.find(host.as_deref(), &path, &parts.method, &parts.headers).ok_or(ProxyError::NoRoute)?;
+        let entry = &runtime.routes[found.route];
+        let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
+        served.route = Some(metrics.clone());
+
+        let names = (&*entry.route.name, &*entry.route.service);
+        let mut ctx = Ctx::new(&mut parts, &client, names, (host.as_deref(), &path), metrics);
+        let plugins = &entry.plugins;
+        if !plugins.is_empty() {
+            let answer = match plugins.access(&mut ctx).await {
+                Flow::Continue => None,
+                Flow::Refuse(refusal) => Some(refused(refusal)),
+                Flow::Respond(response) => Some(response),
+            };
+            if let Some(answer) = answer {
+                return Ok(self.finish(plugins, &mut ctx, answer.map(ProxyBody::full)));
+            }
+        }
+
+        // The plugins may have changed the query (a key hidden from the upstream).
+        let uri = upstream_uri(entry, &path, ctx.request.uri.query(), found.matched_len)?;
+        let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
+        let parts = &mut *ctx.request;
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
         if parts.version == http::Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
         headers::set_forwarded(&mut parts.headers, &client, host.as_deref());
-        forwarded_path.apply(&mut parts.headers);
+        headers::ForwardedPath::new(&path, stripped).apply(&mut parts.headers);
         headers::append_via(&mut parts.headers, &self.via);
         if entry.route.preserve_host {
             if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
@@ -220,7 +160,7 @@ impl Proxy {
         let attempt = forward::Attempt {
             pool: &self.pool,
             service: &entry.service,
-            parts: &parts,
+            parts: ctx.request,
             client: &client,
             preserve_host: entry.route.preserve_host,
         };
@@ -231,26 +171,38 @@ impl Proxy {
         served.upstream_latency = Some(outcome.upstream_latency);
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
-        if let Some((pass, span)) = cached.map(|b| *b) {
-            let (marked, status) = step::after(pass, &self.caches, response);
-            span.record("status", status.as_str());
-            self.metrics.cache(status.as_str());
-            response = marked;
-        }
-        headers::append_via(response.headers_mut(), &self.via);
+        ctx.upstream_answered = true;
+        let mut response = self.finish(plugins, &mut ctx, response);
         let proxy_ms = outcome.sent_at.saturating_duration_since(received).as_millis() as u64;
         let upstream_ms = outcome.upstream_latency.as_millis() as u64;
         let h = response.headers_mut();
-        h.insert(UPSTREAM_LATENCY.clone(), headers::number(upstream_ms));
-        h.insert(PROXY_LATENCY.clone(), headers::number(proxy_ms));
-        if let Some(decision) = &limited {
-            rate_limit::headers(decision, h);
-        }
+        h.insert(UPSTREAM_LATENCY.clone(), number_header(upstream_ms));
+        h.insert(PROXY_LATENCY.clone(), number_header(proxy_ms));
         if let (Some(client_side), Some(upstream_side)) = (client_upgrade, outcome.upgrade) {
             self.tunnels.open(client_side, upstream_side, entry.service.service.read_timeout);
         }
         Ok(response)
     }
+
+    /// Runs the plugins' response phase on `response` (an upstream's, or an answer of a plugin)
+    /// and wraps its body as they ask, then adds this node's `Via`.
+    fn finish(&self, plugins: &Chain, ctx: &mut Ctx<'_>, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (mut head, mut body) = response.into_parts();
+        if !plugins.is_empty() {
+            for filter in plugins.response(ctx, &mut head) {
+                body = ProxyBody::Wrapped(filter(BoxBody::new(body)));
+            }
+        }
+        headers::append_via(&mut head.headers, &self.via);
+        Response::from_parts(head, body)
+    }
+}
+
+/// The answer to a request a plugin refused.
+fn refused(refusal: Refusal) -> Response<bytes::Bytes> {
+    let mut response = crate::exchange::json_error(refusal.status, &refusal.message);
+    response.headers_mut().extend(*refusal.headers);
+    response
 }
 
 static UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-gateway-upstream-latency");
@@ -264,12 +216,6 @@ pub struct Parts {
     pub pool: Pool,
     /// Where requests are counted.
     pub metrics: Arc<Metrics>,
-    /// Rate-limit stores.
-    pub limiters: Arc<Limiters>,
-    /// Cache stores.
-    pub caches: Arc<Caches>,
-    /// The cluster's members, when gossip is on.
-    pub members: Option<watch::Receiver<Vec<cluster::Member>>>,
     /// This node's id, for `Via`.
     pub node_id: String,
 }
@@ -284,11 +230,11 @@ struct Served {
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
-fn request_host<B>(request: &Request<B>) -> Option<String> {
-    if let Some(authority) = request.uri().authority() {
+fn request_host(uri: &Uri, headers: &http::HeaderMap) -> Option<String> {
+    if let Some(authority) = uri.authority() {
         return Some(authority.as_str().to_owned());
     }
-    request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
+    headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned)
 }
 
 /// The upstream request's path and query: the service's path, then the request path with the
@@ -323,7 +269,10 @@ mod tests {
     fn entry(yaml: &str) -> Arc<Runtime> {
         let config = config_sync::declarative::parse(yaml).unwrap();
         let snapshot = Arc::new(config_sync::Snapshot::new(config, 1, vec![]));
-        Arc::new(Runtime::build(snapshot, None, &crate::health::Registry::new()).unwrap())
+        Arc::new(
+            Runtime::build(snapshot, None, &crate::health::Registry::new(), &crate::plugins::Shared::in_memory())
+                .unwrap(),
+        )
     }
 
     #[test]

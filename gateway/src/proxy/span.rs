@@ -2,7 +2,7 @@
 //! a server span per request (named `METHOD route`), and a client span per upstream attempt
 //! (with the target and the retry number). Made only while traces are exported.
 
-use super::headers::ClientInfo;
+use crate::exchange::ClientInfo;
 use crate::telemetry::{traces, Name};
 use http::{header, Method, Request, StatusCode};
 use opentelemetry::trace::TraceContextExt as _;
@@ -47,22 +47,6 @@ pub fn finish(span: &tracing::Span, method: &Method, route: Option<&Name>, statu
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-}
-
-/// The span of a rate-limit decision, with its `outcome` and `store` recorded after.
-pub fn rate_limit() -> tracing::Span {
-    if !traces::enabled() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(target: traces::TARGET, "rate limit", outcome = Empty, store = Empty)
-}
-
-/// The span of a cache lookup, with its `status` recorded after.
-pub fn cache() -> tracing::Span {
-    if !traces::enabled() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(target: traces::TARGET, "cache lookup", status = Empty)
 }
 
 /// The client span of one upstream attempt; `retry` is 0 for the first attempt.

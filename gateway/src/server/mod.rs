@@ -12,7 +12,8 @@
 mod rewind;
 mod send_timeout;
 
-use crate::proxy::{BoxError, ClientInfo, ProxyBody};
+use crate::exchange::{BoxError, ClientInfo};
+use crate::proxy::ProxyBody;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -2,29 +2,18 @@
 //!
 //! Counters and histograms are updated on the request path; gauges that describe state (config
 //! version and errors, target health, etcd, members) are read from the live state at each
-//! scrape, so they cannot go stale.
+//! scrape, so they cannot go stale (`crate::state_metrics`, registered by the node).
 
 use super::process;
-use super::traces;
-use crate::health::State;
-use crate::plugins::rate_limit::{Limiters, Path};
-use crate::runtime::Live;
-use cluster::{ClusterHandle, MemberState};
-use config_sync::etcd::{Connection, EtcdStatus};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
-};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Latency buckets, milliseconds: fine below a millisecond, where a proxy lives, up to 10 s.
 const LATENCY_BUCKETS_MS: [f64; 19] = [
@@ -86,21 +75,16 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// What the state gauges read at scrape time.
-pub struct Sources {
-    /// The live runtime and health.
-    pub live: Arc<Live>,
-    /// etcd's status, when config comes from etcd.
-    pub etcd: Option<watch::Receiver<EtcdStatus>>,
-    /// Gossip, when on.
-    pub cluster: Option<Arc<ClusterHandle>>,
-    /// Rate-limit stores, for whether Redis answers.
-    pub limiters: Arc<Limiters>,
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// Registers every metric; the gauges read `sources` at each scrape.
-    pub fn new(sources: Sources) -> Metrics {
+    /// Registers every metric updated on the request path; [`Metrics::register`] adds those
+    /// read from the node's state at each scrape.
+    pub fn new() -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("gateway_http_requests", "Proxied requests by service, route and status", requests.clone());
@@ -125,9 +109,13 @@ impl Metrics {
         );
         let cache = Family::<CacheLabels, Counter>::default();
         registry.register("gateway_cache", "Proxy-cache outcomes by X-Cache-Status", cache.clone());
-        registry.register_collector(Box::new(StateCollector(sources)));
         registry.register_collector(Box::new(process::ProcessCollector::new()));
         Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache }
+    }
+
+    /// Adds metrics read at each scrape.
+    pub fn register(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// The handles of the requests to one route, for [`RouteMetrics`]; `service` and `route`
@@ -141,12 +129,8 @@ impl Metrics {
             request_latency: self.request_latency.get_or_create(&label).clone(),
             upstream_latency: self.upstream_latency.get_or_create(&label).clone(),
             rate_limits: Few::new(&self.rate_limits),
+            cache: self.cache.clone(),
         }
-    }
-
-    /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
-    pub fn cache(&self, status: &'static str) {
-        self.cache.get_or_create(&CacheLabels { status }).inc();
     }
 
     /// The OpenMetrics text of every metric.
@@ -173,7 +157,8 @@ pub struct RouteMetrics {
     request_latency: Histogram,
     upstream_latency: Histogram,
     /// By outcome and store.
-    rate_limits: Few<(&'static str, Path), RateLimitLabels>,
+    rate_limits: Few<(&'static str, &'static str), RateLimitLabels>,
+    cache: Family<CacheLabels, Counter>,
 }
 
 impl RouteMetrics {
@@ -189,9 +174,14 @@ impl RouteMetrics {
     }
 
     /// Counts a rate-limit decision on this route.
-    pub fn rate_limit(&self, outcome: &'static str, store: Path) {
-        let labels = || RateLimitLabels { route: self.route.clone(), outcome, store: store.as_str() };
+    pub fn rate_limit(&self, outcome: &'static str, store: &'static str) {
+        let labels = || RateLimitLabels { route: self.route.clone(), outcome, store };
         self.rate_limits.get((outcome, store), labels).inc();
+    }
+
+    /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
+    pub fn cache(&self, status: &'static str) {
+        self.cache.get_or_create(&CacheLabels { status }).inc();
     }
 }
 
@@ -227,114 +217,4 @@ impl<K: Copy + PartialEq, L: Clone + std::hash::Hash + Eq> Few<K, L> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Gauges and counters read from the live state at each scrape.
-#[derive(Debug)]
-struct StateCollector(Sources);
-
-impl std::fmt::Debug for Sources {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sources")
-    }
-}
-
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
-    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
-}
-
-impl Collector for StateCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let runtime = self.0.live.load();
-        let snapshot = &runtime.snapshot;
-        gauge(
-            &mut encoder,
-            "gateway_config_version",
-            "Version of the config served (etcd: its revision)",
-            snapshot.version as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "gateway_config_errors",
-            "Config keys or entities left out of the config served",
-            snapshot.errors.len() as i64,
-        )?;
-
-        let mut health = encoder.encode_descriptor(
-            "gateway_upstream_target_health",
-            "1 for the state each target is in on this node (healthy, unhealthy, healthchecks_off)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (name, upstream) in &runtime.upstreams {
-            let off = upstream.policy.checks_off();
-            for (target, state) in upstream.targets.iter().zip(&upstream.health) {
-                let current = match state.counters().state {
-                    State::Healthy if off => "healthchecks_off",
-                    State::Healthy => "healthy",
-                    State::Unhealthy => "unhealthy",
-                };
-                for candidate in ["healthy", "unhealthy", "healthchecks_off"] {
-                    let labels = [("upstream", name.as_str()), ("target", &*target.authority), ("state", candidate)];
-                    ConstGauge::new(i64::from(candidate == current)).encode(health.encode_family(&labels)?)?;
-                }
-            }
-        }
-
-        let etcd = self.0.etcd.as_ref().map(|s| matches!(s.borrow().connection, Connection::Connected));
-        if let Some(connected) = etcd {
-            gauge(
-                &mut encoder,
-                "gateway_etcd_connected",
-                "1 while the etcd source is connected",
-                i64::from(connected),
-            )?;
-        }
-        let redis = self.0.limiters.redis_state().unwrap_or(false);
-        gauge(
-            &mut encoder,
-            "gateway_redis_connected",
-            "1 while Redis answers (0 without redis_url)",
-            i64::from(redis),
-        )?;
-        let mut members = encoder.encode_descriptor(
-            "gateway_cluster_members",
-            "Cluster members by state, as this node sees them",
-            None,
-            MetricType::Gauge,
-        )?;
-        let seen = self.0.cluster.as_ref().map(|c| c.members().borrow().clone()).unwrap_or_default();
-        for state in [MemberState::Alive, MemberState::Suspect, MemberState::Down] {
-            let mut count = seen.iter().filter(|m| m.state == state).count() as i64;
-            if self.0.cluster.is_none() && state == MemberState::Alive {
-                count = 1;
-            }
-            ConstGauge::new(count).encode(members.encode_family(&[("state", state.as_str())])?)?;
-        }
-        let mut rejected = encoder.encode_descriptor(
-            "gateway_gossip_rejected",
-            "Gossip packets dropped, by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for (reason, count) in self.0.cluster.as_ref().map(|c| c.rejected()).unwrap_or_default() {
-            ConstCounter::new(count).encode(rejected.encode_family(&[("reason", reason)])?)?;
-        }
-
-        let (exported, dropped) = traces::counts();
-        let exported_total = ConstCounter::new(exported);
-        exported_total.encode(encoder.encode_descriptor(
-            "gateway_trace_spans_exported",
-            "Spans sent to the OTLP collector",
-            None,
-            MetricType::Counter,
-        )?)?;
-        ConstCounter::new(dropped).encode(encoder.encode_descriptor(
-            "gateway_trace_spans_dropped",
-            "Spans dropped because the collector failed or did not answer",
-            None,
-            MetricType::Counter,
-        )?)?;
-        Ok(())
-    }
 }

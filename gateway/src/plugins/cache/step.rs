@@ -8,9 +8,11 @@ use super::key::{cache_key, Request};
 use super::policy::{request_rule, response_ttl, vary_on, RequestRule};
 use super::store::{Caches, FillGuard, Lookup};
 use super::tee::{Pending, Tee};
-use crate::proxy::ProxyBody;
+use crate::exchange::BoxBody;
+use crate::plugins::pipeline::BodyFilter;
+use bytes::Bytes;
 use config_sync::model::ProxyCache;
-use http::{header, HeaderMap, HeaderValue, Response};
+use http::{header, response, HeaderMap, HeaderValue, Response};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -42,7 +44,7 @@ impl CacheStatus {
 /// What the cache decided before forwarding.
 pub enum Before {
     /// A hit: the response to send.
-    Hit(Response<ProxyBody>),
+    Hit(Response<Bytes>),
     /// Forward, then call [`after`].
     Forward(Pass),
 }
@@ -114,14 +116,14 @@ pub async fn before(
     Before::Forward(pass)
 }
 
-fn hit(entry: &Entry, key: &str, now: SystemTime) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::full(entry.body.clone()));
+fn hit(entry: &Entry, key: &str, now: SystemTime) -> Response<Bytes> {
+    let mut response = Response::new(entry.body.clone());
     *response.status_mut() = entry.status;
     let headers = response.headers_mut();
     for (name, value) in &entry.headers {
         headers.append(name.clone(), value.clone());
     }
-    headers.insert(header::AGE, crate::proxy::number_header(entry.age(now)));
+    headers.insert(header::AGE, crate::exchange::number_header(entry.age(now)));
     mark(headers, CacheStatus::Hit, key);
     response
 }
@@ -133,23 +135,23 @@ fn mark(headers: &mut HeaderMap, status: CacheStatus, key: &str) {
     }
 }
 
-/// The upstream's response, marked, and copied into the cache if it may be stored. Call it on
-/// the upstream's end-to-end headers, before this node adds its own.
-pub fn after(pass: Pass, caches: &Arc<Caches>, response: Response<ProxyBody>) -> (Response<ProxyBody>, CacheStatus) {
+/// Marks the upstream's response head and, if the response may be stored, the filter that
+/// copies its body into the cache as it streams. Call it on the upstream's end-to-end headers,
+/// before this node adds its own.
+pub fn after(pass: Pass, caches: &Arc<Caches>, head: &mut response::Parts) -> (Option<BodyFilter>, CacheStatus) {
     let Pass { mut status, key, redis, config, request_headers, fill } = pass;
-    let (mut parts, body) = response.into_parts();
     let ttl = match status {
-        CacheStatus::Miss | CacheStatus::Refresh => response_ttl(&config, parts.status, &parts.headers),
+        CacheStatus::Miss | CacheStatus::Refresh => response_ttl(&config, head.status, &head.headers),
         _ => None,
     };
-    let too_big = parts
+    let too_big = head
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|len| len > config.max_body_bytes);
-    let body = match ttl {
+    let filter = match ttl {
         Some(ttl) if !too_big => {
-            let vary = vary_on(&config, &parts.headers)
+            let vary = vary_on(&config, &head.headers)
                 .into_iter()
                 .map(|name| {
                     let value = request_headers.get(name.as_str()).cloned();
@@ -157,8 +159,8 @@ pub fn after(pass: Pass, caches: &Arc<Caches>, response: Response<ProxyBody>) ->
                 })
                 .collect();
             let entry = Entry {
-                status: parts.status,
-                headers: parts.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
+                status: head.status,
+                headers: head.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
                 body: bytes::Bytes::new(),
                 stored_at_ms: now_ms(SystemTime::now()),
                 ttl_ms: ttl.as_millis() as u64,
@@ -166,13 +168,14 @@ pub fn after(pass: Pass, caches: &Arc<Caches>, response: Response<ProxyBody>) ->
             };
             let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
             let pending = Pending { caches: caches.clone(), key: key.clone(), entry, redis, fill };
-            ProxyBody::Cached(Box::new(Tee::new(body, limit, pending)))
+            let filter: BodyFilter = Box::new(move |body| BoxBody::new(Tee::new(body, limit, pending)));
+            Some(filter)
         }
         _ => {
             status = CacheStatus::Bypass;
-            body
+            None
         }
     };
-    mark(&mut parts.headers, status, &key);
-    (Response::from_parts(parts, body), status)
+    mark(&mut head.headers, status, &key);
+    (filter, status)
 }

@@ -4,7 +4,7 @@
 
 use super::entry::Entry;
 use super::store::{Caches, FillGuard};
-use crate::proxy::{BoxError, ProxyBody};
+use crate::exchange::{BoxBody, BoxError};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -27,7 +27,7 @@ pub struct Pending {
 
 /// The body, and the copy being kept.
 pub struct Tee {
-    inner: ProxyBody,
+    inner: BoxBody,
     copy: Option<BytesMut>,
     limit: usize,
     pending: Option<Pending>,
@@ -35,7 +35,7 @@ pub struct Tee {
 
 impl Tee {
     /// Streams `inner`, keeping a copy of at most `limit` bytes for `pending`.
-    pub fn new(inner: ProxyBody, limit: usize, pending: Pending) -> Tee {
+    pub fn new(inner: BoxBody, limit: usize, pending: Pending) -> Tee {
         Tee { inner, copy: Some(BytesMut::new()), limit, pending: Some(pending) }
     }
 

@@ -1,0 +1,41 @@
+//! The client of a request.
+
+use http::HeaderValue;
+use std::net::SocketAddr;
+
+/// What is known of the client of a request, with the header values made from it
+/// once per connection rather than once per request.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The port the client connected to.
+    pub local_port: u16,
+    /// The client's IP as text (an IPv4-mapped IPv6 address as IPv4).
+    ip: HeaderValue,
+    /// `local_port` as text.
+    port: HeaderValue,
+}
+
+impl ClientInfo {
+    /// A client at `peer` that connected to `local_port`.
+    pub fn new(peer: SocketAddr, local_port: u16) -> ClientInfo {
+        let ip = HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a valid header");
+        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port) }
+    }
+
+    /// The client's IP as text.
+    pub fn ip_text(&self) -> &str {
+        self.ip.to_str().expect("made from an IP address")
+    }
+
+    /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub fn ip_value(&self) -> &HeaderValue {
+        &self.ip
+    }
+
+    /// The port the client connected to, as a header value (`X-Forwarded-Port`).
+    pub fn port_value(&self) -> &HeaderValue {
+        &self.port
+    }
+}

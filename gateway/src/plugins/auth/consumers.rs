@@ -1,0 +1,129 @@
+//! Every consumer and credential of a snapshot, indexed for the lookups the auth plugins make.
+//! Built once per snapshot; a credential's secret is turned into what checking it needs (a
+//! parsed public key) here, not per request.
+
+use super::super::pipeline::Chain;
+use config_sync::model::{JwtAlgorithm, Password, Plugins};
+use config_sync::Config;
+use http::HeaderValue;
+use jsonwebtoken::DecodingKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A consumer as the request path uses it.
+pub(crate) struct ConsumerEntry {
+    pub(crate) username: Arc<str>,
+    pub(crate) username_value: HeaderValue,
+    pub(crate) custom_id_value: Option<HeaderValue>,
+    pub(crate) groups: Vec<String>,
+    /// `X-Consumer-Groups`: the groups joined by `, `; none without groups.
+    pub(crate) groups_value: Option<HeaderValue>,
+    /// The consumer's own plugin configs, which win over the route's for its requests.
+    pub(crate) plugins: Arc<Chain>,
+}
+
+/// A basic-auth credential.
+pub(crate) struct BasicEntry {
+    pub(crate) consumer: Arc<ConsumerEntry>,
+    pub(crate) id: Arc<str>,
+    pub(crate) password: Password,
+}
+
+/// A JWT credential, its key ready for checking signatures.
+pub(crate) struct JwtEntry {
+    pub(crate) consumer: Arc<ConsumerEntry>,
+    pub(crate) id: Arc<str>,
+    pub(crate) algorithm: jsonwebtoken::Algorithm,
+    /// The HS secret, as configured (the plugin may decode it from base64).
+    pub(crate) secret: Option<Vec<u8>>,
+    /// The RS or ES public key.
+    pub(crate) public_key: Option<DecodingKey>,
+}
+
+/// The index.
+#[derive(Default)]
+pub(crate) struct Consumers {
+    by_name: HashMap<String, Arc<ConsumerEntry>>,
+    keys: HashMap<String, (Arc<ConsumerEntry>, Arc<str>)>,
+    basic: HashMap<String, Arc<BasicEntry>>,
+    jwt: HashMap<String, Arc<JwtEntry>>,
+}
+
+impl Consumers {
+    /// Indexes `config`'s consumers; `chain` compiles a consumer's own plugins.
+    pub(crate) fn build(config: &Config, chain: impl Fn(&str, &Plugins) -> Chain) -> Consumers {
+        let mut index = Consumers::default();
+        for (name, consumer) in &config.consumers {
+            let value = |text: &str| HeaderValue::from_str(text).ok();
+            let groups = consumer.groups.clone();
+            let entry = ConsumerEntry {
+                username: Arc::from(name.as_str()),
+                // Names are checked to be [A-Za-z0-9._~-]: always a valid header value.
+                username_value: value(name).unwrap_or(HeaderValue::from_static("")),
+                custom_id_value: consumer.custom_id.as_deref().and_then(value),
+                groups_value: (!groups.is_empty()).then(|| value(&groups.join(", "))).flatten(),
+                groups,
+                plugins: Arc::new(chain(name, &consumer.plugins)),
+            };
+            index.by_name.insert(name.clone(), Arc::new(entry));
+        }
+        for (owner, credentials) in &config.credentials {
+            // Snapshot::new leaves out credentials whose consumer is missing.
+            let Some(consumer) = index.by_name.get(owner).cloned() else { continue };
+            for (id, credential) in &credentials.key_auth {
+                index.keys.insert(credential.key.clone(), (consumer.clone(), Arc::from(id.as_str())));
+            }
+            for (id, credential) in &credentials.basic_auth {
+                let entry = BasicEntry {
+                    consumer: consumer.clone(),
+                    id: Arc::from(id.as_str()),
+                    password: credential.password.clone(),
+                };
+                index.basic.insert(credential.username.clone(), Arc::new(entry));
+            }
+            for (id, credential) in &credentials.jwt {
+                let algorithm = match credential.algorithm {
+                    JwtAlgorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+                    JwtAlgorithm::HS384 => jsonwebtoken::Algorithm::HS384,
+                    JwtAlgorithm::HS512 => jsonwebtoken::Algorithm::HS512,
+                    JwtAlgorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+                    JwtAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+                };
+                let pem = credential.public_key.as_deref().map(str::as_bytes);
+                let public_key = match credential.algorithm {
+                    JwtAlgorithm::RS256 => pem.and_then(|p| DecodingKey::from_rsa_pem(p).ok()),
+                    JwtAlgorithm::ES256 => pem.and_then(|p| DecodingKey::from_ec_pem(p).ok()),
+                    _ => None,
+                };
+                let entry = JwtEntry {
+                    consumer: consumer.clone(),
+                    id: Arc::from(id.as_str()),
+                    algorithm,
+                    secret: credential.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                    public_key,
+                };
+                index.jwt.insert(credential.key.clone(), Arc::new(entry));
+            }
+        }
+        index
+    }
+
+    pub(crate) fn by_name(&self, name: &str) -> Option<Arc<ConsumerEntry>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// The consumer and credential id of a key-auth key.
+    pub(crate) fn by_key(&self, key: &str) -> Option<&(Arc<ConsumerEntry>, Arc<str>)> {
+        self.keys.get(key)
+    }
+
+    /// The basic-auth credential of a user name.
+    pub(crate) fn by_basic_username(&self, username: &str) -> Option<&Arc<BasicEntry>> {
+        self.basic.get(username)
+    }
+
+    /// The JWT credential whose key is `key` (the token's `iss`, or the configured claim).
+    pub(crate) fn by_jwt_key(&self, key: &str) -> Option<&Arc<JwtEntry>> {
+        self.jwt.get(key)
+    }
+}

@@ -1,0 +1,68 @@
+//! `proxy-cache` on the pipeline: a lookup in the access phase (a hit answers at once), and the
+//! copy into the cache in the response phase.
+
+use super::key::Request;
+use super::step::{self, Before, CacheStatus, Pass};
+use crate::plugins::pipeline::{Access, BodyFilter, Ctx, Flow, Plugin};
+use crate::plugins::registry::Shared;
+use crate::telemetry::traces;
+use config_sync::model::ProxyCache;
+use http::response;
+use std::sync::Arc;
+use tracing::field::Empty;
+use tracing::Instrument as _;
+
+/// A compiled `proxy-cache` config.
+pub(crate) struct CachePlugin {
+    config: ProxyCache,
+    shared: Arc<Shared>,
+}
+
+impl CachePlugin {
+    pub(crate) fn new(config: &ProxyCache, shared: Arc<Shared>) -> CachePlugin {
+        CachePlugin { config: config.clone(), shared }
+    }
+
+    async fn lookup(&self, ctx: &mut Ctx<'_>) -> Flow {
+        let redis_down = self.shared.limiters.redis_state() == Some(false);
+        let request = &*ctx.request;
+        let looked_up = Request { method: &request.method, uri: &request.uri, headers: &request.headers };
+        let span = if traces::enabled() {
+            tracing::info_span!(target: traces::TARGET, "cache lookup", status = Empty)
+        } else {
+            tracing::Span::none()
+        };
+        let caches = &self.shared.caches;
+        let host = ctx.host.unwrap_or("");
+        let before = step::before(caches, ctx.route, &self.config, looked_up, host, ctx.path, redis_down);
+        match before.instrument(span.clone()).await {
+            Before::Hit(response) => {
+                span.record("status", CacheStatus::Hit.as_str());
+                ctx.metrics.cache(CacheStatus::Hit.as_str());
+                Flow::Respond(response)
+            }
+            Before::Forward(pass) => {
+                ctx.keep((pass, span));
+                Flow::Continue
+            }
+        }
+    }
+}
+
+impl Plugin for CachePlugin {
+    fn access<'a>(&'a self, ctx: &'a mut Ctx<'_>) -> Access<'a> {
+        Access::Later(Box::pin(self.lookup(ctx)))
+    }
+
+    fn response(&self, ctx: &mut Ctx<'_>, head: &mut response::Parts) -> Option<BodyFilter> {
+        let (pass, span) = ctx.take::<(Pass, tracing::Span)>()?;
+        // An answer made here (a 502, a refusal by a later plugin) is never stored.
+        if !ctx.upstream_answered {
+            return None;
+        }
+        let (filter, status) = step::after(pass, &self.shared.caches, head);
+        span.record("status", status.as_str());
+        ctx.metrics.cache(status.as_str());
+        filter
+    }
+}
