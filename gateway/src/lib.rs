@@ -9,6 +9,7 @@
 //! - [`health`]: per-node target health from active probes and proxied traffic.
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
+//! - [`client_address`]: the client's real address behind trusted proxies.
 //! - [`admin`]: the admin API.
 //! - [`cluster_link`]: gossip membership, and health resets sent to and received from the
 //!   other nodes.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod client_address;
 pub mod cluster_link;
 pub mod health;
 pub mod node;
