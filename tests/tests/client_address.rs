@@ -235,3 +235,78 @@ async fn a_bad_trusted_ip_stops_the_node_naming_it() {
         assert!(stderr.contains(named) && stderr.contains(&flag[2..].replace('-', "_")), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_ip_hashes_the_real_client() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let yaml = format!(
+        r#"
+services:
+  - {{ name: s, url: "http://up", routes: [{{ name: r, paths: [/] }}] }}
+upstreams:
+  - {{ name: up, algorithm: consistent-hashing, hash_on: ip, targets: [{{ target: "{}" }}, {{ target: "{}" }}] }}
+"#,
+        a.addr, b.addr
+    );
+    let served_by = |gw: &Gateway, ip: String| {
+        let url = gw.url("/");
+        async move { HttpClient::new().get_with(&url, &[("x-forwarded-for", &ip)]).await.instance() }
+    };
+    let clients: Vec<String> = (1..=20).map(|i| format!("203.0.113.{i}")).collect();
+    // Untrusted: one client, one instance.
+    let gw = Gateway::start(&yaml).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for ip in &clients {
+        seen.insert(served_by(&gw, ip.clone()).await);
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    drop(gw);
+    // Trusted: twenty clients spread over both, each sticking to its own.
+    let gw = Gateway::start_with(&yaml, &["--trusted-ips", "127.0.0.1"]).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for ip in &clients {
+        let first = served_by(&gw, ip.clone()).await;
+        assert_eq!(served_by(&gw, ip.clone()).await, first, "{ip} moved");
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_carry_the_real_client() {
+    let echo = Upstream::start("a").await;
+    let sink = tests::otlp::OtlpSink::start().await;
+    let endpoint = sink.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+    ];
+    let gw = Gateway::start_with_env(&config(&echo, ""), &["--trusted-ips", "127.0.0.1"], &env).await;
+    let h = seen(&gw, &[("x-forwarded-for", "203.0.113.7")]).await;
+    let traceparent = h["traceparent"].as_str().expect("the upstream got a traceparent");
+    let trace_id = traceparent.split('-').nth(1).expect("a trace id").to_owned();
+    let server = tests::eventually(Duration::from_secs(10), "the request's server span", || async {
+        sink.spans().into_iter().find(|s| s.trace_id == trace_id && s.kind == 2)
+    })
+    .await;
+    assert_eq!(server.attributes["client.address"], "203.0.113.7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_name_the_real_client() {
+    let echo = Upstream::start("a").await;
+    let yaml =
+        format!("services: [{{ name: s, url: \"http://{}\", routes: [{{ name: r, paths: [/known] }}] }}]", echo.addr);
+    let gw = Gateway::start_with(&yaml, &["--trusted-ips", "127.0.0.1"]).await;
+    let reply = HttpClient::new().get_with(&gw.url("/unknown"), &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(reply.status, 404);
+    tests::eventually(Duration::from_secs(10), "the refusal's log line", || async {
+        gw.logs()
+            .iter()
+            .any(|l| l.contains("request refused") && l.contains("\"client\":\"203.0.113.7\""))
+            .then_some(())
+    })
+    .await;
+}

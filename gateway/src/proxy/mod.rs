@@ -92,7 +92,7 @@ impl Proxy {
         let uri = request.uri().clone();
         let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
         let mut served = Served::default();
-        let serving = self.serve(request, client, received, &mut served);
+        let serving = self.serve(request, &client, received, &mut served);
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { serving.await } else { serving.instrument(span.clone()).await };
         let response = match result {
@@ -101,9 +101,11 @@ impl Proxy {
                 let status = error.status();
                 if status.is_server_error() {
                     let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
-                    tracing::warn!(%method, path = uri.path(), %status, error = %error, %cause, "proxy error");
+                    let client = client.ip_text();
+                    tracing::warn!(%method, path = uri.path(), %status, client, error = %error, %cause, "proxy error");
                 } else {
-                    tracing::debug!(%method, path = uri.path(), %status, error = %error, "request refused");
+                    let client = client.ip_text();
+                    tracing::debug!(%method, path = uri.path(), %status, client, error = %error, "request refused");
                 }
                 let mut response = error.to_response();
                 headers::append_via(response.headers_mut(), &self.via);
@@ -123,7 +125,7 @@ impl Proxy {
     async fn serve(
         &self,
         mut request: Request<Incoming>,
-        client: Arc<ClientInfo>,
+        client: &ClientInfo,
         received: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -140,7 +142,7 @@ impl Proxy {
         let uri = upstream_uri(entry, &path, request.uri().query(), found.matched_len)?;
         let mut limited = None;
         if let Some(limit) = &entry.rate_limit {
-            let value = limit.value(request.headers(), &client, &entry.route.service, &entry.route.name, &path);
+            let value = limit.value(request.headers(), client, &entry.route.service, &entry.route.name, &path);
             let span = span::rate_limit();
             // Boxed, as the cache step below: a Redis call's future is large, and held inline it
             // would be moved with every request, limited or not.
@@ -206,7 +208,7 @@ impl Proxy {
         if parts.version == http::Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
-        headers::set_forwarded(&mut parts.headers, &client, host.as_deref());
+        headers::set_forwarded(&mut parts.headers, client, host.as_deref());
         forwarded_path.apply(&mut parts.headers);
         headers::append_via(&mut parts.headers, &self.via);
         if entry.route.preserve_host {
@@ -221,7 +223,7 @@ impl Proxy {
             pool: &self.pool,
             service: &entry.service,
             parts: &parts,
-            client: &client,
+            client,
             preserve_host: entry.route.preserve_host,
         };
         // Boxed: the upstream exchange is the largest part of the request's future, and held
