@@ -170,6 +170,22 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_header_bytes: Option<usize>,
+    /// Proxies whose word about the client is taken: CIDRs or addresses, comma-separated.
+    #[arg(long, value_name = "CIDRS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_ips: Option<String>,
+    /// The header a trusted proxy names the client in (`proxy_protocol`: none).
+    #[arg(long, value_name = "HEADER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_ip_header: Option<String>,
+    /// Skip trusted addresses from the right of the header (nginx's real_ip_recursive).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_ip_recursive: Option<bool>,
+    /// Expect a PROXY protocol header (v1 or v2) on every proxy connection.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
     /// Client connections served at once, per listener.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,6 +11,7 @@
 //! - [`plugins`]: the plugin pipeline and its plugins (auth, rate limiting, cache).
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
+//! - [`client_address`]: the client's real address behind trusted proxies.
 //! - [`admin`]: the admin API.
 //! - [`cluster_link`]: gossip membership, and health resets sent to and received from the
 //!   other nodes.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod client_address;
 pub mod cluster_link;
 pub mod exchange;
 pub mod health;

@@ -1,6 +1,7 @@
 //! A running node: the config source, the listeners, and shutdown.
 
 use crate::admin::{self, Admin, EtcdLink};
+use crate::client_address::Addressing;
 use crate::cluster_link;
 use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::Limiters;
@@ -139,6 +140,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), caches.clone(), stopped()));
 
+    let addressing = Addressing::from_settings(&settings).map_err(anyhow::Error::msg)?;
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,
         move |request, client| {
@@ -147,6 +149,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Box::pin(proxy.clone().handle(request, client))
         },
         limits,
+        addressing,
         stopped(),
     ));
     let admin_server = tokio::spawn(server::serve(
@@ -156,6 +159,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             async move { admin.handle(request).await }
         },
         limits,
+        Addressing::default(),
         stopped(),
     ));
     if let Some((file, hangups)) = file.zip(hangups) {

@@ -101,6 +101,20 @@ pub struct Settings {
     pub preserve_header_case: bool,
     /// Largest request head (request line and headers), bytes; larger gets 431. Default 32768.
     pub max_header_bytes: usize,
+    /// Proxies whose word about the client is taken (`real_ip_header`): CIDRs or single
+    /// addresses, v4 and v6; in env and flags comma-separated. Default none.
+    #[serde(deserialize_with = "lenient::list")]
+    pub trusted_ips: Vec<String>,
+    /// The header in which a trusted proxy names the client; `proxy_protocol`: none, the PROXY
+    /// header's source is the client. Default X-Forwarded-For.
+    #[serde(deserialize_with = "lenient::string")]
+    pub real_ip_header: String,
+    /// Walk `real_ip_header` from the right past trusted addresses (nginx's
+    /// `real_ip_recursive`); off, its rightmost address is the client. Default true.
+    pub real_ip_recursive: bool,
+    /// The proxy listener expects a PROXY protocol header (v1 or v2) before anything else on
+    /// every connection; its source address stands for the peer's. Default false.
+    pub proxy_protocol: bool,
     /// Client connections served at once, per listener; more wait in the kernel's backlog.
     /// Default 16384.
     pub max_connections: usize,
@@ -148,6 +162,10 @@ impl Default for Settings {
             client_send_timeout_ms: 60_000,
             preserve_header_case: false,
             max_header_bytes: 32 * 1024,
+            trusted_ips: Vec::new(),
+            real_ip_header: "X-Forwarded-For".into(),
+            real_ip_recursive: true,
+            proxy_protocol: false,
             max_connections: 16_384,
             proxy_cache_memory_bytes: 64 << 20,
             redis_timeout_ms: 50,
@@ -194,6 +212,23 @@ mod lenient {
     /// An optional string, likewise.
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         Option::<Scalar>::deserialize(d).map(|v| v.map(String::from))
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<Scalar>),
+        Joined(Scalar),
+    }
+
+    /// A list of strings: a list (TOML), or one string of comma-separated items (env, flags).
+    pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let items = match List::deserialize(d)? {
+            List::Items(items) => items.into_iter().map(String::from).collect(),
+            List::Joined(joined) => vec![String::from(joined)],
+        };
+        let split = items.iter().flat_map(|item| item.split(',')).map(str::trim);
+        Ok(split.filter(|item| !item.is_empty()).map(str::to_owned).collect())
     }
 }
 
@@ -257,6 +292,7 @@ impl Settings {
             return Err(SettingsError("client_send_timeout_ms must be at least 1".into()));
         }
         self.redis_target()?;
+        crate::client_address::Addressing::from_settings(self).map_err(SettingsError)?;
         Ok(())
     }
 
@@ -347,6 +383,30 @@ mod tests {
             let s = Settings::load(None, BTreeMap::<String, String>::new()).map_err(|e| e.to_string())?;
             assert_eq!(s.admin_token.as_deref(), Some("123456"));
             assert_eq!(s.node_id, "7");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_ips_are_a_list_in_toml_and_comma_separated_in_env_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gw.toml", "trusted_ips = [\"10.0.0.0/8\", \"::1\"]\nreal_ip_recursive = false")?;
+            let toml = Some(std::path::Path::new("gw.toml"));
+            let s = Settings::load(toml, BTreeMap::<String, String>::new()).map_err(|e| e.to_string())?;
+            assert_eq!(s.trusted_ips, ["10.0.0.0/8", "::1"]);
+            assert!(!s.real_ip_recursive && !s.proxy_protocol);
+            assert_eq!(s.real_ip_header, "X-Forwarded-For");
+            jail.set_env("GATEWAY_TRUSTED_IPS", "127.0.0.1/32, 2001:db8::/32");
+            jail.set_env("GATEWAY_PROXY_PROTOCOL", "true");
+            let s = Settings::load(toml, BTreeMap::<String, String>::new()).map_err(|e| e.to_string())?;
+            assert_eq!(s.trusted_ips, ["127.0.0.1/32", "2001:db8::/32"]);
+            assert!(s.proxy_protocol);
+            let s = Settings::load(toml, json!({ "trusted_ips": "192.0.2.1,192.0.2.2" })).map_err(|e| e.to_string())?;
+            assert_eq!(s.trusted_ips, ["192.0.2.1", "192.0.2.2"]);
+            let e = Settings::load(toml, json!({ "trusted_ips": "192.0.2.1,192.0.2.300" })).unwrap_err().to_string();
+            assert!(e.contains("trusted_ips") && e.contains("192.0.2.300"), "{e}");
+            let e = Settings::load(None, json!({ "real_ip_header": "a b" })).unwrap_err().to_string();
+            assert!(e.contains("real_ip_header"), "{e}");
             Ok(())
         });
     }

@@ -15,13 +15,22 @@ pub struct ClientInfo {
     ip: HeaderValue,
     /// `local_port` as text.
     port: HeaderValue,
+    /// When a trusted proxy named the client: the IP that connected (the TCP peer, or the PROXY
+    /// protocol source), which `X-Forwarded-For` appends, as Kong's `realip_remote_addr`.
+    proxied_by: Option<HeaderValue>,
 }
 
 impl ClientInfo {
     /// A client at `peer` that connected to `local_port`.
     pub fn new(peer: SocketAddr, local_port: u16) -> ClientInfo {
         let ip = HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a valid header");
-        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port) }
+        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port), proxied_by: None }
+    }
+
+    /// The client at `real` that this connection's trusted peer named (`crate::client_address`).
+    pub fn behind_proxy(&self, real: SocketAddr) -> ClientInfo {
+        let client = ClientInfo::new(real, self.local_port);
+        ClientInfo { proxied_by: Some(self.ip.clone()), port: self.port.clone(), ..client }
     }
 
     /// The client's IP as text.
@@ -32,6 +41,12 @@ impl ClientInfo {
     /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
     pub fn ip_value(&self) -> &HeaderValue {
         &self.ip
+    }
+
+    /// The IP that connected to this node (a trusted proxy's, when one named the client), as a
+    /// header value.
+    pub fn connected_value(&self) -> &HeaderValue {
+        self.proxied_by.as_ref().unwrap_or(&self.ip)
     }
 
     /// The port the client connected to, as a header value (`X-Forwarded-Port`).

@@ -70,13 +70,17 @@ static X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path"
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Sets `X-Forwarded-For` (the client appended to what it sent), `-Proto`, `-Host` (without
-/// its port, as Kong), `-Port` (the port the client connected to) and `X-Real-IP`.
+/// Sets `X-Forwarded-For` (the address that connected appended to what it sent, else the
+/// client, as Kong), `-Proto`, `-Host` (without its port, as Kong), `-Port` (the port the client
+/// connected to) and `X-Real-IP` (the client, found behind trusted proxies).
 pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host: Option<&str>) {
     // Room for these and the few set after them, so the map grows once at most.
     headers.reserve(10);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => HeaderValue::try_from(format!("{prior}, {}", client.ip_text())).ok(),
+        Some(prior) if !prior.trim().is_empty() => {
+            let connected = client.connected_value().to_str().expect("made from an IP address");
+            HeaderValue::try_from(format!("{prior}, {connected}")).ok()
+        }
         _ => Some(client.ip_value().clone()),
     };
     if let Some(v) = xff {
@@ -240,5 +244,21 @@ mod tests {
         h.insert(header::VIA, HeaderValue::from_static("1.0 edge"));
         append_via(&mut h, &via);
         assert_eq!(h[header::VIA], "1.0 edge, 1.1 gw");
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_xff_appends_the_proxy_and_x_real_ip_is_the_client() {
+        let proxy = ClientInfo::new("10.0.0.2:5555".parse().unwrap(), 8000);
+        let client = proxy.behind_proxy("203.0.113.7:0".parse().unwrap());
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        set_forwarded(&mut h, &client, None);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        // Named by another header (`real_ip_header`), with no X-Forwarded-For: the client.
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &client, None);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
     }
 }

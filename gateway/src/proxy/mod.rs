@@ -75,7 +75,7 @@ impl Proxy {
         let uri = request.uri().clone();
         let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
         let mut served = Served::default();
-        let serving = self.serve(request, &uri, client, received, &mut served);
+        let serving = self.serve(request, &uri, &client, received, &mut served);
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { serving.await } else { serving.instrument(span.clone()).await };
         let response = match result {
@@ -84,9 +84,11 @@ impl Proxy {
                 let status = error.status();
                 if status.is_server_error() {
                     let cause = std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default();
-                    tracing::warn!(%method, path = uri.path(), %status, error = %error, %cause, "proxy error");
+                    let client = client.ip_text();
+                    tracing::warn!(%method, path = uri.path(), %status, client, error = %error, %cause, "proxy error");
                 } else {
-                    tracing::debug!(%method, path = uri.path(), %status, error = %error, "request refused");
+                    let client = client.ip_text();
+                    tracing::debug!(%method, path = uri.path(), %status, client, error = %error, "request refused");
                 }
                 let mut response = error.to_response();
                 headers::append_via(response.headers_mut(), &self.via);
@@ -107,7 +109,7 @@ impl Proxy {
         &self,
         mut request: Request<Incoming>,
         uri: &Uri,
-        client: Arc<ClientInfo>,
+        client: &ClientInfo,
         received: Instant,
         served: &mut Served,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -125,7 +127,7 @@ impl Proxy {
         served.route = Some(metrics.clone());
 
         let names = (&*entry.route.name, &*entry.route.service);
-        let mut ctx = Ctx::new(&mut parts, &client, names, (host.as_deref(), &path), metrics);
+        let mut ctx = Ctx::new(&mut parts, client, names, (host.as_deref(), &path), metrics);
         let plugins = &entry.plugins;
         if !plugins.is_empty() {
             let answer = match plugins.access(&mut ctx).await {
@@ -146,7 +148,7 @@ impl Proxy {
         if parts.version == http::Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
-        headers::set_forwarded(&mut parts.headers, &client, host.as_deref());
+        headers::set_forwarded(&mut parts.headers, client, host.as_deref());
         headers::ForwardedPath::new(&path, stripped).apply(&mut parts.headers);
         headers::append_via(&mut parts.headers, &self.via);
         if entry.route.preserve_host {
@@ -161,7 +163,7 @@ impl Proxy {
             pool: &self.pool,
             service: &entry.service,
             parts: ctx.request,
-            client: &client,
+            client,
             preserve_host: entry.route.preserve_host,
         };
         // Boxed: the upstream exchange is the largest part of the request's future, and held

@@ -8,10 +8,16 @@
 //! from hyper and only that connection ends; HTTP/2 peers that stop answering pings are dropped.
 //! On shutdown the listener closes at once, connections finish their in-flight requests, and
 //! whatever is still running when the grace period ends is cut.
+//!
+//! Who the client is: with `proxy_protocol`, a PROXY header read first, under the header read
+//! timeout, names it; behind a trusted proxy, a header of each request may name another
+//! (crate::client_address).
 
+mod proxy_protocol;
 mod rewind;
 mod send_timeout;
 
+use crate::client_address::Addressing;
 use crate::exchange::{BoxError, ClientInfo};
 use crate::proxy::ProxyBody;
 use http::{Request, Response};
@@ -46,9 +52,14 @@ pub struct Limits {
 }
 
 /// Serves `handler` on every connection accepted from `listener` until `shutdown` completes,
-/// then drains as [`Limits::shutdown_grace`] allows.
-pub async fn serve<H, F>(listener: TcpListener, handler: H, limits: Limits, shutdown: impl Future<Output = ()>)
-where
+/// then drains as [`Limits::shutdown_grace`] allows; `addressing` says who the clients are.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: H,
+    limits: Limits,
+    addressing: Addressing,
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request<Incoming>, Arc<ClientInfo>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
@@ -92,17 +103,32 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientInfo::new(peer, local_port));
         let handler = handler.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let addressing = addressing.clone();
         tokio::spawn(async move {
             let _slot = slot;
+            let (stream, peer) = if addressing.proxy_protocol {
+                match proxy_protocol::accept(stream, peer, limits.header_read_timeout).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => return tracing::debug!(%peer, error = %e, "connection closed"),
+                }
+            } else {
+                (proxy_protocol::Prefixed::plain(stream), peer)
+            };
+            let client = Arc::new(ClientInfo::new(peer, local_port));
+            // Resolved per request only for a trusted peer; everyone else's requests share this.
+            let real_ip = addressing.real_ip.filter(|r| r.trusts(peer.ip()));
             // hyper's header timeout starts once the protocol is known; a client that says
             // nothing, or only part of the HTTP/2 preface, is dropped here.
             let Some(stream) = rewind::Rewind::read_start(stream, limits.header_read_timeout).await else { return };
-            let service = service_fn(move |request| {
-                let response = handler(request, client.clone());
+            let service = service_fn(move |request: Request<Incoming>| {
+                let client = match &real_ip {
+                    None => client.clone(),
+                    Some(real_ip) => real_ip.client(&client, request.headers()),
+                };
+                let response = handler(request, client);
                 async move { Ok::<_, Infallible>(response.await) }
             });
             let stream = send_timeout::SendTimeout::new(stream, limits.client_send_timeout);

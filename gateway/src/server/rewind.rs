@@ -14,18 +14,19 @@ use tokio::net::TcpStream;
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A TCP stream with bytes already read from it, returned first.
-pub struct Rewind {
+/// A TCP stream (or one that gives back a PROXY header's leftovers) with bytes already read
+/// from it, returned first.
+pub struct Rewind<S = TcpStream> {
     head: [u8; 24],
     len: usize,
     pos: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
+impl<S: AsyncRead + Unpin> Rewind<S> {
     /// Reads until the bytes seen so far either stop looking like the HTTP/2 preface or are the
     /// whole preface. None when the client closes, fails, or is too slow.
-    pub async fn read_start(mut inner: TcpStream, timeout: Duration) -> Option<Rewind> {
+    pub async fn read_start(mut inner: S, timeout: Duration) -> Option<Rewind<S>> {
         let mut head = [0u8; 24];
         let mut len = 0;
         let read = async {
@@ -44,7 +45,7 @@ impl Rewind {
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if self.pos < self.len {
             let n = (self.len - self.pos).min(buf.remaining());
@@ -56,7 +57,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
