@@ -74,9 +74,12 @@ impl Gateway {
     }
 
     async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        // A test's own `--log-level` replaces the default (the flag may be given once).
+        let level = log_level();
+        let default_level = if args.contains(&"--log-level") { vec![] } else { vec!["--log-level", level.as_str()] };
         let mut child = Command::new(binary())
             .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--log-level", &log_level()])
+            .args(default_level)
             .args(["--cluster-bind", "127.0.0.1:0"])
             .args(args)
             .env_remove("RUST_LOG")

@@ -1,7 +1,9 @@
 //! What the proxy and the plugins both handle, beneath both: the client of a request, the
-//! bodies plugins may wrap, the answers they may give, and header values made cheaply.
+//! bodies plugins may wrap, the answers they may give, query strings, and header values made
+//! cheaply.
 
 mod client;
+pub(crate) mod query;
 
 pub use client::ClientInfo;
 

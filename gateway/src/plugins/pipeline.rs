@@ -27,6 +27,11 @@ use std::sync::Arc;
 
 /// A plugin, compiled from its config once per snapshot and shared by every request.
 pub(crate) trait Plugin: Send + Sync + 'static {
+    /// Query parameters that carry secrets (an API key): their values never go into a trace.
+    fn query_secrets(&self) -> &[String] {
+        &[]
+    }
+
     /// Before the upstream is contacted. Per-request state for the later phases goes in
     /// [`Ctx::keep`].
     fn access<'a>(&'a self, ctx: &'a mut Ctx<'_>) -> Access<'a> {
@@ -159,13 +164,21 @@ impl<'a> Ctx<'a> {
 #[derive(Default)]
 pub(crate) struct Chain {
     links: Vec<(u8, Arc<dyn Plugin>)>,
+    /// Every plugin's [`Plugin::query_secrets`].
+    query_secrets: Vec<String>,
 }
 
 impl Chain {
     /// A chain of `links`, given in any order.
     pub(crate) fn new(mut links: Vec<(u8, Arc<dyn Plugin>)>) -> Chain {
         links.sort_by_key(|(position, _)| *position);
-        Chain { links }
+        let query_secrets = links.iter().flat_map(|(_, plugin)| plugin.query_secrets()).cloned().collect();
+        Chain { links, query_secrets }
+    }
+
+    /// Query parameters whose values are secrets.
+    pub(crate) fn query_secrets(&self) -> &[String] {
+        &self.query_secrets
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -120,8 +120,12 @@ impl Proxy {
         let host = request_host(&parts.uri, &parts.headers);
         // From the caller's copy of the URI: the request's own may be changed by plugins.
         let path = path::normalize(uri.path());
-        let found =
-            runtime.router.find(host.as_deref(), &path, &parts.method, &parts.headers).ok_or(ProxyError::NoRoute)?;
+        let found = runtime.router.find(host.as_deref(), &path, &parts.method, &parts.headers);
+        if traces::enabled() {
+            let secrets = found.as_ref().map_or(&[][..], |f| runtime.routes[f.route].plugins.query_secrets());
+            span::query(&tracing::Span::current(), uri.query(), secrets);
+        }
+        let found = found.ok_or(ProxyError::NoRoute)?;
         let entry = &runtime.routes[found.route];
         let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
         served.route = Some(metrics.clone());

@@ -21,7 +21,7 @@ pub fn server<B>(request: &Request<B>, client: &ClientInfo) -> tracing::Span {
         http.route = Empty,
         http.response.status_code = Empty,
         url.path = request.uri().path(),
-        url.query = request.uri().query(),
+        url.query = Empty,
         url.scheme = "http",
         server.port = client.local_port,
         client.address = client.ip_text(),
@@ -30,6 +30,13 @@ pub fn server<B>(request: &Request<B>, client: &ClientInfo) -> tracing::Span {
     );
     traces::continue_from(&span, request.headers());
     span
+}
+
+/// Records the request's query on the server span, without the values of `secrets`.
+pub fn query(span: &tracing::Span, query: Option<&str>, secrets: &[String]) {
+    if let Some(query) = query.filter(|_| !span.is_none()) {
+        span.record("url.query", &*crate::exchange::query::scrubbed(query, secrets));
+    }
 }
 
 /// Names the server span after its route and records the outcome (5xx is an error).

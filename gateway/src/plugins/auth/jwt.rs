@@ -7,8 +7,8 @@
 //! leeway; and it lives no longer than `maximum_expiration`.
 
 use super::consumers::JwtEntry;
-use super::key_auth::query_values;
 use super::{already_identified, fall_back, identify, skipped_preflight, Consumers, Identity};
+use crate::exchange::query::values as query_values;
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
 use base64::Engine as _;
 use config_sync::model::Claim;
@@ -126,6 +126,10 @@ impl Jwt {
 }
 
 impl Plugin for Jwt {
+    fn query_secrets(&self) -> &[String] {
+        &self.config.uri_param_names
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx<'_>) -> Access<'a> {
         let anonymous = self.config.anonymous.as_deref();
         if skipped_preflight(ctx, self.config.run_on_preflight) || already_identified(ctx, anonymous) {

@@ -1,10 +1,9 @@
 //! `key-auth`: a key in a header or the query string names a consumer.
 
 use super::{already_identified, fall_back, identify, skipped_preflight, unauthorized, Consumers, Identity};
+use crate::exchange::query::{values as query_values, without as without_query_param};
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
-use http::{HeaderName, HeaderValue, Uri};
-use percent_encoding::percent_decode_str;
-use std::borrow::Cow;
+use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
 
 /// A compiled `key-auth` config.
@@ -55,6 +54,14 @@ impl KeyAuth {
 }
 
 impl Plugin for KeyAuth {
+    fn query_secrets(&self) -> &[String] {
+        if self.config.key_in_query {
+            &self.config.key_names
+        } else {
+            &[]
+        }
+    }
+
     fn access<'a>(&'a self, ctx: &'a mut Ctx<'_>) -> Access<'a> {
         let anonymous = self.config.anonymous.as_deref();
         if skipped_preflight(ctx, self.config.run_on_preflight) || already_identified(ctx, anonymous) {
@@ -89,49 +96,4 @@ fn challenge() -> HeaderValue {
 
 fn invalid() -> Refusal {
     unauthorized("Invalid authentication credentials", challenge())
-}
-
-/// The values of query parameter `name`, percent-decoded (`+` as a space, as forms write it).
-pub(super) fn query_values<'u>(uri: &'u Uri, name: &'u str) -> impl Iterator<Item = Cow<'u, str>> + 'u {
-    uri.query().unwrap_or("").split('&').filter_map(move |pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(key) == name).then(|| decode(value))
-    })
-}
-
-fn decode(text: &str) -> Cow<'_, str> {
-    if !text.contains(['%', '+']) {
-        return Cow::Borrowed(text);
-    }
-    let spaced = text.replace('+', " ");
-    Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
-}
-
-/// `uri` without query parameter `name` (the query goes when it is left empty).
-pub(super) fn without_query_param(uri: &Uri, name: &str) -> Uri {
-    let Some(query) = uri.query() else { return uri.clone() };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty() && decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != name)
-        .collect();
-    let path = uri.path();
-    let rebuilt = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
-    // Made of parts of a valid URI: it parses.
-    rebuilt.parse().unwrap_or_else(|_| uri.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_keys_are_found_decoded_and_hidden() {
-        let uri: Uri = "/x?a=1&apikey=k%2By&apikey2=z".parse().unwrap();
-        assert_eq!(query_values(&uri, "apikey").collect::<Vec<_>>(), ["k+y"]);
-        assert_eq!(without_query_param(&uri, "apikey").to_string(), "/x?a=1&apikey2=z");
-        let only: Uri = "/x?apikey=k".parse().unwrap();
-        assert_eq!(without_query_param(&only, "apikey").to_string(), "/x");
-        let plus: Uri = "/x?api%6Bey=a+b".parse().unwrap();
-        assert_eq!(query_values(&plus, "apikey").collect::<Vec<_>>(), ["a b"]);
-    }
 }

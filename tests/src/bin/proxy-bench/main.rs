@@ -182,22 +182,49 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
     for (name, plugin) in variants {
         let route = format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugin} }} }}");
         let gateway = Contender::gateway(&service_yaml(upstream, &route), Some(redis_url), PROXY_CPU).await;
-        let mut row = variant_row(name, gateway);
+        let mut row = variant_row(name, gateway, "/small");
         if name == OVER_THE_LIMIT {
             row.expect = Expect::Refused;
         }
         rows.push(row);
     }
+    // Each request authenticated by a credential in its query string (the load tools send one
+    // URL): a key, and an HS256 token of `iss: bench` that expires in 2100, signed with
+    // `bench-secret`.
+    let authenticated = [
+        (KEY_AUTH, "key-auth: {}", "/small?apikey=bench-key"),
+        (
+            JWT,
+            "jwt: {}",
+            "/small?jwt=eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJiZW5jaCIsImV4cCI6NDEwMjQ0NDgwMH0.\
+             aUtJQRVeWOzE5NhZylzOA6tIzGsNuZE9GGPXaF2pEpM",
+        ),
+    ];
+    for (name, plugin, path) in authenticated {
+        let route = format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugin} }} }}");
+        let yaml = service_yaml(upstream, &route) + CONSUMER;
+        let gateway = Contender::gateway(&yaml, None, PROXY_CPU).await;
+        rows.push(variant_row(name, gateway, path));
+    }
     let gateway = Contender::gateway(&ten_thousand_routes(upstream), None, PROXY_CPU).await;
-    rows.push(variant_row("gateway, 10,000 routes", gateway));
+    rows.push(variant_row("gateway, 10,000 routes", gateway, "/small"));
     rows
 }
 
 /// The rate-limited row whose client is always over its limit (every answer a 429).
 const OVER_THE_LIMIT: &str = "gateway, rate limiting (redis), all over the limit (429)";
+const KEY_AUTH: &str = "gateway, key-auth";
+const JWT: &str = "gateway, jwt (HS256)";
 
-fn variant_row(name: &'static str, gateway: Contender) -> Row {
-    Row::new("small", name, gateway.addr, "/small", Some(gateway), false)
+/// The consumer the authenticated rows' requests identify.
+const CONSUMER: &str = "consumers:
+  - username: bench
+    keyauth_credentials: [{ key: bench-key }]
+    jwt_secrets: [{ key: bench, algorithm: HS256, secret: bench-secret }]
+";
+
+fn variant_row(name: &'static str, gateway: Contender, path: &str) -> Row {
+    Row::new("small", name, gateway.addr, path, Some(gateway), false)
 }
 
 /// One service on the upstream with the routes given (YAML flow mappings).
@@ -276,6 +303,11 @@ fn report(rows: &[Row], rates: &[(&str, u64)], connections: usize, seconds: u64,
         format!("CPU per 100k {:.2} s against nginx's {:.2} s", cpu(gateway), cpu(nginx)),
         cpu(gateway) <= cpu(nginx),
     );
+    for (name, goal) in [(KEY_AUTH, 0.95), (JWT, 0.90)] {
+        let row = small(name);
+        let ratio = row.per_second() / gateway.per_second();
+        target(format!("{name} {ratio:.2}× the gateway (≥ {goal}; {})", by_round(row, gateway)), ratio >= goal);
+    }
     let redis = small("gateway, rate limiting (redis)");
     let limited = redis.per_second() / gateway.per_second();
     target(
