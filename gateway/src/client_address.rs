@@ -15,7 +15,6 @@
 //! the header, and only a request that names another client gets a [`ClientInfo`] of its own.
 
 use crate::exchange::ClientInfo;
-use crate::settings::Settings;
 use http::header::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -40,11 +39,11 @@ pub struct Addressing {
 }
 
 impl Addressing {
-    /// The proxy listener's, from the node's settings; the error names the bad setting.
-    pub fn from_settings(settings: &Settings) -> Result<Addressing, String> {
-        let real_ip = RealIp::new(&settings.trusted_ips, &settings.real_ip_header, settings.real_ip_recursive)?;
+    /// From the settings `trusted_ips`, `real_ip_header`, `real_ip_recursive` and
+    /// `proxy_protocol`; the error names the bad setting.
+    pub fn new(real_ip: RealIp, proxy_protocol: bool) -> Addressing {
         let real_ip = (!real_ip.trusts_none()).then(|| Arc::new(real_ip));
-        Ok(Addressing { proxy_protocol: settings.proxy_protocol, real_ip })
+        Addressing { proxy_protocol, real_ip }
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let pool =
         Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle(), settings.preserve_header_case);
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
-    let _ = plugins.members.set(cluster.members());
+    plugins.members.follow(cluster.members());
     let redis_limiters = limiters.clone();
     let sources = state_metrics::Sources {
         live: live.clone(),
@@ -140,7 +140,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), caches.clone(), stopped()));
 
-    let addressing = Addressing::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let addressing = settings.addressing().map_err(anyhow::Error::msg)?;
     let proxy_server = tokio::spawn(server::serve(
         proxy_listener,
         move |request, client| {

@@ -7,7 +7,7 @@
 //! whose config and targets did not change.
 
 use crate::balance::{Balancer, TargetSpec};
-use crate::health::{Outcome, Policy, Registry, Source, TargetHealth};
+use crate::health::{Outcome, Policy, Registry, Source, TargetHealth, Watched};
 use crate::plugins::auth::Consumers;
 use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
@@ -265,6 +265,15 @@ impl Runtime {
     }
 }
 
+/// The upstreams of `runtime`, for the health registry.
+fn watched(runtime: &Runtime) -> impl Iterator<Item = Watched<'_>> {
+    runtime.upstreams.iter().map(|(name, upstream)| Watched {
+        upstream: name,
+        active: &upstream.policy.active,
+        targets: &upstream.health,
+    })
+}
+
 /// The runtime a node serves now, swapped whole on every config change, and the health of its
 /// targets, which outlives any one runtime.
 pub struct Live {
@@ -309,7 +318,7 @@ impl Live {
 
     /// Starts the active probes of the runtime in force (they need a Tokio runtime).
     pub fn start_probes(&self) {
-        self.health.sync(&self.runtime.load());
+        self.health.sync(watched(&self.runtime.load()));
     }
 
     /// Compiles `snapshot` against the current runtime and swaps it in, then brings the probes
@@ -329,7 +338,7 @@ impl Live {
             }
         };
         self.runtime.store(next.clone());
-        self.health.sync(&next);
+        self.health.sync(watched(&next));
         self.applied.send_replace(version);
         Ok(next)
     }

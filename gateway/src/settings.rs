@@ -2,6 +2,7 @@
 //! command-line flags. Every setting has a default that works on one machine with nothing else
 //! running.
 
+use crate::client_address::{Addressing, RealIp};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use ratelimit::RedisTarget;
@@ -292,8 +293,15 @@ impl Settings {
             return Err(SettingsError("client_send_timeout_ms must be at least 1".into()));
         }
         self.redis_target()?;
-        crate::client_address::Addressing::from_settings(self).map_err(SettingsError)?;
+        self.addressing().map_err(SettingsError)?;
         Ok(())
+    }
+
+    /// Where the proxy listener finds its clients' addresses: `trusted_ips`, `real_ip_header`,
+    /// `real_ip_recursive`, `proxy_protocol`; the error names the bad setting.
+    pub fn addressing(&self) -> Result<Addressing, String> {
+        let real_ip = RealIp::new(&self.trusted_ips, &self.real_ip_header, self.real_ip_recursive)?;
+        Ok(Addressing::new(real_ip, self.proxy_protocol))
     }
 
     /// The Redis that `redis_url` and `redis_cluster` name; none without `redis_url`.

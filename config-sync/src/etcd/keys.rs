@@ -98,9 +98,27 @@ pub fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
+/// The first key after every key that starts with `prefix`: the end of its range.
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("/gateway/"), b"/gateway0");
+        assert_eq!(prefix_end("a"), b"b");
+    }
 
     #[test]
     fn keys_round_trip() {

@@ -1,7 +1,7 @@
 //! One consistent read of everything under a prefix: page by page, every page at the revision
 //! of the first, so that the result is the prefix as it was at one moment however large it is.
 
-use super::watcher::prefix_end;
+use super::keys::prefix_end;
 use etcd_client::{GetOptions, KeyValue, KvClient};
 use std::time::Duration;
 

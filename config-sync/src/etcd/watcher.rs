@@ -16,6 +16,7 @@
 //!   The revision never moves forward on a timeout.
 
 use super::backoff::Backoff;
+use super::keys::prefix_end;
 use super::keyspace::KeySpace;
 use super::read::{read_prefix, ReadError};
 use crate::snapshot::Snapshot;
@@ -471,27 +472,4 @@ fn needs_resync(response: &WatchResponse) -> Option<Resync> {
         return Some(Resync::Compacted(response.compact_revision()));
     }
     response.canceled().then(|| Resync::Cancelled(response.cancel_reason().to_owned()))
-}
-
-/// The first key after every key that starts with `prefix`.
-pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(prefix_end("/gateway/"), b"/gateway0");
-        assert_eq!(prefix_end("a"), b"b");
-    }
 }

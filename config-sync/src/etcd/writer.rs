@@ -1,10 +1,11 @@
 //! Writing config to etcd: one key at a time (the admin API), or a whole declarative file in
 //! one transaction (`gateway apply`), and reading it all back (`gateway dump`).
 
+use super::keys::prefix_end;
 use super::keys::{normalize_prefix, EntityKey};
 use super::keyspace::{parse_entity, Entity, KeySpace};
 use super::read::{read_prefix, ReadError};
-use super::watcher::{prefix_end, EtcdConfig};
+use super::watcher::EtcdConfig;
 use crate::config::Config;
 use crate::model::{Credential, CredentialKind, Password};
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse};

@@ -20,7 +20,6 @@ pub use counters::{Counters, Outcome, State, Thresholds, Transition};
 pub use policy::{ActivePolicy, PassivePolicy, Policy};
 pub use target::{Source, TargetHealth};
 
-use crate::runtime::Runtime;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Semaphore;
@@ -31,6 +30,16 @@ type Key = (String, String);
 struct Probe {
     policy: Arc<ActivePolicy>,
     handle: AbortHandle,
+}
+
+/// One upstream's targets, as [`Registry::sync`] needs them.
+pub struct Watched<'a> {
+    /// The upstream's name.
+    pub upstream: &'a str,
+    /// Its active probing.
+    pub active: &'a Arc<ActivePolicy>,
+    /// Its targets' health records.
+    pub targets: &'a [Arc<TargetHealth>],
 }
 
 /// Every target's health on this node, and the probes that feed it.
@@ -56,17 +65,18 @@ impl Registry {
             .clone()
     }
 
-    /// Brings probes and records in line with `runtime`, once it serves: probes start for new
-    /// targets, stop for removed ones, and restart where the upstream's active settings
-    /// changed; the others are not disturbed. Health of targets no longer configured is
-    /// forgotten.
-    pub fn sync(&self, runtime: &Runtime) {
+    /// Brings probes and records in line with the `upstreams` a runtime serves, once it serves:
+    /// probes start for new targets, stop for removed ones, and restart where the upstream's
+    /// active settings changed; the others are not disturbed. Health of targets no longer
+    /// configured is forgotten.
+    pub fn sync<'a>(&self, upstreams: impl Iterator<Item = Watched<'a>>) {
         let mut configured = HashSet::new();
         let mut wanted = HashMap::new();
-        for (name, upstream) in &runtime.upstreams {
-            let active = &upstream.policy.active;
-            for (target, health) in upstream.targets.iter().zip(&upstream.health) {
-                let key = (name.clone(), target.authority.to_string());
+        let mut names = HashSet::new();
+        for Watched { upstream: name, active, targets } in upstreams {
+            names.insert(name.to_owned());
+            for health in targets {
+                let key = (name.to_owned(), health.address().to_owned());
                 configured.insert(key.clone());
                 if active.enabled() {
                     wanted.insert(key, (health.clone(), active.clone()));
@@ -82,7 +92,7 @@ impl Registry {
             keep
         });
         let mut permits = lock(&self.permits);
-        permits.retain(|name, _| runtime.upstreams.contains_key(name));
+        permits.retain(|name, _| names.contains(name));
         for (key, (health, policy)) in wanted {
             if probes.contains_key(&key) {
                 continue;

@@ -3,11 +3,13 @@
 //! - [`pipeline`]: the `Plugin` trait, its phases, the request context, and the chain a route
 //!   runs.
 //! - [`registry`]: the order plugins run in, and how a config becomes a running plugin.
-//! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`.
+//! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`; [`identity`]: who they
+//!   found the caller to be.
 //! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`.
 
 pub mod auth;
 pub mod cache;
+pub mod identity;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod registry;

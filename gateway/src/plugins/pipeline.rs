@@ -13,7 +13,7 @@
 //! known only once an auth plugin has identified the consumer, and replace the route's for the
 //! plugins that run after it.
 
-use super::auth::Identity;
+use super::identity::Identity;
 use crate::exchange::{BoxBody, ClientInfo};
 use crate::telemetry::RouteMetrics;
 use bytes::Bytes;
@@ -104,6 +104,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) metrics: &'a RouteMetrics,
     /// Who the client is, once an auth plugin has said.
     pub(crate) identity: Option<Identity>,
+    /// The identified consumer's own plugin configs, when it has any.
+    pub(crate) consumer_plugins: Option<Arc<Chain>>,
     /// Whether the response came from the upstream (not from a plugin or the proxy).
     pub(crate) upstream_answered: bool,
     /// The position in the chain of the plugin running now.
@@ -131,6 +133,7 @@ impl<'a> Ctx<'a> {
             path,
             metrics,
             identity: None,
+            consumer_plugins: None,
             upstream_answered: false,
             current: 0,
             consumer_from: u8::MAX,
@@ -154,8 +157,7 @@ impl<'a> Ctx<'a> {
 
     /// The consumer's chain, when one is identified and has plugins of its own.
     fn consumer_chain(&self) -> Option<Arc<Chain>> {
-        let chain = &self.identity.as_ref()?.consumer.plugins;
-        (!chain.is_empty()).then(|| chain.clone())
+        self.consumer_plugins.clone()
     }
 }
 

@@ -9,7 +9,6 @@
 //! longer than the Redis timeout, and none at all while the background probe says it is down.
 
 use super::pipeline::{Access, BodyFilter, Ctx, Flow, Plugin, Refusal};
-use super::registry::Shared;
 use crate::exchange::number_header;
 use crate::telemetry::traces;
 use config_sync::model::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
@@ -17,8 +16,9 @@ use http::{header, response, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ratelimit::{per_member, Algorithm, Decision, Limiter, MemoryStore, RedisStore, Window};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
 use tracing::field::Empty;
 use tracing::Instrument as _;
 
@@ -29,13 +29,31 @@ pub struct RateLimit {
     identity: String,
     limits: Vec<(Window, u64)>,
     algorithm: Algorithm,
-    shared: Arc<Shared>,
+    limiters: Arc<Limiters>,
+    members: Arc<Members>,
+}
+
+/// The cluster's members, once gossip has started: a limit falls back to its share of them
+/// while Redis is out.
+#[derive(Default)]
+pub struct Members(OnceLock<watch::Receiver<Vec<cluster::Member>>>);
+
+impl Members {
+    /// Starts following `members` (once; later calls are ignored).
+    pub fn follow(&self, members: watch::Receiver<Vec<cluster::Member>>) {
+        let _ = self.0.set(members);
+    }
+
+    /// Live members of the cluster (1 without gossip).
+    fn alive(&self) -> usize {
+        self.0.get().map_or(1, |m| m.borrow().iter().filter(|m| m.state == cluster::MemberState::Alive).count().max(1))
+    }
 }
 
 impl RateLimit {
     /// Compiles `config`, set at `scope` (`route:orders`, `service:orders`, `consumer:ann`,
     /// `global`).
-    pub(crate) fn new(config: &RateLimiting, scope: &str, shared: Arc<Shared>) -> RateLimit {
+    pub(crate) fn new(config: &RateLimiting, scope: &str, limiters: Arc<Limiters>, members: Arc<Members>) -> RateLimit {
         let digest = Sha256::digest(serde_json::to_vec(config).expect("configs serialize"));
         let identity = format!("{scope}:{}", &hex(&digest)[..16]);
         let limits = [
@@ -51,7 +69,7 @@ impl RateLimit {
             RateLimitWindow::Fixed => Algorithm::Fixed,
             RateLimitWindow::Sliding => Algorithm::Sliding,
         };
-        RateLimit { config: config.clone(), identity, limits, algorithm, shared }
+        RateLimit { config: config.clone(), identity, limits, algorithm, limiters, members }
     }
 
     /// What this request is counted by.
@@ -85,8 +103,7 @@ impl RateLimit {
         } else {
             tracing::Span::none()
         };
-        let limiters = &self.shared.limiters;
-        let deciding = limiters.decide(self, &value, self.shared.alive_members());
+        let deciding = self.limiters.decide(self, &value, self.members.alive());
         let (verdict, how) = if span.is_none() { deciding.await } else { deciding.instrument(span.clone()).await };
         let outcome = match &verdict {
             Verdict::Allowed(_) => "allowed",

@@ -8,10 +8,9 @@
 use super::auth::{Acl, BasicAuth, Consumers, Jwt, KeyAuth};
 use super::cache::{CachePlugin, Caches};
 use super::pipeline::{Chain, Plugin};
-use super::rate_limit::{Limiters, RateLimit};
+use super::rate_limit::{Limiters, Members, RateLimit};
 use config_sync::model::{PluginConfig, Plugins};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::watch;
+use std::sync::Arc;
 
 /// Every plugin name in the order plugins run, with its priority (higher runs first, as
 /// Kong's). Names not yet built are listed so that the order is fixed once for all.
@@ -45,15 +44,14 @@ pub struct Shared {
     pub limiters: Arc<Limiters>,
     /// Cache stores.
     pub caches: Arc<Caches>,
-    /// The cluster's members, once gossip has started, for limits split among them when Redis
-    /// is out.
-    pub members: OnceLock<watch::Receiver<Vec<cluster::Member>>>,
+    /// The cluster's members, once gossip has started.
+    pub members: Arc<Members>,
 }
 
 impl Shared {
     /// Plugins' shared parts, before gossip has started.
     pub fn new(limiters: Arc<Limiters>, caches: Arc<Caches>) -> Shared {
-        Shared { limiters, caches, members: OnceLock::new() }
+        Shared { limiters, caches, members: Arc::default() }
     }
 
     /// Stores in this node's memory alone, as on a node without Redis.
@@ -61,13 +59,6 @@ impl Shared {
     pub(crate) fn in_memory() -> Arc<Shared> {
         let caches = Caches::new(1 << 20, None, std::time::Duration::from_secs(1));
         Arc::new(Shared::new(Arc::new(Limiters::new(None)), Arc::new(caches)))
-    }
-
-    /// Live members of the cluster (1 without gossip).
-    pub(crate) fn alive_members(&self) -> usize {
-        self.members
-            .get()
-            .map_or(1, |m| m.borrow().iter().filter(|m| m.state == cluster::MemberState::Alive).count().max(1))
     }
 }
 
@@ -106,8 +97,13 @@ impl Builder<'_> {
             PluginConfig::BasicAuth(c) => Arc::new(BasicAuth::new(c, consumers())),
             PluginConfig::Jwt(c) => Arc::new(Jwt::new(c, consumers())),
             PluginConfig::Acl(c) => Arc::new(Acl::new(c)),
-            PluginConfig::RateLimiting(c) => Arc::new(RateLimit::new(c, &scope.to_string(), self.shared.clone())),
-            PluginConfig::ProxyCache(c) => Arc::new(CachePlugin::new(c, self.shared.clone())),
+            PluginConfig::RateLimiting(c) => {
+                let shared = self.shared.clone();
+                Arc::new(RateLimit::new(c, &scope.to_string(), shared.limiters.clone(), shared.members.clone()))
+            }
+            PluginConfig::ProxyCache(c) => {
+                Arc::new(CachePlugin::new(c, self.shared.caches.clone(), self.shared.limiters.clone()))
+            }
         }
     }
 

@@ -6,10 +6,11 @@
 //! which can be sent again as it was. A request whose body has started streaming upstream is
 //! not retried: that body is gone. A timeout waiting for the response head is final (504).
 
-use super::body::{ClientBodyError, Completion, IdleTimedOut, IdleTimeout, Progress, ProxyBody, RequestBody};
+use super::body::{Completion, ProxyBody};
 use super::error::ProxyError;
 use super::hash_key::hash_key;
 use super::pool::{ConnectError, Pool, Sender};
+use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
 use crate::balance::Pick;
 use crate::exchange::ClientInfo;
@@ -123,7 +124,7 @@ pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forw
         let sending = send(&attempt, &chosen.target, request_body, progress.as_deref());
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { sending.await } else { sending.instrument(span.clone()).await };
-        span::attempt_outcome(&span, &result);
+        attempt_outcome(&span, &result);
         match result {
             Ok((response, sender, sent_at)) => {
                 return Ok(respond(response, chosen, sender, attempt.pool, sent_at, service.read_timeout));
@@ -328,4 +329,25 @@ fn client_fault(error: &hyper::Error) -> Option<ProxyError> {
 
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE)
+}
+
+/// Records how an attempt ended on its span.
+fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>) {
+    if span.is_none() {
+        return;
+    }
+    let error = match result {
+        Ok((response, _, _)) => {
+            span.record("http.response.status_code", response.status().as_u16());
+            response.status().is_server_error().then_some("http_status")
+        }
+        Err(Failure::NotSent { .. }) => Some("connect"),
+        Err(Failure::Broken(_)) => Some("reset"),
+        Err(Failure::Client(_)) => Some("client_body"),
+        Err(Failure::TimedOut) => Some("timeout"),
+    };
+    if let Some(kind) = error {
+        span.record("error.type", kind);
+        span.record("otel.status_code", "ERROR");
+    }
 }

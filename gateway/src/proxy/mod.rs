@@ -13,6 +13,7 @@ mod hash_key;
 mod headers;
 mod path;
 mod pool;
+mod request_body;
 mod span;
 mod upgrade;
 

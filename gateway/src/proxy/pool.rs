@@ -8,7 +8,7 @@
 //! targets no longer configured. Taking and returning a connection cost O(1): neither scans the
 //! idle list nor reads the clock more than once.
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};

@@ -84,25 +84,3 @@ fn version(version: http::Version) -> &'static str {
         _ => "1.1",
     }
 }
-
-/// Records how an attempt ended on its span.
-pub(super) fn attempt_outcome(span: &tracing::Span, result: &Result<super::forward::Sent, super::forward::Failure>) {
-    if span.is_none() {
-        return;
-    }
-    use super::forward::Failure;
-    let error = match result {
-        Ok((response, _, _)) => {
-            span.record("http.response.status_code", response.status().as_u16());
-            response.status().is_server_error().then_some("http_status")
-        }
-        Err(Failure::NotSent { .. }) => Some("connect"),
-        Err(Failure::Broken(_)) => Some("reset"),
-        Err(Failure::Client(_)) => Some("client_body"),
-        Err(Failure::TimedOut) => Some("timeout"),
-    };
-    if let Some(kind) = error {
-        span.record("error.type", kind);
-        span.record("otel.status_code", "ERROR");
-    }
-}

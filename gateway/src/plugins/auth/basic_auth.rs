@@ -7,7 +7,7 @@
 //! hash lookup.
 
 use super::consumers::BasicEntry;
-use super::{already_identified, fall_back, identify, unauthorized, Consumers, Identity};
+use super::{already_identified, fall_back, identify, unauthorized, Consumers};
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
 use base64::Engine as _;
 use http::{header, HeaderValue};
@@ -55,7 +55,7 @@ impl BasicAuth {
                 if self.config.hide_credentials {
                     ctx.request.headers.remove(header::AUTHORIZATION);
                 }
-                identify(ctx, Identity { consumer: entry.consumer.clone(), credential: Some(entry.id.clone()) });
+                identify(ctx, &entry.consumer, Some(&entry.id));
                 Flow::Continue
             }
             Err(refusal) => fall_back(ctx, &self.consumers, anonymous, refusal),
@@ -73,7 +73,7 @@ impl BasicAuth {
             return entry.password.verify(&password);
         }
         let mut digest = Sha256::new();
-        digest.update(entry.id.as_bytes());
+        digest.update(entry.id.id.as_bytes());
         digest.update([0]);
         digest.update(&password);
         let digest: [u8; 32] = digest.finalize().into();

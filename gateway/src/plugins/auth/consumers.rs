@@ -2,7 +2,8 @@
 //! Built once per snapshot; a credential's secret is turned into what checking it needs (a
 //! parsed public key) here, not per request.
 
-use super::super::pipeline::Chain;
+use crate::plugins::identity::ConsumerEntry;
+use crate::plugins::pipeline::Chain;
 use config_sync::model::{JwtAlgorithm, Password, Plugins};
 use config_sync::Config;
 use http::HeaderValue;
@@ -10,29 +11,37 @@ use jsonwebtoken::DecodingKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A consumer as the request path uses it.
-pub(crate) struct ConsumerEntry {
-    pub(crate) username: Arc<str>,
-    pub(crate) username_value: HeaderValue,
-    pub(crate) custom_id_value: Option<HeaderValue>,
-    pub(crate) groups: Vec<String>,
-    /// `X-Consumer-Groups`: the groups joined by `, `; none without groups.
-    pub(crate) groups_value: Option<HeaderValue>,
-    /// The consumer's own plugin configs, which win over the route's for its requests.
-    pub(crate) plugins: Arc<Chain>,
+/// A consumer of the index: what an identity carries, and its own plugins.
+pub(crate) struct KnownConsumer {
+    pub(crate) entry: Arc<ConsumerEntry>,
+    /// The consumer's own plugin configs; none when it has none.
+    pub(crate) plugins: Option<Arc<Chain>>,
+}
+
+/// A credential's id, and as a header value.
+#[derive(Clone)]
+pub(crate) struct CredentialId {
+    pub(crate) id: Arc<str>,
+    pub(crate) value: Option<HeaderValue>,
+}
+
+impl CredentialId {
+    fn new(id: &str) -> CredentialId {
+        CredentialId { id: Arc::from(id), value: HeaderValue::from_str(id).ok() }
+    }
 }
 
 /// A basic-auth credential.
 pub(crate) struct BasicEntry {
-    pub(crate) consumer: Arc<ConsumerEntry>,
-    pub(crate) id: Arc<str>,
+    pub(crate) consumer: Arc<KnownConsumer>,
+    pub(crate) id: CredentialId,
     pub(crate) password: Password,
 }
 
 /// A JWT credential, its key ready for checking signatures.
 pub(crate) struct JwtEntry {
-    pub(crate) consumer: Arc<ConsumerEntry>,
-    pub(crate) id: Arc<str>,
+    pub(crate) consumer: Arc<KnownConsumer>,
+    pub(crate) id: CredentialId,
     pub(crate) algorithm: jsonwebtoken::Algorithm,
     /// The HS secret, as configured (the plugin may decode it from base64).
     pub(crate) secret: Option<Vec<u8>>,
@@ -43,8 +52,8 @@ pub(crate) struct JwtEntry {
 /// The index.
 #[derive(Default)]
 pub(crate) struct Consumers {
-    by_name: HashMap<String, Arc<ConsumerEntry>>,
-    keys: HashMap<String, (Arc<ConsumerEntry>, Arc<str>)>,
+    by_name: HashMap<String, Arc<KnownConsumer>>,
+    keys: HashMap<String, (Arc<KnownConsumer>, CredentialId)>,
     basic: HashMap<String, Arc<BasicEntry>>,
     jwt: HashMap<String, Arc<JwtEntry>>,
 }
@@ -63,20 +72,20 @@ impl Consumers {
                 custom_id_value: consumer.custom_id.as_deref().and_then(value),
                 groups_value: (!groups.is_empty()).then(|| value(&groups.join(", "))).flatten(),
                 groups,
-                plugins: Arc::new(chain(name, &consumer.plugins)),
             };
-            index.by_name.insert(name.clone(), Arc::new(entry));
+            let plugins = Some(chain(name, &consumer.plugins)).filter(|c| !c.is_empty()).map(Arc::new);
+            index.by_name.insert(name.clone(), Arc::new(KnownConsumer { entry: Arc::new(entry), plugins }));
         }
         for (owner, credentials) in &config.credentials {
             // Snapshot::new leaves out credentials whose consumer is missing.
             let Some(consumer) = index.by_name.get(owner).cloned() else { continue };
             for (id, credential) in &credentials.key_auth {
-                index.keys.insert(credential.key.clone(), (consumer.clone(), Arc::from(id.as_str())));
+                index.keys.insert(credential.key.clone(), (consumer.clone(), CredentialId::new(id)));
             }
             for (id, credential) in &credentials.basic_auth {
                 let entry = BasicEntry {
                     consumer: consumer.clone(),
-                    id: Arc::from(id.as_str()),
+                    id: CredentialId::new(id),
                     password: credential.password.clone(),
                 };
                 index.basic.insert(credential.username.clone(), Arc::new(entry));
@@ -97,7 +106,7 @@ impl Consumers {
                 };
                 let entry = JwtEntry {
                     consumer: consumer.clone(),
-                    id: Arc::from(id.as_str()),
+                    id: CredentialId::new(id),
                     algorithm,
                     secret: credential.secret.as_ref().map(|s| s.as_bytes().to_vec()),
                     public_key,
@@ -108,12 +117,12 @@ impl Consumers {
         index
     }
 
-    pub(crate) fn by_name(&self, name: &str) -> Option<Arc<ConsumerEntry>> {
-        self.by_name.get(name).cloned()
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<KnownConsumer>> {
+        self.by_name.get(name)
     }
 
     /// The consumer and credential id of a key-auth key.
-    pub(crate) fn by_key(&self, key: &str) -> Option<&(Arc<ConsumerEntry>, Arc<str>)> {
+    pub(crate) fn by_key(&self, key: &str) -> Option<&(Arc<KnownConsumer>, CredentialId)> {
         self.keys.get(key)
     }
 

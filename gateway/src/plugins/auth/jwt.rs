@@ -7,7 +7,7 @@
 //! leeway; and it lives no longer than `maximum_expiration`.
 
 use super::consumers::JwtEntry;
-use super::{already_identified, fall_back, identify, skipped_preflight, Consumers, Identity};
+use super::{already_identified, fall_back, identify, skipped_preflight, Consumers};
 use crate::exchange::query::values as query_values;
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
 use base64::Engine as _;
@@ -138,7 +138,7 @@ impl Plugin for Jwt {
         let checked = self.token(ctx).and_then(|token| self.verify(&token));
         Access::Ready(match checked {
             Ok(entry) => {
-                identify(ctx, Identity { consumer: entry.consumer.clone(), credential: Some(entry.id.clone()) });
+                identify(ctx, &entry.consumer, Some(&entry.id));
                 Flow::Continue
             }
             Err(refusal) => fall_back(ctx, &self.consumers, anonymous, refusal),

@@ -1,6 +1,6 @@
 //! `key-auth`: a key in a header or the query string names a consumer.
 
-use super::{already_identified, fall_back, identify, skipped_preflight, unauthorized, Consumers, Identity};
+use super::{already_identified, fall_back, identify, skipped_preflight, unauthorized, Consumers};
 use crate::exchange::query::{values as query_values, without as without_query_param};
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
 use http::{HeaderName, HeaderValue};
@@ -81,7 +81,7 @@ impl Plugin for KeyAuth {
                         Found::Query(name) => ctx.request.uri = without_query_param(&ctx.request.uri, &name),
                     }
                 }
-                identify(ctx, Identity { consumer, credential: Some(id) });
+                identify(ctx, &consumer, Some(&id));
                 Flow::Continue
             }
             Err(refusal) => fall_back(ctx, &self.consumers, anonymous, refusal),

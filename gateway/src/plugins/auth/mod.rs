@@ -2,8 +2,9 @@
 //!
 //! - [`Consumers`]: every consumer and credential of a snapshot, indexed for the lookups the
 //!   plugins make (a key, a basic-auth user name, a JWT issuer).
-//! - [`Identity`]: who an auth plugin found the caller to be; rate limiting counts by it and
-//!   the consumer's own plugin configs apply from then on.
+//! - [`identify`]: sets who an auth plugin found the caller to be (an
+//!   [`Identity`](super::identity::Identity)); rate limiting counts by it and the consumer's own
+//!   plugin configs apply from then on.
 //! - `key_auth`, `basic_auth`, `jwt`: the plugins that identify; `acl`: the one that checks
 //!   groups.
 //!
@@ -20,28 +21,14 @@ mod key_auth;
 
 pub(crate) use acl::Acl;
 pub(crate) use basic_auth::BasicAuth;
-pub(crate) use consumers::{ConsumerEntry, Consumers};
+pub(crate) use consumers::Consumers;
 pub(crate) use jwt::Jwt;
 pub(crate) use key_auth::KeyAuth;
 
+use super::identity::Identity;
 use super::pipeline::{Ctx, Flow, Refusal};
+use consumers::{CredentialId, KnownConsumer};
 use http::{HeaderName, HeaderValue, StatusCode};
-use std::sync::Arc;
-
-/// Who the caller is.
-#[derive(Clone)]
-pub(crate) struct Identity {
-    pub(crate) consumer: Arc<ConsumerEntry>,
-    /// The credential's id; none for an anonymous consumer.
-    pub(crate) credential: Option<Arc<str>>,
-}
-
-impl Identity {
-    /// Whether a credential identified the caller (not an anonymous fallback).
-    fn by_credential(&self) -> bool {
-        self.credential.is_some()
-    }
-}
 
 static CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 static CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
@@ -50,18 +37,19 @@ static CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential
 static ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 pub(super) static CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
 
-/// Sets who the caller is, and tells the upstream with the `X-Consumer-*` headers, replacing
-/// whatever the client sent under those names.
-fn identify(ctx: &mut Ctx<'_>, identity: Identity) {
+/// Sets who the caller is (`credential`: none for an anonymous consumer), and tells the
+/// upstream with the `X-Consumer-*` headers, replacing whatever the client sent under those
+/// names.
+fn identify(ctx: &mut Ctx<'_>, consumer: &KnownConsumer, credential: Option<&CredentialId>) {
     let headers = &mut ctx.request.headers;
-    let consumer = &identity.consumer;
-    headers.insert(CONSUMER_ID.clone(), consumer.username_value.clone());
-    headers.insert(CONSUMER_USERNAME.clone(), consumer.username_value.clone());
-    match &consumer.custom_id_value {
+    let entry = &consumer.entry;
+    headers.insert(CONSUMER_ID.clone(), entry.username_value.clone());
+    headers.insert(CONSUMER_USERNAME.clone(), entry.username_value.clone());
+    match &entry.custom_id_value {
         Some(custom_id) => headers.insert(CONSUMER_CUSTOM_ID.clone(), custom_id.clone()),
         None => headers.remove(&CONSUMER_CUSTOM_ID),
     };
-    match identity.credential.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
+    match credential.and_then(|c| c.value.clone()) {
         Some(id) => {
             headers.insert(CREDENTIAL_IDENTIFIER.clone(), id);
             headers.remove(&ANONYMOUS_CONSUMER);
@@ -71,7 +59,8 @@ fn identify(ctx: &mut Ctx<'_>, identity: Identity) {
             headers.insert(ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));
         }
     }
-    ctx.identity = Some(identity);
+    ctx.identity = Some(Identity { consumer: entry.clone(), credential: credential.map(|c| c.id.clone()) });
+    ctx.consumer_plugins.clone_from(&consumer.plugins);
 }
 
 /// What an auth plugin does with a caller it could not identify: go on as the `anonymous`
@@ -80,7 +69,7 @@ fn fall_back(ctx: &mut Ctx<'_>, consumers: &Consumers, anonymous: Option<&str>, 
     let Some(name) = anonymous else { return refusal.into() };
     match consumers.by_name(name) {
         Some(consumer) => {
-            identify(ctx, Identity { consumer, credential: None });
+            identify(ctx, consumer, None);
             Flow::Continue
         }
         None => {

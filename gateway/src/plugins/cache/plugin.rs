@@ -3,8 +3,9 @@
 
 use super::key::Request;
 use super::step::{self, Before, CacheStatus, Pass};
+use super::Caches;
 use crate::plugins::pipeline::{Access, BodyFilter, Ctx, Flow, Plugin};
-use crate::plugins::registry::Shared;
+use crate::plugins::rate_limit::Limiters;
 use crate::telemetry::traces;
 use config_sync::model::ProxyCache;
 use http::response;
@@ -15,16 +16,18 @@ use tracing::Instrument as _;
 /// A compiled `proxy-cache` config.
 pub(crate) struct CachePlugin {
     config: ProxyCache,
-    shared: Arc<Shared>,
+    caches: Arc<Caches>,
+    /// Whether Redis answers.
+    limiters: Arc<Limiters>,
 }
 
 impl CachePlugin {
-    pub(crate) fn new(config: &ProxyCache, shared: Arc<Shared>) -> CachePlugin {
-        CachePlugin { config: config.clone(), shared }
+    pub(crate) fn new(config: &ProxyCache, caches: Arc<Caches>, limiters: Arc<Limiters>) -> CachePlugin {
+        CachePlugin { config: config.clone(), caches, limiters }
     }
 
     async fn lookup(&self, ctx: &mut Ctx<'_>) -> Flow {
-        let redis_down = self.shared.limiters.redis_state() == Some(false);
+        let redis_down = self.limiters.redis_state() == Some(false);
         let request = &*ctx.request;
         let looked_up = Request { method: &request.method, uri: &request.uri, headers: &request.headers };
         let span = if traces::enabled() {
@@ -32,7 +35,7 @@ impl CachePlugin {
         } else {
             tracing::Span::none()
         };
-        let caches = &self.shared.caches;
+        let caches = &self.caches;
         let host = ctx.host.unwrap_or("");
         let before = step::before(caches, ctx.route, &self.config, looked_up, host, ctx.path, redis_down);
         match before.instrument(span.clone()).await {
@@ -60,7 +63,7 @@ impl Plugin for CachePlugin {
         if !ctx.upstream_answered {
             return None;
         }
-        let (filter, status) = step::after(pass, &self.shared.caches, head);
+        let (filter, status) = step::after(pass, &self.caches, head);
         span.record("status", status.as_str());
         ctx.metrics.cache(status.as_str());
         filter
