@@ -45,12 +45,13 @@ impl Gateway {
 
     /// Starts a node serving `yaml` with extra `gateway run` flags.
     pub async fn start_with(yaml: &str, flags: &[&str]) -> Gateway {
-        Gateway::start_with_env(yaml, flags, &[]).await
+        Gateway::start_node("test-node", yaml, flags, &[]).await
     }
 
     /// Starts a node serving `yaml` with extra flags and environment variables.
-    pub async fn start_with_env(yaml: &str, flags: &[&str], env: &[(&str, &str)]) -> Gateway {
-        Gateway::start_node("test-node", yaml, flags, env).await
+    pub async fn start_with_env(yaml: &str, flags: &[&str], env: &[(&str, impl AsRef<str>)]) -> Gateway {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        Gateway::start_node("test-node", yaml, flags, &env).await
     }
 
     /// Starts a node named `node_id` serving `yaml`, with extra flags and environment variables.

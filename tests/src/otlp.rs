@@ -87,6 +87,17 @@ impl OtlpSink {
         format!("http://{}", self.addr)
     }
 
+    /// The environment that has a gateway send every trace here over gRPC, each batch 50 ms
+    /// after its first span.
+    pub fn exporting_env(&self) -> [(&'static str, String); 4] {
+        [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+            ("OTEL_TRACES_SAMPLER", "always_on".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ]
+    }
+
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().expect("sink lock").clone()

@@ -518,14 +518,7 @@ consumers:
 "#,
         echo.addr
     );
-    let endpoint = sink.endpoint();
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_TRACES_SAMPLER", "always_on"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-    ];
-    let gw = Gateway::start_with_env(&yaml, &[], &env).await;
+    let gw = Gateway::start_with_env(&yaml, &[], &sink.exporting_env()).await;
     let c = HttpClient::new();
     let jwt = token(Algorithm::HS256, &EncodingKey::from_secret(JWT_SECRET.as_bytes()), "tess-iss", now() + 600);
     // Kong looks for keys and tokens in the query string too: there they are part of the URL.

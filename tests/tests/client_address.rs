@@ -276,14 +276,7 @@ upstreams:
 async fn traces_carry_the_real_client() {
     let echo = Upstream::start("a").await;
     let sink = tests::otlp::OtlpSink::start().await;
-    let endpoint = sink.endpoint();
-    let env = [
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_TRACES_SAMPLER", "always_on"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "50"),
-    ];
-    let gw = Gateway::start_with_env(&config(&echo, ""), &["--trusted-ips", "127.0.0.1"], &env).await;
+    let gw = Gateway::start_with_env(&config(&echo, ""), &["--trusted-ips", "127.0.0.1"], &sink.exporting_env()).await;
     let h = seen(&gw, &[("x-forwarded-for", "203.0.113.7")]).await;
     let traceparent = h["traceparent"].as_str().expect("the upstream got a traceparent");
     let trace_id = traceparent.split('-').nth(1).expect("a trace id").to_owned();

@@ -14,7 +14,7 @@
 //! (crate::client_address).
 
 mod proxy_protocol;
-mod rewind;
+mod read_ahead;
 mod send_timeout;
 
 use crate::client_address::Addressing;
@@ -109,20 +109,23 @@ pub async fn serve<H, F>(
         let addressing = addressing.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let (stream, peer) = if addressing.proxy_protocol {
-                match proxy_protocol::accept(stream, peer, limits.header_read_timeout).await {
-                    Ok(accepted) => accepted,
+            let mut stream = read_ahead::ReadAhead::new(stream);
+            let peer = if addressing.proxy_protocol {
+                match proxy_protocol::accept(&mut stream, peer, limits.header_read_timeout).await {
+                    Ok(source) => source,
                     Err(e) => return tracing::debug!(%peer, error = %e, "connection closed"),
                 }
             } else {
-                (proxy_protocol::Prefixed::plain(stream), peer)
+                peer
             };
             let client = Arc::new(ClientInfo::new(peer, local_port));
             // Resolved per request only for a trusted peer; everyone else's requests share this.
             let real_ip = addressing.real_ip.filter(|r| r.trusts(peer.ip()));
             // hyper's header timeout starts once the protocol is known; a client that says
             // nothing, or only part of the HTTP/2 preface, is dropped here.
-            let Some(stream) = rewind::Rewind::read_start(stream, limits.header_read_timeout).await else { return };
+            if !stream.read_until_protocol_known(limits.header_read_timeout).await {
+                return;
+            }
             let service = service_fn(move |request: Request<Incoming>| {
                 let client = match &real_ip {
                     None => client.clone(),

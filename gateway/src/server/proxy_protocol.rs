@@ -8,16 +8,12 @@
 //! connection whose header is missing, malformed, cut short, too slow, or names a family or
 //! transport other than TCP over IPv4 or IPv6 is closed without a word.
 
+use super::read_ahead::ReadAhead;
 use ppp::v1;
 use ppp::v2;
 use ppp::{HeaderResult, PartialResult as _};
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// The longest header there can be: v2's 16 fixed bytes and a 16-bit length (v1's is 107).
 const MAX_HEADER: usize = 16 + u16::MAX as usize;
@@ -39,34 +35,30 @@ pub enum Refused {
     Unsupported,
 }
 
-/// Reads the PROXY header that `stream` (from `peer`) begins with: the client's address it
-/// names, and the stream with whatever came after the header still to be read.
-pub async fn accept(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    timeout: Duration,
-) -> Result<(Prefixed, SocketAddr), Refused> {
-    let mut buf = Vec::with_capacity(256);
+/// Reads the PROXY header that `stream` (from `peer`) begins with, leaving whatever came after
+/// it unread; the client's address it names.
+pub async fn accept(stream: &mut ReadAhead, peer: SocketAddr, timeout: Duration) -> Result<SocketAddr, Refused> {
     let read = async {
         loop {
-            match parse(&buf, peer) {
+            match parse(stream.unread(), peer) {
                 Parsed::Incomplete => {}
-                Parsed::Done { source, len } => return Ok((len, source)),
+                Parsed::Done { source, len } => {
+                    stream.consume(len);
+                    return Ok(source);
+                }
                 Parsed::Bad(refused) => return Err(refused),
             }
-            if buf.len() >= MAX_HEADER {
+            let room = MAX_HEADER - stream.unread().len();
+            if room == 0 {
                 return Err(Refused::Malformed("too long".into()));
             }
-            buf.reserve(512.min(MAX_HEADER - buf.len()));
-            match stream.read_buf(&mut buf).await {
+            match stream.read_more(512.min(room)).await {
                 Ok(0) | Err(_) => return Err(Refused::Closed),
                 Ok(_) => {}
             }
         }
     };
-    let (len, source) = tokio::time::timeout(timeout, read).await.map_err(|_| Refused::TimedOut(timeout))??;
-    buf.drain(..len);
-    Ok((Prefixed { rest: buf, pos: 0, inner: stream }, source))
+    tokio::time::timeout(timeout, read).await.map_err(|_| Refused::TimedOut(timeout))?
 }
 
 enum Parsed {
@@ -117,68 +109,11 @@ fn parse(buf: &[u8], peer: SocketAddr) -> Parsed {
     }
 }
 
-/// A TCP stream with the bytes read past its PROXY header given back first; with none (the
-/// listener takes no PROXY header), a pass-through.
-pub struct Prefixed {
-    rest: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
-}
-
-impl Prefixed {
-    /// `inner`, with nothing read from it.
-    pub fn plain(inner: TcpStream) -> Prefixed {
-        Prefixed { rest: Vec::new(), pos: 0, inner }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.rest.len() {
-            let n = (self.rest.len() - self.pos).min(buf.remaining());
-            buf.put_slice(&self.rest[self.pos..self.pos + n]);
-            self.pos += n;
-            if self.pos == self.rest.len() {
-                self.rest = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt as _;
-    use tokio::net::TcpListener;
+    use crate::server::read_ahead::tests::pair;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     const PEER: &str = "127.0.0.1:40000";
 
@@ -293,21 +228,19 @@ mod tests {
         assert!(refused(&v2(0x21, 0x11, &V4_PAYLOAD[..8])));
     }
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, server)
-    }
-
     #[tokio::test]
     async fn what_follows_the_header_is_given_back() {
         let (mut client, server) = pair().await;
         let header = v2(0x21, 0x11, &V4_PAYLOAD);
         client.write_all(&[&header[..7]].concat()).await.unwrap();
-        let reading = tokio::spawn(accept(server, peer(), Duration::from_secs(5)));
+        let reading = tokio::spawn(async {
+            let mut stream = ReadAhead::new(server);
+            let source = accept(&mut stream, peer(), Duration::from_secs(5)).await;
+            (stream, source)
+        });
         client.write_all(&[&header[7..], b"GET / HTTP/1.1\r\n"].concat()).await.unwrap();
-        let (mut stream, source) = reading.await.unwrap().unwrap();
+        let (mut stream, source) = reading.await.unwrap();
+        let source = source.unwrap();
         assert_eq!(source, "203.0.113.7:4660".parse().unwrap());
         let mut got = vec![0u8; 16];
         stream.read_exact(&mut got).await.unwrap();
@@ -322,12 +255,12 @@ mod tests {
     async fn a_stalled_header_times_out_and_a_closed_one_ends() {
         let (mut client, server) = pair().await;
         client.write_all(b"PROXY TCP4 203.0.113.7").await.unwrap();
-        let e = accept(server, peer(), Duration::from_millis(100)).await.err().unwrap();
+        let e = accept(&mut ReadAhead::new(server), peer(), Duration::from_millis(100)).await.err().unwrap();
         assert!(matches!(e, Refused::TimedOut(_)), "{e}");
         let (mut client, server) = pair().await;
         client.write_all(b"PROXY TCP4 203.0.113.7").await.unwrap();
         drop(client);
-        let e = accept(server, peer(), Duration::from_secs(5)).await.err().unwrap();
+        let e = accept(&mut ReadAhead::new(server), peer(), Duration::from_secs(5)).await.err().unwrap();
         assert!(matches!(e, Refused::Closed), "{e}");
     }
 }
