@@ -1,6 +1,9 @@
 //! A whole config: every entity by name, and the checks that span entities.
 
-use crate::model::{Consumer, Credential, CredentialKind, Credentials, Plugins, Route, Service, Target, Upstream};
+use crate::model::{
+    CaCertificate, Certificate, Consumer, Credential, CredentialKind, Credentials, Plugins, Route, Service, Target,
+    Upstream,
+};
 use crate::validate::{Errors, FieldError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,6 +28,12 @@ pub struct Config {
     /// Credentials by consumer username.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub credentials: BTreeMap<String, Credentials>,
+    /// TLS certificates the proxy serves, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, Certificate>,
+    /// CA certificates upstreams are verified against, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ca_certificates: BTreeMap<String, CaCertificate>,
 }
 
 /// An entity a reference check can find at fault.
@@ -75,6 +84,44 @@ impl Config {
                 credential.validate(&format!("consumers/{username}/{}/{}", credential.kind(), credential.id()), errors);
             }
         }
+        for (name, c) in &self.certificates {
+            c.validate(&format!("certificates/{name}"), errors);
+        }
+        for (name, c) in &self.ca_certificates {
+            c.validate(&format!("ca_certificates/{name}"), errors);
+        }
+    }
+
+    /// The certificates that name a server name another already names, or that are a second
+    /// `default`: which would serve could not be told. The first by name keeps it; the others
+    /// are listed (and still serve their other names).
+    pub fn conflicting_certificates(&self) -> Vec<FieldError> {
+        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut default: Option<&str> = None;
+        let mut found = Vec::new();
+        for (name, cert) in &self.certificates {
+            for (i, sni) in cert.snis.iter().enumerate() {
+                match owner.get(sni.as_str()) {
+                    Some(first) => found.push(FieldError {
+                        path: format!("certificates/{name}.snis[{i}]"),
+                        message: format!("{sni:?} is already served by certificates/{first}"),
+                    }),
+                    None => {
+                        owner.insert(sni, name);
+                    }
+                }
+            }
+            if cert.default {
+                match default {
+                    Some(first) => found.push(FieldError {
+                        path: format!("certificates/{name}.default"),
+                        message: format!("certificates/{first} is already the default"),
+                    }),
+                    None => default = Some(name),
+                }
+            }
+        }
+        found
     }
 
     /// The entities that refer to something missing: a route to an unknown service, targets of
@@ -149,6 +196,7 @@ impl Config {
         self.validate_entities(&mut errors);
         errors.extend(self.dangling().into_iter().map(|(_, e)| e));
         errors.extend(self.duplicate_credentials(|_| 0).into_iter().map(|(_, e)| e));
+        errors.extend(self.conflicting_certificates());
         errors.into_vec()
     }
 

@@ -1,7 +1,8 @@
 //! The declarative file: the whole config in one YAML (or JSON) document, nested the way people
 //! write it (`services:` with their `routes:`, `upstreams:` with their `targets:`, global
 //! `plugins:`, `consumers:` with their `keyauth_credentials:`, `basicauth_credentials:` and
-//! `jwt_secrets:`, decK's names). Top-level `routes:` with an explicit `service` are accepted too.
+//! `jwt_secrets:`, decK's names), `certificates:` and `ca_certificates:`. Top-level `routes:` with
+//! an explicit `service` are accepted too.
 //!
 //! A credential's `id` may be left out: it is then the first 16 hex digits of the SHA-256 of a
 //! key-auth key, a basic-auth username, a jwt key. Basic-auth passwords may be plain (a node on
@@ -12,7 +13,8 @@
 
 use crate::config::{Config, EntityRef};
 use crate::model::{
-    Consumer, Credential, CredentialKind, PluginConfig, Plugins, Route, Service, Target, Upstream, REDACTED,
+    CaCertificate, Certificate, Consumer, Credential, CredentialKind, PluginConfig, Plugins, Route, Service, Target,
+    Upstream, REDACTED,
 };
 use crate::validate::{from_value, Errors, FieldError};
 use serde_json::{Map, Value};
@@ -33,13 +35,19 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     let routes = list(&mut root, "routes", &mut reader.errors);
     let upstreams = list(&mut root, "upstreams", &mut reader.errors);
     let consumers = list(&mut root, "consumers", &mut reader.errors);
+    let certificates = list(&mut root, "certificates", &mut reader.errors);
+    let ca_certificates = list(&mut root, "ca_certificates", &mut reader.errors);
     if let Some(plugins) = root.remove("plugins") {
         if let Some(p) = reader.entity::<Plugins>(plugins, "plugins") {
             reader.config.plugins = p;
         }
     }
     for key in root.keys() {
-        reader.errors.push(key.clone(), "unknown section; expected services, routes, upstreams, plugins or consumers");
+        reader.errors.push(
+            key.clone(),
+            "unknown section; expected services, routes, upstreams, plugins, consumers, certificates or \
+             ca_certificates",
+        );
     }
     for (i, item) in services.into_iter().enumerate() {
         reader.service(item, i);
@@ -53,6 +61,17 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     for (i, item) in consumers.into_iter().enumerate() {
         reader.consumer(item, i);
     }
+    for (i, item) in certificates.into_iter().enumerate() {
+        reader.certificate(item, i);
+    }
+    for (i, item) in ca_certificates.into_iter().enumerate() {
+        let at = Reader::locate(&item, "ca_certificates", &format!("ca_certificates[{i}]"), "name");
+        if let Some(ca) = reader.entity::<CaCertificate>(item, &at) {
+            if reader.first_seen(format!("ca_certificates/{}", ca.name), &at) {
+                reader.config.ca_certificates.insert(ca.name.clone(), ca);
+            }
+        }
+    }
     let Reader { config, mut errors, broken, broken_consumers, .. } = reader;
     config.validate_entities(&mut errors);
     // A route nested under a service that did not parse is not also "dangling": its service's
@@ -64,13 +83,14 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     });
     errors.extend(dangling.map(|(_, e)| e));
     errors.extend(config.duplicate_credentials(|_| 0).into_iter().map(|(_, e)| e));
+    errors.extend(config.conflicting_certificates());
     errors.into_result(config)
 }
 
 /// Writes a config as a declarative document that [`parse`] reads back to the same config.
 /// Fields equal to their defaults are left out, so the document reads like one a person wrote.
-/// Without `with_secrets`, key-auth keys, basic-auth passwords and jwt secrets read
-/// `<redacted>` (and such a document does not parse: it cannot be applied by mistake).
+/// Without `with_secrets`, key-auth keys, basic-auth passwords, jwt secrets and the private
+/// keys of certificates read `<redacted>` (and such a document does not parse: it cannot be applied by mistake).
 /// Credentials of consumers not in `config` are left out.
 pub fn to_yaml(config: &Config, with_secrets: bool) -> String {
     let defaults = Defaults::new();
@@ -136,6 +156,24 @@ pub fn to_yaml(config: &Config, with_secrets: bool) -> String {
         .collect();
     if !consumers.is_empty() {
         root.insert("consumers".into(), Value::Array(consumers));
+    }
+    let certificates: Vec<Value> = config
+        .certificates
+        .values()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).expect("entities serialize");
+            if !with_secrets {
+                v["key"] = Value::String(REDACTED.into());
+            }
+            v
+        })
+        .collect();
+    if !certificates.is_empty() {
+        root.insert("certificates".into(), Value::Array(certificates));
+    }
+    if !config.ca_certificates.is_empty() {
+        let cas = config.ca_certificates.values().map(|c| serde_json::to_value(c).expect("entities serialize"));
+        root.insert("ca_certificates".into(), Value::Array(cas.collect()));
     }
     serde_yaml_ng::to_string(&Value::Object(root)).expect("JSON values serialize to YAML")
 }
@@ -369,6 +407,17 @@ impl Reader {
         }
     }
 
+    fn certificate(&mut self, item: Value, index: usize) {
+        let at = Self::locate(&item, "certificates", &format!("certificates[{index}]"), "name");
+        if item.get("key").and_then(Value::as_str) == Some(REDACTED) {
+            return self.errors.push(format!("{at}.key"), REDACTED_SECRET);
+        }
+        let Some(certificate) = self.entity::<Certificate>(item, &at) else { return };
+        if self.first_seen(format!("certificates/{}", certificate.name), &at) {
+            self.config.certificates.insert(certificate.name.clone(), certificate);
+        }
+    }
+
     fn credential(&mut self, mut item: Value, kind: CredentialKind, username: &str, index_path: String) {
         if let Some(fields) = item.as_object_mut() {
             let implied = match (fields.get("id"), fields.get(kind.identity_field()).and_then(Value::as_str)) {
@@ -567,6 +616,61 @@ consumers:
         assert!(got.iter().all(|e| e.contains("a redacted secret: dump with --with-secrets")), "{got:#?}");
         assert!(got.iter().any(|e| e.starts_with("consumers/alice/basic-auth/alice.password: ")), "{got:#?}");
         assert!(!to_yaml(&Config::default(), false).contains("consumers"));
+    }
+
+    /// A self-signed certificate for `name` and its key, PEM.
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn certificates_round_trip_with_their_keys_and_are_redacted_without() {
+        let (cert, key) = self_signed("api.example.com");
+        let (ca, _) = self_signed("ca");
+        let text = format!(
+            "certificates: [{{ name: api, cert: {}, key: {}, snis: [api.example.com], default: true }}]\n\
+             ca_certificates: [{{ name: ca, cert: {} }}]\n",
+            serde_json::json!(cert),
+            serde_json::json!(key),
+            serde_json::json!(ca)
+        );
+        let config = parse(&text).unwrap();
+        assert!(config.certificates["api"].default);
+        assert_eq!(config.ca_certificates["ca"].cert, ca);
+        let full = to_yaml(&config, true);
+        assert_eq!(parse(&full).unwrap(), config, "{full}");
+        let redacted = to_yaml(&config, false);
+        assert!(!redacted.contains("PRIVATE KEY"), "{redacted}");
+        let got: Vec<String> = parse(&redacted).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["certificates/api.key: a redacted secret: dump with --with-secrets to get a file that applies"]
+        );
+    }
+
+    #[test]
+    fn two_certificates_for_one_name_or_two_defaults_are_refused() {
+        let (a, a_key) = self_signed("a.example");
+        let (b, b_key) = self_signed("b.example");
+        let text = format!(
+            "certificates:\n\
+             - {{ name: a, cert: {}, key: {}, snis: [x.example, a.example], default: true }}\n\
+             - {{ name: b, cert: {}, key: {}, snis: [b.example, x.example], default: true }}\n",
+            serde_json::json!(a),
+            serde_json::json!(a_key),
+            serde_json::json!(b),
+            serde_json::json!(b_key)
+        );
+        let got: Vec<String> = parse(&text).unwrap_err().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "certificates/b.snis[1]: \"x.example\" is already served by certificates/a",
+                "certificates/b.default: certificates/a is already the default"
+            ]
+        );
     }
 
     #[test]

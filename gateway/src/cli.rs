@@ -82,6 +82,10 @@ pub struct Flags {
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_listen: Option<SocketAddr>,
+    /// Where clients send HTTPS traffic (none: no TLS listener).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_listen_tls: Option<SocketAddr>,
     /// Admin API address.
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -35,3 +35,4 @@ pub mod settings;
 pub mod sources;
 pub mod state_metrics;
 pub mod telemetry;
+pub mod tls;

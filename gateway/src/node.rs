@@ -13,6 +13,7 @@ use crate::settings::{ConfigSource, Settings};
 use crate::sources;
 use crate::state_metrics;
 use crate::telemetry::Metrics;
+use crate::tls;
 use anyhow::Context as _;
 use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
@@ -89,8 +90,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(settings.admin_listen)
         .await
         .with_context(|| format!("cannot listen on admin_listen {}", settings.admin_listen))?;
+    let tls_listener = match settings.proxy_listen_tls {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on proxy_listen_tls {addr}"))?)
+        }
+        None => None,
+    };
+    let tls_addr = tls_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(
         proxy = %proxy_listener.local_addr()?,
+        proxy_tls = tls_addr.map(tracing::field::display),
         admin = %admin_listener.local_addr()?,
         gossip = %cluster.local_addr(),
         "listening"
@@ -141,17 +150,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), caches.clone(), stopped()));
 
     let addressing = settings.addressing().map_err(anyhow::Error::msg)?;
-    let proxy_server = tokio::spawn(server::serve(
-        proxy_listener,
-        move |request, client| {
-            // Boxed once here, the request's future (kilobytes) is not copied again each time
-            // hyper moves it.
-            Box::pin(proxy.clone().handle(request, client))
-        },
-        limits,
-        addressing,
-        stopped(),
-    ));
+    // Boxed once here, the request's future (kilobytes) is not copied again each time hyper
+    // moves it.
+    let proxy_handler = move |request, client| Box::pin(proxy.clone().handle(request, client));
+    let tls_server = match tls_listener {
+        Some(listener) => {
+            let config = tls::server_config(live.certificates().clone()).context("TLS server config")?;
+            if live.certificates().load().is_empty() {
+                tracing::warn!("proxy_listen_tls is set but the config has no certificate: every handshake fails");
+            }
+            let (handler, addressing) = (proxy_handler.clone(), addressing.clone());
+            Some(tokio::spawn(server::serve(listener, handler, limits, addressing, Some(config), stopped())))
+        }
+        None => None,
+    };
+    let proxy_server = tokio::spawn(server::serve(proxy_listener, proxy_handler, limits, addressing, None, stopped()));
     let admin_server = tokio::spawn(server::serve(
         admin_listener,
         move |request, _client| {
@@ -160,6 +173,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         limits,
         Addressing::default(),
+        None,
         stopped(),
     ));
     if let Some((file, hangups)) = file.zip(hangups) {
@@ -178,6 +192,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + settings.shutdown_grace();
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);
+    if let Some(tls_server) = tls_server {
+        let _ = tls_server.await;
+    }
     if tokio::time::timeout_at(deadline, tunnels.closed()).await.is_err() {
         tracing::warn!(open = tunnels.count(), "grace period over; cutting upgraded connections");
     }

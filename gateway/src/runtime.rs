@@ -13,6 +13,7 @@ use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
 use crate::router::{RouteSpec, Router};
 use crate::telemetry::{Name, RouteMetrics};
+use crate::tls::Certificates;
 use arc_swap::ArcSwap;
 use config_sync::model::{Route, Service, Upstream};
 use config_sync::Snapshot;
@@ -281,6 +282,8 @@ pub struct Live {
     health: Arc<Registry>,
     /// What plugins share across runtimes.
     plugins: Arc<Shared>,
+    /// The TLS certificates of the runtime in force.
+    certificates: Arc<Certificates>,
     /// The version of the runtime in force.
     applied: watch::Sender<u64>,
 }
@@ -291,8 +294,10 @@ impl Live {
         let health = Arc::new(Registry::new());
         let version = snapshot.version;
         let runtime = Runtime::build(snapshot, None, &health, &plugins)?;
+        let certificates = Arc::new(Certificates::default());
+        certificates.update(&runtime.snapshot.config);
         let runtime = ArcSwap::from_pointee(runtime);
-        Ok(Live { runtime, health, plugins, applied: watch::Sender::new(version) })
+        Ok(Live { runtime, health, plugins, certificates, applied: watch::Sender::new(version) })
     }
 
     /// Waits until a runtime of `version` or later is in force, at most `limit`; whether it is.
@@ -309,6 +314,11 @@ impl Live {
     /// What plugins share: the rate-limit and cache stores, the cluster's members.
     pub fn plugins(&self) -> &Arc<Shared> {
         &self.plugins
+    }
+
+    /// The TLS certificates in force, for the TLS listener.
+    pub fn certificates(&self) -> &Arc<Certificates> {
+        &self.certificates
     }
 
     /// Target health on this node.
@@ -338,6 +348,7 @@ impl Live {
             }
         };
         self.runtime.store(next.clone());
+        self.certificates.update(&next.snapshot.config);
         self.health.sync(watched(&next));
         self.applied.send_replace(version);
         Ok(next)

@@ -41,6 +41,9 @@ pub struct Settings {
     pub node_id: String,
     /// Where clients send traffic. Default 0.0.0.0:8000.
     pub proxy_listen: SocketAddr,
+    /// Where clients send HTTPS traffic, with the certificates of the config; none: no TLS
+    /// listener. Default none.
+    pub proxy_listen_tls: Option<SocketAddr>,
     /// Admin API, `/metrics`, `/status`. Default 127.0.0.1:8001.
     pub admin_listen: SocketAddr,
     /// When set, admin requests must carry `Authorization: Bearer <token>`.
@@ -141,6 +144,7 @@ impl Default for Settings {
         Settings {
             node_id: default_node_id(),
             proxy_listen: ([0, 0, 0, 0], 8000).into(),
+            proxy_listen_tls: None,
             admin_listen: ([127, 0, 0, 1], 8001).into(),
             admin_token: None,
             config_source: ConfigSource::File,

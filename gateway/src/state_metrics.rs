@@ -79,6 +79,20 @@ impl Collector for StateCollector {
             }
         }
 
+        let certificates = self.0.live.certificates().load();
+        if !certificates.is_empty() {
+            let mut expiry = encoder.encode_descriptor(
+                "gateway_certificate_expiry_timestamp_seconds",
+                "When each TLS certificate served expires (Unix time, seconds)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (name, not_after) in certificates.expiries() {
+                let seconds = not_after.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                ConstGauge::new(seconds).encode(expiry.encode_family(&[("certificate", name)])?)?;
+            }
+        }
+
         let etcd = self.0.etcd.as_ref().map(|s| matches!(s.borrow().connection, Connection::Connected));
         if let Some(connected) = etcd {
             gauge(

@@ -14,6 +14,8 @@ pub struct Gateway {
     child: Child,
     /// The proxy listener.
     pub proxy: SocketAddr,
+    /// The TLS proxy listener, when `--proxy-listen-tls` was given.
+    pub proxy_tls: Option<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
     /// The gossip (UDP) address.
@@ -110,15 +112,16 @@ impl Gateway {
                 sink.lock().expect("log lock").push(line);
             }
         });
-        let (proxy, admin, gossip) = match tokio::time::timeout(Duration::from_secs(20), rx).await {
-            Ok(Ok(addrs)) => addrs,
-            _ => {
-                let status = child.try_wait().ok().flatten();
-                let logs = logs.lock().expect("log lock").join("\n");
-                panic!("the gateway did not start (exit: {status:?}); its log:\n{logs}");
-            }
-        };
-        Gateway { child, proxy, admin, gossip, config_path, logs, _dir: dir }
+        let Listening { proxy, proxy_tls, admin, gossip } =
+            match tokio::time::timeout(Duration::from_secs(20), rx).await {
+                Ok(Ok(addrs)) => addrs,
+                _ => {
+                    let status = child.try_wait().ok().flatten();
+                    let logs = logs.lock().expect("log lock").join("\n");
+                    panic!("the gateway did not start (exit: {status:?}); its log:\n{logs}");
+                }
+            };
+        Gateway { child, proxy, proxy_tls, admin, gossip, config_path, logs, _dir: dir }
     }
 
     /// `http://<proxy><path>`.
@@ -181,12 +184,24 @@ fn log_level() -> String {
     std::env::var("GATEWAY_TEST_LOG_LEVEL").unwrap_or_else(|_| "info,gateway=debug,config_sync=debug".into())
 }
 
-/// The proxy, admin and gossip addresses from the `listening` log line.
-fn listening(line: &str) -> Option<(SocketAddr, SocketAddr, SocketAddr)> {
+/// The addresses a node listens on, as its `listening` log line names them.
+struct Listening {
+    proxy: SocketAddr,
+    proxy_tls: Option<SocketAddr>,
+    admin: SocketAddr,
+    gossip: SocketAddr,
+}
+
+fn listening(line: &str) -> Option<Listening> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     if v["message"] != "listening" {
         return None;
     }
     let addr = |field: &str| v[field].as_str()?.parse().ok();
-    Some((addr("proxy")?, addr("admin")?, addr("gossip")?))
+    Some(Listening {
+        proxy: addr("proxy")?,
+        proxy_tls: addr("proxy_tls"),
+        admin: addr("admin")?,
+        gossip: addr("gossip")?,
+    })
 }

@@ -11,6 +11,7 @@
 //!   three of them forming one Redis Cluster.
 //! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
 //! - [`http`]: a small client and the replies tests assert on.
+//! - [`tls`]: a private CA and the certificates it signs, and a TLS client.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
 pub mod echo;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod otlp;
 mod redis;
 mod tempdir;
+pub mod tls;
 mod upstream;
 
 pub use etcd::{Etcd, Relay};

@@ -10,6 +10,8 @@
 //! <prefix>/consumers/<username>/key-auth/<id>
 //! <prefix>/consumers/<username>/basic-auth/<id>
 //! <prefix>/consumers/<username>/jwt/<id>
+//! <prefix>/certificates/<name>
+//! <prefix>/ca_certificates/<name>
 //! ```
 
 use crate::model::CredentialKind;
@@ -32,6 +34,10 @@ pub enum EntityKey {
     Consumer(String),
     /// `consumers/<username>/<kind>/<id>`: a credential.
     Credential(String, CredentialKind, String),
+    /// `certificates/<name>`.
+    Certificate(String),
+    /// `ca_certificates/<name>`.
+    CaCertificate(String),
 }
 
 impl EntityKey {
@@ -45,6 +51,8 @@ impl EntityKey {
             ["upstreams", upstream, "targets", target] => EntityKey::Target(upstream.to_owned(), target.to_owned()),
             ["plugins", name] => EntityKey::Plugin(name.to_owned()),
             ["consumers", name] => EntityKey::Consumer(name.to_owned()),
+            ["certificates", name] => EntityKey::Certificate(name.to_owned()),
+            ["ca_certificates", name] => EntityKey::CaCertificate(name.to_owned()),
             ["consumers", username, kind, id] if CredentialKind::parse(kind).is_some() => {
                 let kind = CredentialKind::parse(kind).expect("checked by the guard");
                 EntityKey::Credential(username.to_owned(), kind, id.to_owned())
@@ -53,7 +61,8 @@ impl EntityKey {
                 return Err(format!(
                     "{relative:?} is not a config key: expected services/<name>, routes/<name>, \
                      upstreams/<name>, upstreams/<upstream>/targets/<host:port>, plugins/<name>, \
-                     consumers/<username> or consumers/<username>/<key-auth|basic-auth|jwt>/<id>"
+                     consumers/<username>, consumers/<username>/<key-auth|basic-auth|jwt>/<id>, \
+                     certificates/<name> or ca_certificates/<name>"
                 ))
             }
         };
@@ -84,6 +93,8 @@ impl fmt::Display for EntityKey {
             EntityKey::Plugin(n) => write!(f, "plugins/{n}"),
             EntityKey::Consumer(n) => write!(f, "consumers/{n}"),
             EntityKey::Credential(u, kind, id) => write!(f, "consumers/{u}/{kind}/{id}"),
+            EntityKey::Certificate(n) => write!(f, "certificates/{n}"),
+            EntityKey::CaCertificate(n) => write!(f, "ca_certificates/{n}"),
         }
     }
 }

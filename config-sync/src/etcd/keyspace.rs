@@ -10,7 +10,9 @@
 use super::keys::EntityKey;
 use crate::config::Config;
 use crate::config::EntityRef;
-use crate::model::{Consumer, Credential, Password, Plugins, Route, Service, Target, Upstream};
+use crate::model::{
+    CaCertificate, Certificate, Consumer, Credential, Password, Plugins, Route, Service, Target, Upstream,
+};
 use crate::snapshot::{ConfigError, Snapshot};
 use crate::validate::{from_value, Errors};
 use serde_json::Value;
@@ -36,6 +38,10 @@ pub enum Entity {
     Consumer(Consumer),
     /// A consumer's credential.
     Credential(Credential),
+    /// A TLS certificate.
+    Certificate(Certificate),
+    /// A CA certificate.
+    CaCertificate(CaCertificate),
 }
 
 /// Every config key under a prefix: the good values, and the errors of the bad ones.
@@ -176,6 +182,12 @@ impl KeySpace {
                 (EntityKey::Credential(username, ..), Entity::Credential(c)) => {
                     config.credentials.entry(username.clone()).or_default().insert(c.clone());
                 }
+                (EntityKey::Certificate(name), Entity::Certificate(c)) => {
+                    config.certificates.insert(name.clone(), c.clone());
+                }
+                (EntityKey::CaCertificate(name), Entity::CaCertificate(c)) => {
+                    config.ca_certificates.insert(name.clone(), c.clone());
+                }
                 _ => unreachable!("parse_entity pairs each key kind with its entity kind"),
             }
         }
@@ -193,6 +205,9 @@ impl KeySpace {
         let written_at = |entity: &EntityRef| self.revision_of(&entity.path()).unwrap_or(u64::MAX);
         for (entity, error) in config.duplicate_credentials(written_at) {
             config.remove(&entity);
+            errors.push(ConfigError { key: error.path, revision: None, message: error.message });
+        }
+        for error in config.conflicting_certificates() {
             errors.push(ConfigError { key: error.path, revision: None, message: error.message });
         }
         let mut snapshot = Snapshot::new(config, revision, errors);
@@ -297,6 +312,17 @@ fn parse(relative: &str, value: &[u8], plain_passwords: bool) -> Result<(EntityK
                 }
             }
             Entity::Credential(c)
+        }
+        EntityKey::Certificate(name) => {
+            let c: Certificate = from_value(with_name(json, "name", name, &path)?, &path).map_err(|e| e.to_string())?;
+            c.validate(&path, &mut errors);
+            Entity::Certificate(c)
+        }
+        EntityKey::CaCertificate(name) => {
+            let c: CaCertificate =
+                from_value(with_name(json, "name", name, &path)?, &path).map_err(|e| e.to_string())?;
+            c.validate(&path, &mut errors);
+            Entity::CaCertificate(c)
         }
     };
     if errors.is_empty() {
@@ -485,6 +511,29 @@ plugins:
         assert_eq!(alice.key_auth["k1"].id, "k1", "the id comes from the key");
         assert!(alice.basic_auth["al"].password.verify(b"pw"));
         assert_eq!(snap.config.consumers["alice"].groups, ["g"]);
+    }
+
+    #[test]
+    fn a_certificate_that_claims_a_taken_name_is_listed_under_its_key() {
+        let cert = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+            serde_json::json!({ "cert": cert.pem(), "key": key.serialize_pem(), "snis": ["x.example", name] })
+                .to_string()
+        };
+        let (a, b) = (cert("a.example"), cert("b.example"));
+        let snap =
+            space(&[("certificates/b", &b), ("certificates/a", &a), ("certificates/c", r#"{"cert":"","key":""}"#)])
+                .snapshot(9);
+        let errors: Vec<(&str, &str)> = snap.errors.iter().map(|e| (e.key.as_str(), e.message.as_str())).collect();
+        assert_eq!(
+            errors,
+            [
+                ("/g/certificates/c", "certificates/c.cert: holds no PEM certificate (not served)"),
+                ("/g/certificates/b", "snis[0]: \"x.example\" is already served by certificates/a"),
+            ]
+        );
+        assert_eq!(snap.config.certificates.len(), 2, "b still serves b.example");
     }
 
     #[test]

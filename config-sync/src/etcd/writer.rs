@@ -318,6 +318,12 @@ pub fn desired_keys(config: &Config) -> BTreeMap<String, Value> {
             keys.insert(key.path(), credential.to_json(true));
         }
     }
+    for (name, certificate) in &config.certificates {
+        keys.insert(EntityKey::Certificate(name.clone()).path(), to_value(certificate));
+    }
+    for (name, ca) in &config.ca_certificates {
+        keys.insert(EntityKey::CaCertificate(name.clone()).path(), to_value(ca));
+    }
     keys
 }
 

@@ -5,6 +5,7 @@
 //! `validate` on each entity checks what serde cannot (ranges, formats, cross-field rules) and
 //! pushes every problem it finds, with its path, instead of stopping at the first.
 
+mod certificate;
 mod consumer;
 mod healthchecks;
 mod plugins;
@@ -13,6 +14,7 @@ mod service;
 pub(crate) mod units;
 mod upstream;
 
+pub use certificate::{CaCertificate, Certificate, Loaded as LoadedCertificate};
 pub use consumer::{
     BasicAuthCredential, Consumer, Credential, CredentialKind, Credentials, JwtAlgorithm, JwtSecret, KeyAuthCredential,
     Password, MAX_KEY_LEN, REDACTED,
@@ -25,7 +27,7 @@ pub use plugins::{
     Acl, BasicAuth, CacheStrategy, Claim, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy,
     RateLimitWindow, RateLimiting,
 };
-pub use route::Route;
+pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};
 pub use upstream::{Algorithm, HashOn, Target, Upstream};
 

@@ -37,14 +37,44 @@ pub struct Route {
     /// Among regex routes that match, the higher priority wins. Default 0.
     #[serde(default)]
     pub priority: i32,
+    /// The schemes the route serves. Default both.
+    #[serde(default = "Protocol::both")]
+    pub protocols: Vec<Protocol>,
+    /// What a plain-HTTP request gets when `protocols` leaves out `http` but names `https`: 426,
+    /// or a redirect to the same URL over HTTPS (301, 302, 307, 308). Default 426.
+    #[serde(default = "upgrade_required")]
+    pub https_redirect_status_code: u16,
     /// Plugins for this route; they win over the service's and the global ones.
     #[serde(default, skip_serializing_if = "Plugins::is_empty")]
     pub plugins: Plugins,
 }
 
+/// A scheme a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Plain HTTP (the proxy listener).
+    Http,
+    /// HTTP over TLS (the TLS proxy listener).
+    Https,
+}
+
+impl Protocol {
+    fn both() -> Vec<Protocol> {
+        vec![Protocol::Http, Protocol::Https]
+    }
+}
+
 fn yes() -> bool {
     true
 }
+
+fn upgrade_required() -> u16 {
+    426
+}
+
+/// What `https_redirect_status_code` may be.
+const HTTPS_REDIRECT_CODES: [u16; 5] = [426, 301, 302, 307, 308];
 
 /// The longest regex accepted in `paths`, in bytes of its compiled program, so that one route
 /// cannot make the router's regex set huge.
@@ -93,6 +123,12 @@ impl Route {
                 errors.push(at, "needs at least one value");
             }
         }
+        if self.protocols.is_empty() {
+            errors.push(format!("{path}.protocols"), "needs http, https or both");
+        }
+        if !HTTPS_REDIRECT_CODES.contains(&self.https_redirect_status_code) {
+            errors.push(format!("{path}.https_redirect_status_code"), "must be 426, 301, 302, 307 or 308");
+        }
         self.plugins.validate(&format!("{path}.plugins"), errors);
     }
 }
@@ -121,13 +157,16 @@ mod tests {
         assert!(r.strip_path);
         assert!(!r.preserve_host);
         assert_eq!(r.priority, 0);
+        assert_eq!(r.protocols, [Protocol::Http, Protocol::Https]);
+        assert_eq!(r.https_redirect_status_code, 426);
     }
 
     #[test]
     fn every_bad_field_is_reported_with_its_path() {
         let r = route(
             r#"{"name":"orders","service":"s","paths":["/ok","~(unclosed","nope"],
-                "hosts":["*.ok.com","a.*.com"],"methods":["get"],"headers":{"x y":["1"],"x-v":[]}}"#,
+                "hosts":["*.ok.com","a.*.com"],"methods":["get"],"headers":{"x y":["1"],"x-v":[]},
+                "protocols":[],"https_redirect_status_code":303}"#,
         );
         let mut errors = Errors::default();
         r.validate("routes/orders", &mut errors);
@@ -138,7 +177,9 @@ mod tests {
         assert!(got[3].starts_with("routes/orders.methods[0]:"), "{got:?}");
         assert!(got[4].starts_with("routes/orders.headers.x y:"), "{got:?}");
         assert!(got[5].starts_with("routes/orders.headers.x-v:"), "{got:?}");
-        assert_eq!(got.len(), 6);
+        assert!(got[6].starts_with("routes/orders.protocols:"), "{got:?}");
+        assert!(got[7].starts_with("routes/orders.https_redirect_status_code:"), "{got:?}");
+        assert_eq!(got.len(), 8);
     }
 
     #[test]

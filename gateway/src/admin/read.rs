@@ -8,7 +8,7 @@ use crate::runtime::{Runtime, UpstreamState};
 use crate::settings::ConfigSource;
 use cluster::MemberState;
 use config_sync::etcd::Connection;
-use config_sync::model::{Credential, CredentialKind};
+use config_sync::model::{Certificate, Credential, CredentialKind};
 use http::{Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -55,6 +55,14 @@ impl Admin {
                     None => Err(format!("{kind} credential {id:?} of consumer {name:?} not found")),
                 }
             }
+            ["certificates"] => {
+                Ok(json!({ "data": config.certificates.values().map(certificate).collect::<Vec<_>>() }))
+            }
+            ["certificates", name] => {
+                config.certificates.get(*name).map(certificate).ok_or_else(|| format!("certificate {name:?} not found"))
+            }
+            ["ca_certificates"] => Ok(list(config.ca_certificates.values())),
+            ["ca_certificates", name] => one(config.ca_certificates.get(*name), "CA certificate", name),
             ["upstreams", name, "targets", t] => match config.targets.get(*name).and_then(|targets| targets.get(*t)) {
                 Some(found) => Ok(target(name, found)),
                 None => Err(format!("target {t:?} of upstream {name:?} not found")),
@@ -187,6 +195,18 @@ fn target(upstream: &str, target: &config_sync::model::Target) -> Value {
 fn credential(consumer: &str, credential: &Credential) -> Value {
     let mut value = credential.to_json(false);
     value["consumer"] = Value::String(consumer.to_owned());
+    value
+}
+
+/// A certificate as reads show it: without its private key, with when it expires.
+fn certificate(certificate: &Certificate) -> Value {
+    let mut value = serde_json::to_value(certificate).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.remove("key");
+        if let Ok(loaded) = certificate.load() {
+            fields.insert("expires_at".into(), Value::String(rfc3339(loaded.not_after)));
+        }
+    }
     value
 }
 

@@ -43,6 +43,8 @@ pub fn entity_key(segments: &[&str]) -> Option<EntityKey> {
         ["upstreams", name] => EntityKey::Upstream(name.to_owned()),
         ["upstreams", upstream, "targets", target] => EntityKey::Target(upstream.to_owned(), target.to_owned()),
         ["consumers", username] => EntityKey::Consumer(username.to_owned()),
+        ["certificates", name] => EntityKey::Certificate(name.to_owned()),
+        ["ca_certificates", name] => EntityKey::CaCertificate(name.to_owned()),
         ["consumers", username, kind, id] => {
             EntityKey::Credential(username.to_owned(), CredentialKind::parse(kind)?, id.to_owned())
         }
@@ -72,10 +74,19 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Entity::Upstream(upstream) => (to_json(upstream), None),
         Entity::Plugin(plugins) => (to_json(plugins), None),
         Entity::Consumer(consumer) => (to_json(consumer), None),
+        Entity::Certificate(certificate) => (to_json(certificate), None),
+        Entity::CaCertificate(ca) => (to_json(ca), None),
         Entity::Credential(_) => unreachable!("written by put_credential"),
     };
     match cx.link.writer.put(key, &value, requires.as_ref()).await {
-        Ok(Some(revision)) => answer(cx, revision, json!({ "revision": revision, "data": value })).await,
+        Ok(Some(revision)) => {
+            let mut shown = value;
+            if let (EntityKey::Certificate(_), Value::Object(fields)) = (key, &mut shown) {
+                // A private key goes in, never out.
+                fields.remove("key");
+            }
+            answer(cx, revision, json!({ "revision": revision, "data": shown })).await
+        }
         Ok(None) => {
             let missing = requires.map(|k| k.path()).unwrap_or_default();
             let field = match key {

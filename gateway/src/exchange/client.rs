@@ -11,6 +11,8 @@ pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The port the client connected to.
     pub local_port: u16,
+    /// Whether the connection is TLS (the `proxy_listen_tls` listener).
+    pub https: bool,
     /// The client's IP as text (an IPv4-mapped IPv6 address as IPv4).
     ip: HeaderValue,
     /// `local_port` as text.
@@ -24,13 +26,18 @@ impl ClientInfo {
     /// A client at `peer` that connected to `local_port`.
     pub fn new(peer: SocketAddr, local_port: u16) -> ClientInfo {
         let ip = HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a valid header");
-        ClientInfo { peer, local_port, ip, port: HeaderValue::from(local_port), proxied_by: None }
+        ClientInfo { peer, local_port, https: false, ip, port: HeaderValue::from(local_port), proxied_by: None }
+    }
+
+    /// This client, on a TLS connection.
+    pub fn over_tls(self) -> ClientInfo {
+        ClientInfo { https: true, ..self }
     }
 
     /// The client at `real` that this connection's trusted peer named (`crate::client_address`).
     pub fn behind_proxy(&self, real: SocketAddr) -> ClientInfo {
         let client = ClientInfo::new(real, self.local_port);
-        ClientInfo { proxied_by: Some(self.ip.clone()), port: self.port.clone(), ..client }
+        ClientInfo { proxied_by: Some(self.ip.clone()), port: self.port.clone(), https: self.https, ..client }
     }
 
     /// The client's IP as text.
@@ -47,6 +54,11 @@ impl ClientInfo {
     /// header value.
     pub fn connected_value(&self) -> &HeaderValue {
         self.proxied_by.as_ref().unwrap_or(&self.ip)
+    }
+
+    /// The scheme the client used, as a header value (`X-Forwarded-Proto`).
+    pub fn scheme_value(&self) -> HeaderValue {
+        HeaderValue::from_static(if self.https { "https" } else { "http" })
     }
 
     /// The port the client connected to, as a header value (`X-Forwarded-Port`).

@@ -87,7 +87,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientInfo, original_host
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_REAL_IP.clone(), client.ip_value().clone());
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), client.scheme_value());
     match original_host.map(without_port).and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(v) => headers.insert(X_FORWARDED_HOST.clone(), v),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -140,7 +140,7 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// `host` without a `:port` (IPv6 literals keep their brackets).
-fn without_port(host: &str) -> &str {
+pub(crate) fn without_port(host: &str) -> &str {
     match host.rfind(':') {
         Some(i) if !host[i..].contains(']') => &host[..i],
         _ => host,

@@ -26,7 +26,8 @@ use crate::exchange::{number_header, BoxBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
-use http::{header, HeaderName, HeaderValue, Request, Response, Uri};
+use config_sync::model::{Protocol, Route};
+use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -130,6 +131,11 @@ impl Proxy {
         let entry = &runtime.routes[found.route];
         let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
         served.route = Some(metrics.clone());
+        if let Some(answer) = other_scheme(&entry.route, client, host.as_deref(), uri)? {
+            let mut answer = answer.map(ProxyBody::full);
+            headers::append_via(answer.headers_mut(), &self.via);
+            return Ok(answer);
+        }
 
         let names = (&*entry.route.name, &*entry.route.service);
         let mut ctx = Ctx::new(&mut parts, client, names, (host.as_deref(), &path), metrics);
@@ -203,6 +209,44 @@ impl Proxy {
         headers::append_via(&mut head.headers, &self.via);
         Response::from_parts(head, body)
     }
+}
+
+/// The answer to a plain-HTTP request for a route that serves only HTTPS (426, or a redirect to
+/// the same URL over HTTPS, as Kong); `NoRoute` for an HTTPS request to a route that serves only
+/// plain HTTP; None when the route serves the request's scheme.
+fn other_scheme(
+    route: &Route,
+    client: &ClientInfo,
+    host: Option<&str>,
+    uri: &Uri,
+) -> Result<Option<Response<bytes::Bytes>>, ProxyError> {
+    let wanted = if client.https { Protocol::Https } else { Protocol::Http };
+    if route.protocols.contains(&wanted) {
+        return Ok(None);
+    }
+    if client.https || !route.protocols.contains(&Protocol::Https) {
+        return Err(ProxyError::NoRoute);
+    }
+    let host = host.map(headers::without_port).filter(|h| !h.is_empty());
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // Without a host to send the client to, the answer is 426 whatever the route says.
+    let location = host.and_then(|host| HeaderValue::try_from(format!("https://{host}{target}")).ok());
+    let status = match (StatusCode::from_u16(route.https_redirect_status_code), &location) {
+        (Ok(status), Some(_)) if status.is_redirection() => status,
+        _ => StatusCode::UPGRADE_REQUIRED,
+    };
+    let mut response = crate::exchange::json_error(status, "Please use HTTPS protocol");
+    let h = response.headers_mut();
+    match location {
+        Some(location) if status.is_redirection() => {
+            h.insert(header::LOCATION, location);
+        }
+        _ => {
+            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+        }
+    }
+    Ok(Some(response))
 }
 
 /// The answer to a request a plugin refused.

@@ -17,7 +17,7 @@ mod proxy_protocol;
 mod read_ahead;
 mod send_timeout;
 
-use crate::client_address::Addressing;
+use crate::client_address::{Addressing, RealIp};
 use crate::exchange::{BoxError, ClientInfo};
 use crate::proxy::ProxyBody;
 use http::{Request, Response};
@@ -26,12 +26,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 /// Limits applied to every connection of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -58,12 +63,14 @@ pub async fn serve<H, F>(
     handler: H,
     limits: Limits,
     addressing: Addressing,
+    tls: Option<Arc<ServerConfig>>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>, Arc<ClientInfo>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let tls = tls.map(TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -103,10 +110,10 @@ pub async fn serve<H, F>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
         let addressing = addressing.clone();
+        let tls = tls.clone();
+        let connection = Connection { handler, builder, watcher, limits, real_ip: None };
         tokio::spawn(async move {
             let _slot = slot;
             let mut stream = read_ahead::ReadAhead::new(stream);
@@ -118,26 +125,17 @@ pub async fn serve<H, F>(
             } else {
                 peer
             };
-            let client = Arc::new(ClientInfo::new(peer, local_port));
             // Resolved per request only for a trusted peer; everyone else's requests share this.
-            let real_ip = addressing.real_ip.filter(|r| r.trusts(peer.ip()));
-            // hyper's header timeout starts once the protocol is known; a client that says
-            // nothing, or only part of the HTTP/2 preface, is dropped here.
-            if !stream.read_until_protocol_known(limits.header_read_timeout).await {
-                return;
-            }
-            let service = service_fn(move |request: Request<Incoming>| {
-                let client = match &real_ip {
-                    None => client.clone(),
-                    Some(real_ip) => real_ip.client(&client, request.headers()),
-                };
-                let response = handler(request, client);
-                async move { Ok::<_, Infallible>(response.await) }
-            });
-            let stream = send_timeout::SendTimeout::new(stream, limits.client_send_timeout);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                log_connection_error(e, peer);
+            let connection = Connection { real_ip: addressing.real_ip.filter(|r| r.trusts(peer.ip())), ..connection };
+            let client = ClientInfo::new(peer, local_port);
+            match tls {
+                None => connection.serve(stream, client, peer).await,
+                Some(acceptor) => {
+                    let Some(stream) = handshake(&acceptor, stream, peer, limits.header_read_timeout).await else {
+                        return;
+                    };
+                    connection.serve(read_ahead::ReadAhead::new(stream), client.over_tls(), peer).await;
+                }
             }
         });
     }
@@ -148,7 +146,88 @@ pub async fn serve<H, F>(
     }
 }
 
-fn log_connection_error(error: BoxError, peer: std::net::SocketAddr) {
+/// One connection's share of what the listener serves with.
+struct Connection<H> {
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: Limits,
+    /// Set when the peer is a trusted proxy whose headers may name the client.
+    real_ip: Option<Arc<RealIp>>,
+}
+
+impl<H, F> Connection<H>
+where
+    H: Fn(Request<Incoming>, Arc<ClientInfo>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    /// Serves HTTP/1.1 or HTTP/2 on `stream` until it ends (or shutdown cuts it).
+    async fn serve<S>(self, mut stream: read_ahead::ReadAhead<S>, client: ClientInfo, peer: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // hyper's header timeout starts once the protocol is known; a client that says
+        // nothing, or only part of the HTTP/2 preface, is dropped here.
+        if !stream.read_until_protocol_known(self.limits.header_read_timeout).await {
+            return;
+        }
+        let (client, real_ip, handler) = (Arc::new(client), self.real_ip, self.handler);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let client = match &real_ip {
+                None => client.clone(),
+                Some(real_ip) => real_ip.client(&client, request.headers()),
+            };
+            let response = handler(request, client);
+            async move { Ok::<_, Infallible>(response.await) }
+        });
+        let stream = send_timeout::SendTimeout::new(stream, self.limits.client_send_timeout);
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(e) = self.watcher.watch(connection.into_owned()).await {
+            log_connection_error(e, peer);
+        }
+    }
+}
+
+/// What a client that speaks plain HTTP to the TLS listener is told, as nginx does.
+const PLAIN_HTTP_ON_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
+Content-Length: 59\r\nConnection: close\r\n\r\n{\"message\":\"The plain HTTP request was sent to HTTPS port\"}";
+
+/// The TLS handshake on `stream`, within `timeout`. None (and the connection closed) when it
+/// fails, stalls, or the client speaks plain HTTP, which gets a 400 first.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    mut stream: read_ahead::ReadAhead,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<read_ahead::ReadAhead>> {
+    let handshake = async {
+        // A TLS connection starts with a handshake record (content type 22).
+        if stream.unread().is_empty() && stream.read_more(1).await.ok()? == 0 {
+            return None;
+        }
+        if stream.unread()[0] != 22 {
+            tracing::debug!(%peer, "plain HTTP on the TLS listener");
+            let _ = stream.write_all(PLAIN_HTTP_ON_TLS).await;
+            return None;
+        }
+        match acceptor.accept(stream).await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(stream) => stream,
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn log_connection_error(error: BoxError, peer: SocketAddr) {
     // hyper's errors say what failed, and their sources why: "error writing a body to
     // connection: the client took nothing for 60s".
     let mut text = error.to_string();
