@@ -4,10 +4,12 @@
 
 use crate::plugins::identity::ConsumerEntry;
 use crate::plugins::pipeline::Chain;
+use base64::Engine as _;
 use config_sync::model::{JwtAlgorithm, Password, Plugins};
 use config_sync::Config;
 use http::HeaderValue;
 use jsonwebtoken::DecodingKey;
+use ring::hmac;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,10 +45,33 @@ pub(crate) struct JwtEntry {
     pub(crate) consumer: Arc<KnownConsumer>,
     pub(crate) id: CredentialId,
     pub(crate) algorithm: jsonwebtoken::Algorithm,
-    /// The HS secret, as configured (the plugin may decode it from base64).
-    pub(crate) secret: Option<Vec<u8>>,
+    /// The HS secret's HMAC keys, made once.
+    pub(crate) hmac: Option<HmacKeys>,
     /// The RS or ES public key.
     pub(crate) public_key: Option<DecodingKey>,
+}
+
+/// An HS secret as HMAC keys: as configured, and decoded from base64 (for a plugin with
+/// `secret_is_base64`; none when it is not base64).
+pub(crate) struct HmacKeys {
+    pub(crate) plain: hmac::Key,
+    pub(crate) base64: Option<hmac::Key>,
+}
+
+impl HmacKeys {
+    fn new(algorithm: JwtAlgorithm, secret: &str) -> Option<HmacKeys> {
+        let algorithm = match algorithm {
+            JwtAlgorithm::HS256 => hmac::HMAC_SHA256,
+            JwtAlgorithm::HS384 => hmac::HMAC_SHA384,
+            JwtAlgorithm::HS512 => hmac::HMAC_SHA512,
+            JwtAlgorithm::RS256 | JwtAlgorithm::ES256 => return None,
+        };
+        let decoded = base64::engine::general_purpose::STANDARD.decode(secret).ok();
+        Some(HmacKeys {
+            plain: hmac::Key::new(algorithm, secret.as_bytes()),
+            base64: decoded.map(|d| hmac::Key::new(algorithm, &d)),
+        })
+    }
 }
 
 /// The index.
@@ -108,7 +133,7 @@ impl Consumers {
                     consumer: consumer.clone(),
                     id: CredentialId::new(id),
                     algorithm,
-                    secret: credential.secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                    hmac: credential.secret.as_deref().and_then(|s| HmacKeys::new(credential.algorithm, s)),
                     public_key,
                 };
                 index.jwt.insert(credential.key.clone(), Arc::new(entry));
