@@ -39,6 +39,8 @@ pub struct Config {
 /// An entity a reference check can find at fault.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EntityRef {
+    /// A service.
+    Service(String),
     /// A route.
     Route(String),
     /// A target of an upstream.
@@ -51,6 +53,7 @@ impl EntityRef {
     /// The entity's path, as errors name it: `routes/r`, `consumers/u/key-auth/k`.
     pub fn path(&self) -> String {
         match self {
+            EntityRef::Service(name) => format!("services/{name}"),
             EntityRef::Route(name) => format!("routes/{name}"),
             EntityRef::Target(upstream, name) => format!("upstreams/{upstream}/targets/{name}"),
             EntityRef::Credential(username, kind, id) => format!("consumers/{username}/{kind}/{id}"),
@@ -125,10 +128,28 @@ impl Config {
     }
 
     /// The entities that refer to something missing: a route to an unknown service, targets of
-    /// an unknown upstream. A service whose url host is not an upstream is not at fault: that
-    /// host is a literal address.
+    /// an unknown upstream, a service to an unknown CA or client certificate. A service whose url
+    /// host is not an upstream is not at fault: that host is a literal address.
     pub fn dangling(&self) -> Vec<(EntityRef, FieldError)> {
         let mut found = Vec::new();
+        for (name, service) in &self.services {
+            let unknown_cas =
+                service.ca_certificates.iter().enumerate().filter(|(_, ca)| !self.ca_certificates.contains_key(*ca));
+            for (i, ca) in unknown_cas {
+                let error = FieldError {
+                    path: format!("services/{name}.ca_certificates[{i}]"),
+                    message: format!("unknown CA certificate {ca:?}"),
+                };
+                found.push((EntityRef::Service(name.clone()), error));
+            }
+            if let Some(cert) = service.client_certificate.as_ref().filter(|c| !self.certificates.contains_key(*c)) {
+                let error = FieldError {
+                    path: format!("services/{name}.client_certificate"),
+                    message: format!("unknown certificate {cert:?}"),
+                };
+                found.push((EntityRef::Service(name.clone()), error));
+            }
+        }
         for (name, route) in &self.routes {
             if !route.service.is_empty() && !self.services.contains_key(&route.service) {
                 let error = FieldError {
@@ -203,6 +224,9 @@ impl Config {
     /// Removes the entities `dangling` names, so what is left can be served.
     pub fn remove(&mut self, entity: &EntityRef) {
         match entity {
+            EntityRef::Service(name) => {
+                self.services.remove(name);
+            }
             EntityRef::Route(name) => {
                 self.routes.remove(name);
             }

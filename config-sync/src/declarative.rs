@@ -77,6 +77,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     // A route nested under a service that did not parse is not also "dangling": its service's
     // own error already says what is wrong.
     let dangling = config.dangling().into_iter().filter(|(entity, _)| match entity {
+        EntityRef::Service(_) => true,
         EntityRef::Route(name) => !broken.contains(&config.routes[name].service),
         EntityRef::Target(..) => true,
         EntityRef::Credential(username, ..) => !broken_consumers.contains(username),

@@ -1,6 +1,6 @@
 //! Immutable, versioned snapshots of the config a node serves.
 
-use crate::config::Config;
+use crate::config::{Config, EntityRef};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -35,21 +35,29 @@ impl Snapshot {
     /// Builds a snapshot: entities that refer to missing ones are taken out and listed in
     /// `errors` beside the `errors` given (those of values that did not parse or validate).
     pub fn new(mut config: Config, version: u64, mut errors: Vec<ConfigError>) -> Snapshot {
-        for (entity, error) in config.dangling() {
-            config.remove(&entity);
-            errors.push(ConfigError { key: error.path, revision: None, message: error.message });
+        // Until nothing dangles: the routes of a service left out dangle in turn.
+        loop {
+            let dangling = config.dangling();
+            if dangling.is_empty() {
+                break;
+            }
+            for (entity, error) in dangling {
+                config.remove(&entity);
+                errors.push(ConfigError { key: error.path, revision: None, message: error.message });
+            }
         }
         let hash = hash(&config);
         Snapshot { version, hash, config, errors }
     }
 
-    /// This snapshot less one route, with why listed: for a route that validated but cannot be
-    /// served (the router would not compile it).
-    pub fn without_route(&self, name: &str, message: String) -> Snapshot {
+    /// This snapshot less one route or service (and the routes of that service), with why
+    /// listed: for what validated but cannot be served (a route the router would not compile, a
+    /// service whose TLS settings do not load).
+    pub fn without(&self, entity: &EntityRef, message: String) -> Snapshot {
         let mut config = self.config.clone();
-        config.routes.remove(name);
+        config.remove(entity);
         let mut errors = self.errors.clone();
-        errors.push(ConfigError { key: format!("routes/{name}"), revision: None, message });
+        errors.push(ConfigError { key: entity.path(), revision: None, message });
         Snapshot::new(config, self.version, errors)
     }
 
@@ -106,6 +114,20 @@ mod tests {
         assert_eq!(snap.errors.len(), 1);
         assert_eq!(snap.errors[0].key, "routes/lost.service");
         assert!(snap.errors[0].message.contains("unknown service"));
+    }
+
+    #[test]
+    fn a_service_naming_an_unknown_ca_is_left_out_with_its_routes() {
+        let mut config = Config::default();
+        let mut s = service("s");
+        s.url = "https://x".into();
+        s.ca_certificates = vec!["nope".into()];
+        config.services.insert("s".into(), s);
+        config.routes.insert("r".into(), route("r", "s"));
+        let snap = Snapshot::new(config, 1, vec![]);
+        assert!(snap.config.services.is_empty() && snap.config.routes.is_empty());
+        let keys: Vec<&str> = snap.errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["services/s.ca_certificates[0]", "routes/r.service"]);
     }
 
     #[test]

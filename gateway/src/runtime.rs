@@ -13,10 +13,10 @@ use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
 use crate::router::{RouteSpec, Router};
 use crate::telemetry::{Name, RouteMetrics};
-use crate::tls::Certificates;
+use crate::tls::{Certificates, UpstreamTls};
 use arc_swap::ArcSwap;
 use config_sync::model::{Route, Service, Upstream};
-use config_sync::Snapshot;
+use config_sync::{EntityRef, Snapshot};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -62,6 +62,8 @@ pub struct ServiceEntry {
     pub destination: Destination,
     /// The url's path, prepended to upstream request paths (no trailing `/`).
     pub path: String,
+    /// How its connections speak TLS (`https://` services).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Where a service's requests go.
@@ -163,6 +165,15 @@ pub enum CompileError {
     /// The route table did not compile.
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
+    /// One service does not compile (its TLS settings do not load); the rest of the config can
+    /// be served without it and its routes.
+    #[error("services/{name}: {message}")]
+    Service {
+        /// The service.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A service's url is invalid.
     #[error("services/{service}.url: {message}")]
     ServiceUrl {
@@ -219,10 +230,17 @@ impl Runtime {
                 Some(state) if url.port.is_none() => Destination::Upstream(state.clone()),
                 _ => {
                     let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-                    Destination::Address(TargetEntry::new(&format!("{host}:{}", url.port.unwrap_or(80)), 1))
+                    Destination::Address(TargetEntry::new(&format!("{host}:{}", url.port_or_default()), 1))
                 }
             };
-            let entry = ServiceEntry { service: service.clone(), destination, path: url.path };
+            let tls = match url.tls {
+                false => None,
+                true => Some(Arc::new(
+                    UpstreamTls::new(service, config)
+                        .map_err(|message| CompileError::Service { name: name.clone(), message })?,
+                )),
+            };
+            let entry = ServiceEntry { service: service.clone(), destination, path: url.path, tls };
             services.insert(name.clone(), Arc::new(entry));
         }
 
@@ -266,6 +284,30 @@ impl Runtime {
     }
 }
 
+/// Compiles `snapshot`; a route or service that does not compile is left out and listed, rather
+/// than freezing the config.
+fn build_leaving_out(
+    mut snapshot: Arc<Snapshot>,
+    previous: Option<&Runtime>,
+    health: &Registry,
+    plugins: &Arc<Shared>,
+) -> Result<Runtime, CompileError> {
+    loop {
+        match Runtime::build(snapshot.clone(), previous, health, plugins) {
+            Ok(runtime) => return Ok(runtime),
+            Err(CompileError::Route { name, message }) => {
+                tracing::warn!(route = %name, %message, "route left out: it does not compile");
+                snapshot = Arc::new(snapshot.without(&EntityRef::Route(name), message));
+            }
+            Err(CompileError::Service { name, message }) => {
+                tracing::warn!(service = %name, %message, "service left out: it does not compile");
+                snapshot = Arc::new(snapshot.without(&EntityRef::Service(name), message));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The upstreams of `runtime`, for the health registry.
 fn watched(runtime: &Runtime) -> impl Iterator<Item = Watched<'_>> {
     runtime.upstreams.iter().map(|(name, upstream)| Watched {
@@ -293,7 +335,7 @@ impl Live {
     pub fn new(snapshot: Arc<Snapshot>, plugins: Arc<Shared>) -> Result<Live, CompileError> {
         let health = Arc::new(Registry::new());
         let version = snapshot.version;
-        let runtime = Runtime::build(snapshot, None, &health, &plugins)?;
+        let runtime = build_leaving_out(snapshot, None, &health, &plugins)?;
         let certificates = Arc::new(Certificates::default());
         certificates.update(&runtime.snapshot.config);
         let runtime = ArcSwap::from_pointee(runtime);
@@ -333,20 +375,10 @@ impl Live {
 
     /// Compiles `snapshot` against the current runtime and swaps it in, then brings the probes
     /// in line. On error the current runtime stays.
-    pub fn apply(&self, mut snapshot: Arc<Snapshot>) -> Result<Arc<Runtime>, CompileError> {
+    pub fn apply(&self, snapshot: Arc<Snapshot>) -> Result<Arc<Runtime>, CompileError> {
         let current = self.runtime.load();
         let version = snapshot.version;
-        // A route that does not compile is left out and listed, rather than freezing the config.
-        let next = loop {
-            match Runtime::build(snapshot.clone(), Some(&current), &self.health, &self.plugins) {
-                Ok(runtime) => break Arc::new(runtime),
-                Err(CompileError::Route { name, message }) => {
-                    tracing::warn!(route = %name, %message, "route left out: it does not compile");
-                    snapshot = Arc::new(snapshot.without_route(&name, message));
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let next = Arc::new(build_leaving_out(snapshot, Some(&current), &self.health, &self.plugins)?);
         self.runtime.store(next.clone());
         self.certificates.update(&next.snapshot.config);
         self.health.sync(watched(&next));

@@ -65,13 +65,44 @@ impl std::error::Error for Dropped {}
 
 /// Serves echo on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoStats>) {
+    serve_with(listener, config, stats, None).await;
+}
+
+/// Serves echo on `listener`, over TLS with `tls`, until the task is dropped. A connection
+/// whose handshake fails counts as a connection and is closed.
+pub async fn serve_with(
+    listener: TcpListener,
+    config: EchoConfig,
+    stats: Arc<EchoStats>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let config = Arc::new(config);
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let config = config.clone();
         let stats = stats.clone();
-        tokio::spawn(async move {
+        match tls.clone() {
+            None => {
+                tokio::spawn(serve_connection(stream, config, stats));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(stream, config, stats).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, config: Arc<EchoConfig>, stats: Arc<EchoStats>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    {
+        {
             let service = service_fn(move |req| {
                 let config = config.clone();
                 let stats = stats.clone();
@@ -85,7 +116,7 @@ pub async fn serve(listener: TcpListener, config: EchoConfig, stats: Arc<EchoSta
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
-        });
+        }
     }
 }
 

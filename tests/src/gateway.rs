@@ -1,5 +1,6 @@
 //! A `gateway run` process for a test.
 
+use crate::http::{HttpClient, Reply};
 use crate::tempdir::TempDir;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,18 @@ impl Gateway {
     /// `http://<admin><path>`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
+    }
+
+    /// `GET /status` of the admin API.
+    pub async fn status(&self) -> serde_json::Value {
+        HttpClient::new().get(&self.admin_url("/status")).await.json()
+    }
+
+    /// `PUT <path>?wait=1` of the admin API with `body`: the reply once this node applied the
+    /// write (or refused it).
+    pub async fn admin_put(&self, path: &str, body: &serde_json::Value) -> Reply {
+        let url = self.admin_url(&format!("{path}?wait=1"));
+        HttpClient::new().call(http::Method::PUT, &url, body.to_string()).await
     }
 
     /// The process id.

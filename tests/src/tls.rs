@@ -8,8 +8,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -65,6 +66,30 @@ impl Ca {
         let key = KeyPair::generate().expect("a P-256 key");
         let cert = params.signed_by(&key, &self.issuer).expect("a leaf signed by the CA");
         Leaf { chain: cert.pem(), key: key.serialize_pem(), der: cert.der().clone() }
+    }
+
+    /// A server config presenting `leaf`; with `clients`, it demands a client certificate that
+    /// CA issued.
+    pub fn server_config(leaf: &Leaf, clients: Option<&Ca>) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3");
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("the CA's PEM")).expect("a CA");
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .expect("a client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(leaf.chain.as_bytes()).collect::<Result<_, _>>().expect("the chain's PEM");
+        let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("the key's PEM");
+        Arc::new(builder.with_single_cert(chain, key).expect("a certificate and its key"))
     }
 
     /// A client config that trusts this CA only, offering `alpn`.

@@ -1,6 +1,6 @@
 //! Echo upstreams on free ports, served from the test's own process.
 
-use crate::echo::{serve, EchoConfig, EchoStats};
+use crate::echo::{serve, serve_with, EchoConfig, EchoStats};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,6 +33,18 @@ impl Upstream {
         let stats = Arc::new(EchoStats::default());
         let config = EchoConfig { name: name.to_owned(), delay };
         let task = tokio::spawn(serve(listener, config, stats.clone()));
+        Upstream { addr, name: name.to_owned(), stats, task, stopped: None }
+    }
+
+    /// Starts an echo server named `name` that speaks only TLS, with `tls` (a certificate, and
+    /// perhaps a demand for the client's).
+    pub async fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an upstream");
+        let addr = listener.local_addr().expect("a bound address");
+        let stats = Arc::new(EchoStats::default());
+        let config = EchoConfig { name: name.to_owned(), delay: Duration::ZERO };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(serve_with(listener, config, stats.clone(), Some(acceptor)));
         Upstream { addr, name: name.to_owned(), stats, task, stopped: None }
     }
 

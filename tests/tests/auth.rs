@@ -40,13 +40,9 @@ fn upstream_header(reply: &Reply, name: &str) -> String {
     reply.json()["headers"][name].as_str().unwrap_or_default().to_owned()
 }
 
-async fn status(gw: &Gateway) -> Value {
-    HttpClient::new().get(&gw.admin_url("/status")).await.json()
-}
-
 /// PUT `body` at `path` of `gw`'s admin API; the revision written. Panics unless 200.
 async fn put(gw: &Gateway, path: &str, body: Value) -> i64 {
-    let reply = HttpClient::new().call(Method::PUT, &gw.admin_url(path), body.to_string()).await;
+    let reply = gw.admin_put(path, &body).await;
     assert_eq!(reply.status, 200, "PUT {path}: {}", String::from_utf8_lossy(&reply.body));
     reply.json()["revision"].as_i64().unwrap_or_else(|| panic!("PUT {path}: no revision"))
 }
@@ -55,7 +51,7 @@ async fn put(gw: &Gateway, path: &str, body: Value) -> i64 {
 async fn applied(nodes: &[Gateway], revision: i64) {
     for gw in nodes {
         eventually(WAIT, &format!("revision {revision} applied"), || async {
-            (status(gw).await["config"]["version"].as_i64().unwrap_or(0) >= revision).then_some(())
+            (gw.status().await["config"]["version"].as_i64().unwrap_or(0) >= revision).then_some(())
         })
         .await;
     }
@@ -138,7 +134,7 @@ async fn limit_by_consumer_holds_one_limit_across_three_nodes() {
     }
     applied(&nodes, last).await;
     for gw in &nodes {
-        eventually(WAIT, "redis connected", || async { (status(gw).await["redis"] == "connected").then_some(()) })
+        eventually(WAIT, "redis connected", || async { (gw.status().await["redis"] == "connected").then_some(()) })
             .await;
     }
 
@@ -255,7 +251,7 @@ async fn basic_auth_with_a_hashed_password_written_through_the_admin_api() {
     // The node keeps serving.
     let reply = c.get_with(&gw.url("/"), &[("authorization", good.as_str())]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(status(&gw).await["config"]["errors"], json!([]));
+    assert_eq!(gw.status().await["config"]["errors"], json!([]));
 }
 
 /// Runs `openssl` with `args` in `dir`.
@@ -471,7 +467,7 @@ async fn a_bad_plugin_config_in_etcd_is_listed_and_the_route_keeps_its_last_good
     for (body, expected) in [(&bad_name, "key_names[0]"), (&unknown, "unknown plugin `no-such-plugin`")] {
         let revision = etcd.put("/gateway/routes/r", &body.to_string()).await;
         let error = eventually(WAIT, &format!("the bad route listed ({expected})"), || async {
-            let errors = status(&gw).await["config"]["errors"].clone();
+            let errors = gw.status().await["config"]["errors"].clone();
             errors.as_array()?.iter().find(|e| e["key"] == "/gateway/routes/r" && e["revision"] == revision).cloned()
         })
         .await;
@@ -493,7 +489,7 @@ async fn a_bad_plugin_config_in_etcd_is_listed_and_the_route_keeps_its_last_good
     // A good write fixes it.
     let fixed = etcd.put("/gateway/routes/r", r#"{"service": "s", "paths": ["/"]}"#).await;
     applied(std::slice::from_ref(&gw), fixed).await;
-    assert_eq!(status(&gw).await["config"]["errors"], json!([]));
+    assert_eq!(gw.status().await["config"]["errors"], json!([]));
     assert_eq!(c.get(&gw.url("/")).await.status, 200, "no auth any more");
 }
 

@@ -5,23 +5,18 @@
 //! `dump` write and read the same keys.
 
 use http::Method;
-use serde_json::Value;
 use std::time::Duration;
 use tests::http::HttpClient;
 use tests::{eventually, Etcd, Gateway, Relay, Upstream};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-async fn status(gw: &Gateway) -> Value {
-    HttpClient::new().get(&gw.admin_url("/status")).await.json()
-}
-
 /// Waits until every node serves `revision` or later and all serve the same config; its hash.
 async fn converged(nodes: &[Gateway], revision: i64) -> String {
     eventually(WAIT, &format!("every node to apply revision {revision} and agree"), || async {
         let mut hashes = Vec::new();
         for gw in nodes {
-            let s = status(gw).await;
+            let s = gw.status().await;
             if s["config"]["version"].as_i64().unwrap_or(0) < revision {
                 return None;
             }
@@ -61,7 +56,7 @@ async fn a_put_is_served_by_three_nodes_and_a_delete_removes_it() {
     converged(&nodes, revision).await;
     for gw in &nodes {
         assert_eq!(get_status(gw, "/s/x").await, 200);
-        let s = status(gw).await;
+        let s = gw.status().await;
         assert_eq!(s["etcd"], "connected");
         assert_eq!(s["config"]["source"], "etcd");
     }
@@ -86,7 +81,7 @@ async fn a_bad_value_keeps_the_old_one_is_reported_and_a_good_put_fixes_it() {
     for gw in &nodes {
         assert_eq!(get_status(gw, "/s/x").await, 200, "the last good value of routes/s stays");
         assert_eq!(get_status(gw, "/t/x").await, 200, "every other key still applies");
-        let errors = status(gw).await["config"]["errors"].clone();
+        let errors = gw.status().await["config"]["errors"].clone();
         assert_eq!(errors.as_array().unwrap().len(), 1, "{errors}");
         assert_eq!(errors[0]["key"], "/gateway/routes/s");
         assert_eq!(errors[0]["revision"], bad);
@@ -94,12 +89,12 @@ async fn a_bad_value_keeps_the_old_one_is_reported_and_a_good_put_fixes_it() {
     }
     let invalid = etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["nope"]}"#).await;
     converged(&nodes, invalid).await;
-    let errors = status(&nodes[0]).await["config"]["errors"].clone();
+    let errors = nodes[0].status().await["config"]["errors"].clone();
     assert!(errors[0]["message"].as_str().unwrap().contains("routes/s.paths[0]"), "{errors}");
     let fixed = etcd.put("/gateway/routes/s", r#"{"service": "s", "paths": ["/fixed"]}"#).await;
     converged(&nodes, fixed).await;
     for gw in &nodes {
-        assert_eq!(status(gw).await["config"]["errors"], serde_json::json!([]));
+        assert_eq!(gw.status().await["config"]["errors"], serde_json::json!([]));
         assert_eq!(get_status(gw, "/fixed").await, 200);
         assert_eq!(get_status(gw, "/s/x").await, 404);
     }
@@ -122,7 +117,7 @@ async fn a_node_started_after_bad_writes_serves_the_last_good_value_like_the_oth
     for gw in &all {
         assert_eq!(get_status(gw, "/s/x").await, 200, "the last good value of routes/s");
         assert_eq!(get_status(gw, "/u").await, 404);
-        let errors = status(gw).await["config"]["errors"].clone();
+        let errors = gw.status().await["config"]["errors"].clone();
         assert_eq!(errors.as_array().unwrap().len(), 2, "{errors}");
         assert_eq!((&errors[0]["key"], &errors[0]["revision"]), (&"/gateway/routes/s".into(), &bad.into()));
         assert!(errors[0]["message"].as_str().unwrap().ends_with("(serving its last good value)"), "{errors}");
@@ -139,14 +134,14 @@ async fn a_dangling_route_is_inactive_and_listed_until_its_service_exists() {
     let revision = etcd.put("/gateway/routes/lost", r#"{"service": "later", "paths": ["/lost"]}"#).await;
     converged(&nodes, revision).await;
     assert_eq!(get_status(&nodes[0], "/lost").await, 404);
-    let errors = status(&nodes[0]).await["config"]["errors"].clone();
+    let errors = nodes[0].status().await["config"]["errors"].clone();
     assert_eq!(errors[0]["key"], "/gateway/routes/lost", "{errors}");
     assert_eq!(errors[0]["revision"], revision, "listed like a bad value: the key and its revision");
     assert_eq!(errors[0]["message"], "service: unknown service \"later\"");
     let revision = etcd.put("/gateway/services/later", &format!(r#"{{"url": "http://{}"}}"#, echo.addr)).await;
     converged(&nodes, revision).await;
     assert_eq!(get_status(&nodes[0], "/lost").await, 200);
-    assert_eq!(status(&nodes[0]).await["config"]["errors"], serde_json::json!([]));
+    assert_eq!(nodes[0].status().await["config"]["errors"], serde_json::json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +154,7 @@ async fn nodes_serve_through_an_etcd_outage_and_catch_up_after() {
     etcd.stop().await;
     for gw in &nodes {
         eventually(WAIT, "the node to see etcd gone", || async {
-            (status(gw).await["etcd"] == "disconnected").then_some(())
+            (gw.status().await["etcd"] == "disconnected").then_some(())
         })
         .await;
         assert_eq!(get_status(gw, "/s/x").await, 200, "the last config is still served");
@@ -168,7 +163,7 @@ async fn nodes_serve_through_an_etcd_outage_and_catch_up_after() {
     let revision = etcd.put("/gateway/routes/after", r#"{"service": "s", "paths": ["/after"]}"#).await;
     converged(&nodes, revision).await;
     for gw in &nodes {
-        assert_eq!(status(gw).await["etcd"], "connected");
+        assert_eq!(gw.status().await["etcd"], "connected");
         assert_eq!(get_status(gw, "/after").await, 200);
         assert_eq!(get_status(gw, "/s/x").await, 200);
     }
@@ -186,7 +181,7 @@ async fn a_compaction_past_a_cut_nodes_revision_ends_in_the_same_hash() {
 
     relay.cut();
     eventually(WAIT, "the cut node to notice", || async {
-        (status(&nodes[2]).await["etcd"] == "disconnected").then_some(())
+        (nodes[2].status().await["etcd"] == "disconnected").then_some(())
     })
     .await;
     etcd.put("/gateway/routes/new", r#"{"service": "s", "paths": ["/new"]}"#).await;
@@ -198,7 +193,7 @@ async fn a_compaction_past_a_cut_nodes_revision_ends_in_the_same_hash() {
     relay.restore();
     let hash = converged(&nodes, last).await;
     for gw in &nodes {
-        assert_eq!(status(gw).await["config"]["hash"], hash.as_str());
+        assert_eq!(gw.status().await["config"]["hash"], hash.as_str());
         assert_eq!(get_status(gw, "/new").await, 200);
         assert_eq!(get_status(gw, "/s/x").await, 404);
     }
@@ -223,7 +218,7 @@ async fn an_etcd_that_restarts_empty_is_read_afresh() {
     let fresh_hash = converged(std::slice::from_ref(&fresh), revision).await;
     for gw in &nodes {
         eventually(WAIT, "the node to re-read", || async {
-            (status(gw).await["config"]["hash"] == fresh_hash.as_str()).then_some(())
+            (gw.status().await["config"]["hash"] == fresh_hash.as_str()).then_some(())
         })
         .await;
         assert_eq!(get_status(gw, "/r1").await, 404, "a key of the old history is not kept");
@@ -453,7 +448,7 @@ async fn a_node_cut_off_catches_up_from_its_revision_without_a_re_read() {
     etcd.put("/gateway/routes/old", r#"{"service": "s", "paths": ["/old"]}"#).await;
     converged(std::slice::from_ref(&cut), revision + 1).await;
     relay.cut();
-    eventually(WAIT, "the node to notice", || async { (status(&cut).await["etcd"] == "disconnected").then_some(()) })
+    eventually(WAIT, "the node to notice", || async { (cut.status().await["etcd"] == "disconnected").then_some(()) })
         .await;
     etcd.put("/gateway/routes/new", r#"{"service": "s", "paths": ["/new"]}"#).await;
     etcd.delete("/gateway/routes/old").await;
@@ -476,13 +471,13 @@ async fn a_watch_that_goes_silent_is_noticed_and_replaced() {
     let revision = base(&etcd, &echo).await;
     converged(std::slice::from_ref(&node), revision).await;
     // Watching, not still creating the watch (whose own timeout would notice first).
-    eventually(WAIT, "the watch to answer", || async { (status(&node).await["etcd"] == "connected").then_some(()) })
+    eventually(WAIT, "the watch to answer", || async { (node.status().await["etcd"] == "connected").then_some(()) })
         .await;
     // The connection stays open but nothing moves: no error, no end of stream.
     relay.freeze();
     let missed = etcd.put("/gateway/routes/missed", r#"{"service": "s", "paths": ["/missed"]}"#).await;
     eventually(WAIT, "the node to find the stream dead", || async {
-        (status(&node).await["etcd"] == "disconnected").then_some(())
+        (node.status().await["etcd"] == "disconnected").then_some(())
     })
     .await;
     assert!(node.logged("went quiet"), "{:?}", node.logs());

@@ -6,7 +6,7 @@
 //! good one serves on; and bad input on both ports (plain HTTP on TLS, TLS on plain, a stalled
 //! handshake, an unknown name) closing only that connection.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
@@ -126,11 +126,6 @@ async fn https_only_routes_answer_plain_http_with_426_or_a_redirect() {
     assert_eq!(sender.get("api.example.com", "/plain").await.status, 404);
 }
 
-/// PUT `body` at `path` of `gw`'s admin API; the reply.
-async fn put(gw: &Gateway, path: &str, body: &Value) -> tests::http::Reply {
-    HttpClient::new().call(Method::PUT, &gw.admin_url(&format!("{path}?wait=1")), body.to_string()).await
-}
-
 fn entity(leaf: &Leaf, snis: &[&str]) -> Value {
     json!({ "cert": leaf.chain, "key": leaf.key, "snis": snis })
 }
@@ -145,11 +140,11 @@ async fn a_certificate_rotated_through_etcd_keeps_open_connections_and_bad_ones_
     let gw = Gateway::start_node("n1", "", &flags, &[]).await;
     let tls_addr = gw.proxy_tls.unwrap();
     let service = json!({ "url": format!("http://{}", echo.addr) });
-    assert_eq!(put(&gw, "/services/s", &service).await.status, 200);
-    assert_eq!(put(&gw, "/routes/r", &json!({ "service": "s", "paths": ["/"] })).await.status, 200);
+    assert_eq!(gw.admin_put("/services/s", &service).await.status, 200);
+    assert_eq!(gw.admin_put("/routes/r", &json!({ "service": "s", "paths": ["/"] })).await.status, 200);
 
     let first = ca.leaf(&["api.example.com"]);
-    let reply = put(&gw, "/certificates/api", &entity(&first, &["api.example.com"])).await;
+    let reply = gw.admin_put("/certificates/api", &entity(&first, &["api.example.com"])).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(!String::from_utf8_lossy(&reply.body).contains("PRIVATE KEY"), "the answer shows the key");
     let listed = HttpClient::new().get(&gw.admin_url("/certificates/api")).await.json();
@@ -169,7 +164,7 @@ async fn a_certificate_rotated_through_etcd_keeps_open_connections_and_bad_ones_
 
     // Rotated: the open connection serves on; a new one gets the new certificate.
     let second = ca.leaf(&["api.example.com"]);
-    assert_eq!(put(&gw, "/certificates/api", &entity(&second, &["api.example.com"])).await.status, 200);
+    assert_eq!(gw.admin_put("/certificates/api", &entity(&second, &["api.example.com"])).await.status, 200);
     // A new client (a resumed session would keep the certificate it began with).
     let fresh = connect(tls_addr, ca.client_config(&["h2"]), "api.example.com").await.unwrap();
     assert!(served(&fresh) == second.der, "a new connection still gets the old certificate");
@@ -181,7 +176,7 @@ async fn a_certificate_rotated_through_etcd_keeps_open_connections_and_bad_ones_
         (json!({ "cert": second.chain, "key": first.key, "snis": ["api.example.com"] }), "does not match"),
         (json!({ "cert": "junk", "key": second.key }), "holds no PEM certificate"),
     ] {
-        let reply = put(&gw, "/certificates/api", &bad).await;
+        let reply = gw.admin_put("/certificates/api", &bad).await;
         assert_eq!(reply.status, 400, "{reply:?}");
         let message = reply.json()["message"].as_str().unwrap_or_default().to_owned();
         assert!(message.contains(why), "{message}");
@@ -190,7 +185,7 @@ async fn a_certificate_rotated_through_etcd_keeps_open_connections_and_bad_ones_
     let expired = ca.expired_leaf(&["api.example.com"]);
     etcd.put("/gateway/certificates/api", &entity(&expired, &["api.example.com"]).to_string()).await;
     eventually(WAIT, "the bad certificate listed in /status", || async {
-        let status = HttpClient::new().get(&gw.admin_url("/status")).await.json();
+        let status = gw.status().await;
         let errors = status["config"]["errors"].as_array().cloned().unwrap_or_default();
         errors.iter().any(|e| e["key"] == "/gateway/certificates/api").then_some(())
     })

@@ -91,20 +91,16 @@ impl EtcdWriter {
         Ok(EtcdWriter { client, prefix: normalize_prefix(&config.prefix), timeout: config.request_timeout })
     }
 
-    /// Writes one entity's JSON at its key, if `requires` (the entity it refers to) exists in
-    /// etcd at that moment: the revision of the write, or None when it does not.
-    pub async fn put(
-        &self,
-        key: &EntityKey,
-        value: &Value,
-        requires: Option<&EntityKey>,
-    ) -> Result<Option<u64>, WriteError> {
+    /// Writes one entity's JSON at its key, if every entity of `requires` (what it refers to)
+    /// exists in etcd at that moment: the revision of the write, or None when one does not.
+    pub async fn put(&self, key: &EntityKey, value: &Value, requires: &[EntityKey]) -> Result<Option<u64>, WriteError> {
         let mut client = self.client.clone();
         let bytes = serde_json::to_vec(value).expect("JSON values serialize");
         // etcd-client wants the conditions before the operations.
         let mut txn = Txn::new();
-        if let Some(required) = requires {
-            txn = txn.when([Compare::version(required.under(&self.prefix), CompareOp::Greater, 0)]);
+        if !requires.is_empty() {
+            let exist = requires.iter().map(|r| Compare::version(r.under(&self.prefix), CompareOp::Greater, 0));
+            txn = txn.when(exist.collect::<Vec<_>>());
         }
         let txn = txn.and_then([TxnOp::put(key.under(&self.prefix), bytes, None)]);
         let response = self.timed(client.txn(txn)).await?;

@@ -28,6 +28,8 @@ pub enum CheckType {
     /// HTTP statuses count; the default.
     #[default]
     Http,
+    /// HTTP statuses count, over TLS.
+    Https,
     /// Only whether a TCP connection opens.
     Tcp,
 }
@@ -36,7 +38,8 @@ pub enum CheckType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActiveCheck {
-    /// `http` (GET `http_path`) or `tcp` (connect only). Default http.
+    /// `http` (GET `http_path`), `https` (the same over TLS) or `tcp` (connect only). Default
+    /// http.
     #[serde(rename = "type")]
     pub check_type: CheckType,
     /// Probe timeout, seconds. Default 1.
@@ -49,6 +52,11 @@ pub struct ActiveCheck {
     /// Extra headers sent with each probe.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Vec<String>>,
+    /// `https` probes: the name sent as SNI (and verified); none: the target's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub https_sni: Option<String>,
+    /// `https` probes: verify the target's certificate against the system's roots. Default true.
+    pub https_verify_certificate: bool,
     /// When a target counts as healthy again.
     pub healthy: ActiveHealthy,
     /// When a target counts as unhealthy.
@@ -63,6 +71,8 @@ impl Default for ActiveCheck {
             concurrency: 10,
             http_path: "/".into(),
             headers: BTreeMap::new(),
+            https_sni: None,
+            https_verify_certificate: true,
             healthy: ActiveHealthy::default(),
             unhealthy: ActiveUnhealthy::default(),
         }
@@ -204,6 +214,11 @@ impl Healthchecks {
         }
         if !a.http_path.starts_with('/') {
             errors.push(format!("{ap}.http_path"), "must start with /");
+        }
+        if let Some(sni) = &a.https_sni {
+            if let Err(e) = super::service::check_host(sni) {
+                errors.push(format!("{ap}.https_sni"), e);
+            }
         }
         for (name, interval) in [("healthy", a.healthy.interval), ("unhealthy", a.unhealthy.interval)] {
             if interval > Duration::from_secs(65_535) {

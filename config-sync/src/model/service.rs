@@ -12,9 +12,9 @@ pub struct Service {
     /// The service's name; in etcd it is the last key segment and the body may repeat it.
     #[serde(default)]
     pub name: String,
-    /// `http://host[:port][/path]`. When `host` names an upstream, requests are balanced over its
-    /// targets; otherwise host and port are a literal address. The path is prepended to the
-    /// upstream request's path.
+    /// `http://host[:port][/path]` or `https://…`. When `host` names an upstream, requests are
+    /// balanced over its targets; otherwise host and port are a literal address. The path is
+    /// prepended to the upstream request's path.
     pub url: String,
     /// How many times a failed attempt is retried on another target. Default 5.
     #[serde(default = "default_retries")]
@@ -32,6 +32,27 @@ pub struct Service {
     /// Plugins for every route of this service (a route's own plugin config wins).
     #[serde(default, skip_serializing_if = "Plugins::is_empty")]
     pub plugins: Plugins,
+    /// `https://` only: verify the upstream's certificate (chain and name). Default true.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub tls_verify: bool,
+    /// `https://` only: names of `ca_certificates` the upstream's chain must lead to; none: the
+    /// system's roots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<String>,
+    /// `https://` only: the name of a certificate to present to the upstream (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// `https://` only: the name sent as SNI and verified; none: the target's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn default_retries() -> u32 {
@@ -51,12 +72,25 @@ pub struct ServiceUrl {
     pub port: Option<u16>,
     /// The path prefix to prepend, without a trailing `/` (empty for none).
     pub path: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
 impl ServiceUrl {
-    /// Parses `http://host[:port][/path]`.
+    /// The port to connect to: the explicit one, else the scheme's.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(if self.tls { 443 } else { 80 })
+    }
+}
+
+impl ServiceUrl {
+    /// Parses `http://host[:port][/path]` or `https://…`.
     pub fn parse(url: &str) -> Result<ServiceUrl, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?} must start with http://"))?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url:?} must start with http:// or https://")),
+        };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
             Some(_) => return Err(format!("{url:?} may not carry a query or fragment")),
@@ -70,7 +104,7 @@ impl ServiceUrl {
         }
         let (host, port) = split_host_port(authority).map_err(|e| format!("{url:?}: {e}"))?;
         check_host(&host).map_err(|e| format!("{url:?}: {e}"))?;
-        Ok(ServiceUrl { host, port, path: path.trim_end_matches('/').to_owned() })
+        Ok(ServiceUrl { host, port, path: path.trim_end_matches('/').to_owned(), tls })
     }
 }
 
@@ -126,8 +160,25 @@ impl Service {
     /// Pushes every problem with this service onto `errors`, under `path` (`services/<name>`).
     pub fn validate(&self, path: &str, errors: &mut Errors) {
         check_name(&self.name, &format!("{path}.name"), errors);
-        if let Err(e) = self.parsed_url() {
-            errors.push(format!("{path}.url"), e);
+        match self.parsed_url() {
+            Err(e) => errors.push(format!("{path}.url"), e),
+            Ok(url) if !url.tls => {
+                let set = [
+                    ("tls_verify", !self.tls_verify),
+                    ("ca_certificates", !self.ca_certificates.is_empty()),
+                    ("client_certificate", self.client_certificate.is_some()),
+                    ("tls_server_name", self.tls_server_name.is_some()),
+                ];
+                for (field, _) in set.into_iter().filter(|(_, set)| *set) {
+                    errors.push(format!("{path}.{field}"), "is for https:// services only");
+                }
+            }
+            Ok(_) => {}
+        }
+        if let Some(name) = &self.tls_server_name {
+            if let Err(e) = check_host(name) {
+                errors.push(format!("{path}.tls_server_name"), e);
+            }
         }
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
@@ -157,7 +208,12 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("10.0.0.1", Some(8080), ""));
         let u = ServiceUrl::parse("http://[::1]:9/x").unwrap();
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("::1", Some(9), "/x"));
-        for bad in ["https://a", "http://", "http://a:0", "http://a:x", "http://a b", "http://a/?q", "http://u@a"] {
+        let u = ServiceUrl::parse("https://api.example.com/v2").unwrap();
+        assert!(u.tls && u.port.is_none() && u.port_or_default() == 443);
+        assert_eq!(ServiceUrl::parse("http://a").unwrap().port_or_default(), 80);
+        for bad in
+            ["ftp://a", "HTTPS//a", "http://", "http://a:0", "http://a:x", "http://a b", "http://a/?q", "http://u@a"]
+        {
             assert!(ServiceUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -178,5 +234,12 @@ mod tests {
         s.validate("services/a b", &mut errors);
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["services/a b.name", "services/a b.url", "services/a b.connect_timeout"]);
+        let s: Service =
+            serde_json::from_str(r#"{"name":"a","url":"http://x","tls_verify":false,"tls_server_name":"a b"}"#)
+                .unwrap();
+        let mut errors = Errors::default();
+        s.validate("services/a", &mut errors);
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["services/a.tls_verify", "services/a.tls_server_name", "services/a.tls_server_name"]);
     }
 }

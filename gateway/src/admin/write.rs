@@ -65,20 +65,24 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
     // transaction, so neither this node's view nor a concurrent delete can let a dangling
     // reference through.
     let (value, requires) = match &entity {
-        Entity::Route(route) => (to_json(route), Some(EntityKey::Service(route.service.clone()))),
+        Entity::Route(route) => (to_json(route), vec![EntityKey::Service(route.service.clone())]),
         Entity::Target(target) => {
             let EntityKey::Target(upstream, _) = key else { unreachable!("a target key") };
-            (to_json(target), Some(EntityKey::Upstream(upstream.clone())))
+            (to_json(target), vec![EntityKey::Upstream(upstream.clone())])
         }
-        Entity::Service(service) => (to_json(service), None),
-        Entity::Upstream(upstream) => (to_json(upstream), None),
-        Entity::Plugin(plugins) => (to_json(plugins), None),
-        Entity::Consumer(consumer) => (to_json(consumer), None),
-        Entity::Certificate(certificate) => (to_json(certificate), None),
-        Entity::CaCertificate(ca) => (to_json(ca), None),
+        Entity::Service(service) => {
+            let cas = service.ca_certificates.iter().map(|ca| EntityKey::CaCertificate(ca.clone()));
+            let client = service.client_certificate.iter().map(|c| EntityKey::Certificate(c.clone()));
+            (to_json(service), cas.chain(client).collect())
+        }
+        Entity::Upstream(upstream) => (to_json(upstream), vec![]),
+        Entity::Plugin(plugins) => (to_json(plugins), vec![]),
+        Entity::Consumer(consumer) => (to_json(consumer), vec![]),
+        Entity::Certificate(certificate) => (to_json(certificate), vec![]),
+        Entity::CaCertificate(ca) => (to_json(ca), vec![]),
         Entity::Credential(_) => unreachable!("written by put_credential"),
     };
-    match cx.link.writer.put(key, &value, requires.as_ref()).await {
+    match cx.link.writer.put(key, &value, &requires).await {
         Ok(Some(revision)) => {
             let mut shown = value;
             if let (EntityKey::Certificate(_), Value::Object(fields)) = (key, &mut shown) {
@@ -88,12 +92,16 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
             answer(cx, revision, json!({ "revision": revision, "data": shown })).await
         }
         Ok(None) => {
-            let missing = requires.map(|k| k.path()).unwrap_or_default();
+            let missing: Vec<String> = requires.iter().map(EntityKey::path).collect();
             let field = match key {
                 EntityKey::Route(_) => format!("{}.service", key.path()),
                 _ => key.path(),
             };
-            json_error(StatusCode::BAD_REQUEST, &format!("{field}: {missing} does not exist"))
+            let message = match &missing[..] {
+                [one] => format!("{field}: {one} does not exist"),
+                many => format!("{field}: one of {} does not exist", many.join(", ")),
+            };
+            json_error(StatusCode::BAD_REQUEST, &message)
         }
         Err(e) => write_failed(&e),
     }
@@ -122,7 +130,7 @@ async fn put_credential(cx: &Context<'_>, key: &EntityKey, credential: Credentia
         return json_error(StatusCode::BAD_REQUEST, &message);
     }
     let requires = EntityKey::Consumer(username.clone());
-    match cx.link.writer.put(key, &credential.to_json(true), Some(&requires)).await {
+    match cx.link.writer.put(key, &credential.to_json(true), std::slice::from_ref(&requires)).await {
         Ok(Some(revision)) => {
             let mut data = credential.to_json(false);
             data["consumer"] = Value::String(username.clone());
@@ -154,10 +162,11 @@ fn holder_of(config: &config_sync::Config, username: &str, credential: &Credenti
 /// use it was written since that read; a user written meanwhile (through any node) makes it read
 /// and check again.
 pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
-    // Routes use services; services use upstreams (by the host of their URL).
+    // Routes use services; services use upstreams (by the host of their URL), CA certificates
+    // and client certificates.
     let users_under = match key {
         EntityKey::Service(_) => Some("routes/"),
-        EntityKey::Upstream(_) => Some("services/"),
+        EntityKey::Upstream(_) | EntityKey::Certificate(_) | EntityKey::CaCertificate(_) => Some("services/"),
         _ => None,
     };
     for _ in 0..DELETE_ATTEMPTS {
@@ -203,6 +212,18 @@ fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
             .services
             .values()
             .filter(|s| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none()))
+            .map(|s| format!("services/{}", s.name))
+            .collect(),
+        EntityKey::Certificate(name) => config
+            .services
+            .values()
+            .filter(|s| s.client_certificate.as_ref() == Some(name))
+            .map(|s| format!("services/{}", s.name))
+            .collect(),
+        EntityKey::CaCertificate(name) => config
+            .services
+            .values()
+            .filter(|s| s.ca_certificates.contains(name))
             .map(|s| format!("services/{}", s.name))
             .collect(),
         _ => Vec::new(),

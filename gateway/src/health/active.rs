@@ -5,6 +5,7 @@
 use super::counters::Outcome;
 use super::policy::ActivePolicy;
 use super::target::{Source, TargetHealth};
+use crate::tls::UpstreamTls;
 use bytes::Bytes;
 use config_sync::model::CheckType;
 use http::{header, HeaderValue, Request};
@@ -21,6 +22,13 @@ pub fn spawn(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<
 }
 
 async fn probe_loop(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<Semaphore>) {
+    let tls = match policy.check_type {
+        CheckType::Https => match UpstreamTls::probe(policy.https.1, policy.https.0.as_deref()) {
+            Ok(tls) => Some(tls),
+            Err(error) => return tracing::warn!(target = target.address(), %error, "https probes cannot start"),
+        },
+        _ => None,
+    };
     let mut state = target.subscribe();
     loop {
         let current = *state.borrow_and_update();
@@ -45,37 +53,53 @@ async fn probe_loop(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permit
             }
         }
         let Ok(_permit) = permits.acquire().await else { return };
-        if let Some(outcome) = probe(target.address(), &policy).await {
+        if let Some(outcome) = probe(target.address(), &policy, tls.as_ref()).await {
             target.record(outcome, &policy.thresholds, Source::Active);
         }
     }
 }
 
-/// One probe: a TCP connect, then for HTTP checks a `GET http_path`, all within the timeout.
-pub async fn probe(address: &str, policy: &ActivePolicy) -> Option<Outcome> {
+/// One probe: a TCP connect, then for HTTP checks a `GET http_path` (over TLS with `tls`), all
+/// within the timeout. A TLS handshake that fails is a TCP failure.
+pub async fn probe(address: &str, policy: &ActivePolicy, tls: Option<&UpstreamTls>) -> Option<Outcome> {
     let attempt = async {
         let Ok(stream) = TcpStream::connect(address).await else { return Some(Outcome::TcpFailure) };
-        if policy.check_type == CheckType::Tcp {
-            return Some(Outcome::Success);
-        }
-        let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
-            return Some(Outcome::TcpFailure);
-        };
-        tokio::spawn(connection);
-        let mut request = Request::get(policy.http_path.as_str()).body(Empty::<Bytes>::new()).ok()?;
-        let headers = request.headers_mut();
-        if let Ok(host) = HeaderValue::from_str(address.strip_suffix(":80").unwrap_or(address)) {
-            headers.insert(header::HOST, host);
-        }
-        headers.insert(header::USER_AGENT, HeaderValue::from_static("gateway-healthcheck"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        for (name, value) in &policy.headers {
-            headers.append(name, value.clone());
-        }
-        match sender.send_request(request).await {
-            Ok(response) => policy.classify(response.status().as_u16()),
-            Err(_) => Some(Outcome::TcpFailure),
+        match (policy.check_type, tls) {
+            (CheckType::Tcp, _) => Some(Outcome::Success),
+            (_, Some(tls)) => match tls.connect(address, stream).await {
+                Ok(stream) => get(address, policy, stream).await,
+                Err(e) => {
+                    tracing::debug!(target = address, error = %e, "https probe: TLS handshake failed");
+                    Some(Outcome::TcpFailure)
+                }
+            },
+            (_, None) => get(address, policy, stream).await,
         }
     };
     tokio::time::timeout(policy.timeout, attempt).await.unwrap_or(Some(Outcome::Timeout))
+}
+
+/// `GET http_path` on `stream`: what its status says.
+async fn get<S>(address: &str, policy: &ActivePolicy, stream: S) -> Option<Outcome>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+        return Some(Outcome::TcpFailure);
+    };
+    tokio::spawn(connection);
+    let mut request = Request::get(policy.http_path.as_str()).body(Empty::<Bytes>::new()).ok()?;
+    let headers = request.headers_mut();
+    if let Ok(host) = HeaderValue::from_str(address.strip_suffix(":80").unwrap_or(address)) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("gateway-healthcheck"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    for (name, value) in &policy.headers {
+        headers.append(name, value.clone());
+    }
+    match sender.send_request(request).await {
+        Ok(response) => policy.classify(response.status().as_u16()),
+        Err(_) => Some(Outcome::TcpFailure),
+    }
 }

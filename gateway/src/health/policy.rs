@@ -40,6 +40,8 @@ pub struct ActivePolicy {
     pub http_path: String,
     /// Extra probe headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `https` probes: the SNI (none: the target's host) and whether the certificate is verified.
+    pub https: (Option<String>, bool),
     /// Between probes of a healthy target; zero: not probed.
     pub healthy_interval: Duration,
     /// Between probes of an unhealthy target; zero: not probed.
@@ -83,7 +85,7 @@ impl PassivePolicy {
     pub fn classify(&self, status: u16) -> Option<Outcome> {
         match self.check_type {
             CheckType::Tcp => Some(Outcome::Success),
-            CheckType::Http => classify(&self.healthy_statuses, &self.unhealthy_statuses, status),
+            CheckType::Http | CheckType::Https => classify(&self.healthy_statuses, &self.unhealthy_statuses, status),
         }
     }
 }
@@ -127,6 +129,7 @@ impl Policy {
                     .flat_map(|(name, values)| values.iter().map(move |v| (name, v)))
                     .filter_map(|(n, v)| Some((HeaderName::try_from(n).ok()?, HeaderValue::try_from(v).ok()?)))
                     .collect(),
+                https: (a.https_sni.clone(), a.https_verify_certificate),
                 healthy_interval: a.healthy.interval,
                 unhealthy_interval: a.unhealthy.interval,
                 healthy_statuses: StatusSet::new(&a.healthy.http_statuses),

@@ -20,7 +20,7 @@ use std::time::Duration;
 /// Work to do once an upstream response body is finished or dropped.
 pub struct Completion {
     /// The connection, to go back to the pool if the body was read to its end.
-    pub connection: Option<(Pool, Arc<str>, super::pool::Sender)>,
+    pub connection: Option<(Pool, super::pool::PoolKey, super::pool::Sender)>,
     /// Tells the balancer the request is over: the upstream, the target's index, and the time
     /// to the response head.
     pub finish: Option<(Arc<UpstreamState>, usize, Duration)>,

@@ -127,7 +127,8 @@ pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forw
         attempt_outcome(&span, &result);
         match result {
             Ok((response, sender, sent_at)) => {
-                return Ok(respond(response, chosen, sender, attempt.pool, sent_at, service.read_timeout));
+                let pooled = (attempt.pool, tls_id(attempt.service));
+                return Ok(respond(response, chosen, sender, pooled, sent_at, service.read_timeout));
             }
             Err(Failure::NotSent { outcome, error, body: unsent }) => {
                 tracing::debug!(target = %chosen.target.authority, error = %error, "attempt failed before sending");
@@ -172,7 +173,9 @@ async fn send(
         ConnectError::Timeout(_) => Failure::NotSent { outcome: Outcome::Timeout, error: ProxyError::Timeout, body },
         other => Failure::NotSent { outcome: Outcome::TcpFailure, error: ProxyError::Connect(Box::new(other)), body },
     };
-    let (mut sender, mut reused) = match attempt.pool.get(&target.authority, service.connect_timeout).await {
+    let tls = attempt.service.tls.as_deref();
+    let key = (target.authority.clone(), tls_id(attempt.service));
+    let (mut sender, mut reused) = match attempt.pool.get(&key, tls, service.connect_timeout).await {
         Ok(got) => got,
         Err(e) => return Err(not_connected(e, body)),
     };
@@ -205,7 +208,7 @@ async fn send(
             return Err(Failure::NotSent { outcome: Outcome::TcpFailure, error, body: unsent.into_body() });
         }
         tracing::debug!(target = %target.authority, "pooled connection closed before use; opening a fresh one");
-        match Box::pin(attempt.pool.connect(&target.authority, service.connect_timeout)).await {
+        match Box::pin(attempt.pool.connect(&target.authority, tls, service.connect_timeout)).await {
             Ok(fresh) => (sender, reused, request) = (fresh, false, unsent),
             Err(e) => return Err(not_connected(e, unsent.into_body())),
         }
@@ -286,11 +289,16 @@ async fn wait_for_head<F: Future>(
     tokio::time::timeout(read_timeout, head).await.map_err(|_| Stalled)
 }
 
+/// How the service's connections are told apart in the pool: 0 for plain text.
+fn tls_id(service: &ServiceEntry) -> u64 {
+    service.tls.as_ref().map_or(0, |tls| tls.id)
+}
+
 fn respond(
     mut response: Response<Incoming>,
     chosen: Chosen,
     sender: Sender,
-    pool: &Pool,
+    (pool, tls_id): (&Pool, u64),
     sent_at: Instant,
     read_timeout: Duration,
 ) -> Forwarded {
@@ -301,7 +309,7 @@ fn respond(
             upstream.report(*index, outcome);
         }
     }
-    let connection = upgrade.is_none().then(|| (pool.clone(), chosen.target.authority.clone(), sender));
+    let connection = upgrade.is_none().then(|| (pool.clone(), (chosen.target.authority.clone(), tls_id), sender));
     let finish = chosen.into_finish(latency);
     let response = response.map(|incoming| ProxyBody::Upstream {
         body: IdleTimeout::new(incoming, read_timeout),

@@ -1,5 +1,6 @@
-//! Pooled keep-alive connections to upstream targets, keyed by `host:port`, shared by every
-//! worker thread (one pool, as Pingora found, beats one per thread).
+//! Pooled keep-alive connections to upstream targets, keyed by `host:port` and how TLS is spoken
+//! to it (plain, or the id of a service's TLS settings), shared by every worker thread (one
+//! pool, as Pingora found, beats one per thread).
 //!
 //! A connection is taken out for one request and put back when the response body has been read
 //! to its end; a connection whose exchange did not finish cleanly is closed instead. Idle
@@ -9,6 +10,7 @@
 //! idle list nor reads the clock more than once.
 
 use super::request_body::RequestBody;
+use crate::tls::UpstreamTls;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +22,10 @@ use tokio::net::TcpStream;
 /// The sending half of an upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
 
+/// What pooled connections are kept by: the target's `host:port`, and 0 for plain text or the
+/// id of the TLS settings the connection was made with.
+pub type PoolKey = (Arc<str>, u64);
+
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -29,6 +35,15 @@ pub enum ConnectError {
     /// The TCP connection failed (refused, unreachable, name not resolved).
     #[error("connecting to {target}: {source}")]
     Io {
+        /// The target.
+        target: Arc<str>,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (the certificate did not verify, the upstream does not speak
+    /// TLS, the service's TLS settings did not load).
+    #[error("TLS handshake with {target}: {source}")]
+    Tls {
         /// The target.
         target: Arc<str>,
         /// The error.
@@ -55,7 +70,7 @@ pub struct Pool(Arc<Inner>);
 
 struct Inner {
     /// Per target, oldest first.
-    idle: Mutex<HashMap<Arc<str>, VecDeque<Idle>>>,
+    idle: Mutex<HashMap<PoolKey, VecDeque<Idle>>>,
     max_idle: usize,
     idle_timeout: Duration,
     preserve_header_case: bool,
@@ -75,10 +90,10 @@ impl Pool {
         self.0.preserve_header_case
     }
 
-    /// An idle connection to `target`, if there is a usable one.
-    pub fn checkout(&self, target: &Arc<str>) -> Option<Sender> {
+    /// An idle connection of `key`, if there is a usable one.
+    pub fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         let mut idle = self.0.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(target)?;
+        let list = idle.get_mut(key)?;
         let now = Instant::now();
         while let Some(conn) = list.pop_back() {
             if conn.sender.is_ready() && now.duration_since(conn.since) < self.0.idle_timeout {
@@ -88,34 +103,58 @@ impl Pool {
         None
     }
 
-    /// An idle connection to `target` (`true`: reused), or a new one opened within
-    /// `connect_timeout`.
-    pub async fn get(&self, target: &Arc<str>, connect_timeout: Duration) -> Result<(Sender, bool), ConnectError> {
-        if let Some(sender) = self.checkout(target) {
+    /// An idle connection of `key` (`true`: reused), or a new one opened within
+    /// `connect_timeout` (its TLS handshake included).
+    pub async fn get(
+        &self,
+        key: &PoolKey,
+        tls: Option<&UpstreamTls>,
+        connect_timeout: Duration,
+    ) -> Result<(Sender, bool), ConnectError> {
+        if let Some(sender) = self.checkout(key) {
             return Ok((sender, true));
         }
         // Boxed: opening a connection is the rare path, and its future is large; inline, it
         // would make every request's future (moved at each poll hand-off) that much larger.
-        Ok((Box::pin(self.connect(target, connect_timeout)).await?, false))
+        Ok((Box::pin(self.connect(&key.0, tls, connect_timeout)).await?, false))
     }
 
-    /// Opens a new connection to `target`.
-    pub async fn connect(&self, target: &Arc<str>, connect_timeout: Duration) -> Result<Sender, ConnectError> {
-        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&**target))
-            .await
-            .map_err(|_| ConnectError::Timeout(target.clone()))?
-            .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = http1::Builder::new()
-            .preserve_header_case(self.0.preserve_header_case)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| ConnectError::Handshake { target: target.clone(), source })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection closed with an error");
+    /// Opens a new connection to `target`, over TLS with `tls`.
+    pub async fn connect(
+        &self,
+        target: &Arc<str>,
+        tls: Option<&UpstreamTls>,
+        connect_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        let connecting = async {
+            let stream = TcpStream::connect(&**target)
+                .await
+                .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
+            let _ = stream.set_nodelay(true);
+            let builder = http1::Builder::new().preserve_header_case(self.0.preserve_header_case).clone();
+            let handshake_error = |source| ConnectError::Handshake { target: target.clone(), source };
+            match tls {
+                None => {
+                    let (sender, connection) =
+                        builder.handshake(TokioIo::new(stream)).await.map_err(handshake_error)?;
+                    tokio::spawn(drive(connection));
+                    Ok(sender)
+                }
+                Some(tls) => {
+                    let stream = tls
+                        .connect(target, stream)
+                        .await
+                        .map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
+                    let (sender, connection) =
+                        builder.handshake(TokioIo::new(stream)).await.map_err(handshake_error)?;
+                    tokio::spawn(drive(connection));
+                    Ok(sender)
+                }
             }
-        });
+        };
+        let mut sender: Sender = tokio::time::timeout(connect_timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout(target.clone()))??;
         sender.ready().await.map_err(|source| ConnectError::Handshake { target: target.clone(), source })?;
         Ok(sender)
     }
@@ -123,7 +162,7 @@ impl Pool {
     /// Puts a connection whose exchange finished back into the pool. The connection may need
     /// a moment to become ready for the next request: with `cx` it is polled once here, and if
     /// it is not ready yet a small task waits for it.
-    pub fn checkin_when_ready(&self, target: Arc<str>, mut sender: Sender, cx: Option<&mut Context<'_>>) {
+    pub fn checkin_when_ready(&self, target: PoolKey, mut sender: Sender, cx: Option<&mut Context<'_>>) {
         if let Some(cx) = cx {
             match sender.poll_ready(cx) {
                 Poll::Ready(Ok(())) => return self.checkin(target, sender),
@@ -143,7 +182,7 @@ impl Pool {
         });
     }
 
-    fn checkin(&self, target: Arc<str>, sender: Sender) {
+    fn checkin(&self, target: PoolKey, sender: Sender) {
         if self.0.max_idle == 0 {
             return;
         }
@@ -175,5 +214,15 @@ impl Pool {
     /// Idle connections held now, over all targets.
     pub fn idle_count(&self) -> usize {
         self.0.idle.lock().unwrap_or_else(|e| e.into_inner()).values().map(VecDeque::len).sum()
+    }
+}
+
+/// Runs an upstream connection (upgrades included) until it closes.
+async fn drive<T>(connection: http1::Connection<T, RequestBody>)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if let Err(e) = connection.with_upgrades().await {
+        tracing::debug!(error = %e, "upstream connection closed with an error");
     }
 }

@@ -1,9 +1,11 @@
 //! TLS on the proxy listener: the server config (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`,
 //! session resumption by tickets and by id), with certificates picked per handshake from the
-//! config in force.
+//! config in force; and TLS to `https://` services (`client`).
 
+mod client;
 mod store;
 
+pub use client::UpstreamTls;
 pub use store::{CertificateStore, Certificates};
 
 use rustls::crypto::ring;
