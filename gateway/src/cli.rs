@@ -48,16 +48,47 @@ pub enum Command {
     },
 }
 
-/// Where etcd is, for `apply` and `dump`: flags, else `GATEWAY_ETCD_ENDPOINTS` and
-/// `GATEWAY_ETCD_PREFIX`, else the node's defaults.
-#[derive(Debug, Args)]
+/// Where etcd is and how to reach it, for `apply` and `dump`: flags, else the `GATEWAY_ETCD_*`
+/// variables, else the node's defaults.
+#[derive(Debug, Args, Serialize)]
 pub struct EtcdArgs {
     /// etcd endpoints, comma-separated.
     #[arg(long = "etcd", value_name = "URLS")]
+    #[serde(rename = "etcd_endpoints", skip_serializing_if = "Option::is_none")]
     pub endpoints: Option<String>,
     /// Prefix of every config key.
     #[arg(long)]
+    #[serde(rename = "etcd_prefix", skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// TLS and a user for etcd.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub access: EtcdAccess,
+}
+
+/// How to reach a secured etcd: its settings, as flags of `run`, `apply` and `dump`.
+#[derive(Debug, Args, Serialize)]
+pub struct EtcdAccess {
+    /// CA certificates (PEM) etcd's certificate must lead to (https:// endpoints).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd's --client-cert-auth.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_key_file: Option<PathBuf>,
+    /// An etcd user (etcd's auth).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_username: Option<String>,
+    /// The etcd user's password (prefer GATEWAY_ETCD_PASSWORD: flags show in `ps`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_password: Option<String>,
 }
 
 /// `gateway run`.
@@ -114,6 +145,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etcd_liveness_interval_ms: Option<u64>,
+    /// TLS and a user for etcd.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub etcd_access: EtcdAccess,
     /// `redis://…` for shared rate limits and cache (with --redis-cluster: seed nodes, comma-separated).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -79,21 +79,15 @@ fn with_runtime(command: impl std::future::Future<Output = anyhow::Result<()>>) 
     }
 }
 
-/// The etcd settings for `apply` and `dump`.
-fn etcd_config(args: EtcdArgs) -> config_sync::etcd::EtcdConfig {
-    let mut settings = Settings::default();
-    if let Some(endpoints) = args.endpoints.or_else(|| std::env::var("GATEWAY_ETCD_ENDPOINTS").ok()) {
-        settings.etcd_endpoints = endpoints;
-    }
-    if let Some(prefix) = args.prefix.or_else(|| std::env::var("GATEWAY_ETCD_PREFIX").ok()) {
-        settings.etcd_prefix = prefix;
-    }
+/// The etcd settings for `apply` and `dump`: defaults, `GATEWAY_*` variables, then the flags.
+fn etcd_config(args: EtcdArgs) -> anyhow::Result<config_sync::etcd::EtcdConfig> {
+    let settings = Settings::load(None, args)?;
     gateway::node::etcd_config(&settings)
 }
 
 async fn apply(file: PathBuf, etcd: EtcdArgs, dry_run: bool) -> anyhow::Result<()> {
     let config = config_sync::FileSource::new(&file).load()?;
-    let etcd = etcd_config(etcd);
+    let etcd = etcd_config(etcd)?;
     let writer = config_sync::etcd::EtcdWriter::connect(&etcd).await?;
     let report = writer.apply(&config, dry_run).await?;
     for (verb, keys) in [("create", &report.created), ("change", &report.changed), ("delete", &report.deleted)] {
@@ -112,7 +106,7 @@ async fn apply(file: PathBuf, etcd: EtcdArgs, dry_run: bool) -> anyhow::Result<(
 }
 
 async fn dump(etcd: EtcdArgs, with_secrets: bool) -> anyhow::Result<()> {
-    let etcd = etcd_config(etcd);
+    let etcd = etcd_config(etcd)?;
     let writer = config_sync::etcd::EtcdWriter::connect(&etcd).await?;
     let (snapshot, revision) = writer.read_config().await?;
     println!("# {} at revision {revision}", etcd.prefix);

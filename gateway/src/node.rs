@@ -15,7 +15,7 @@ use crate::state_metrics;
 use crate::telemetry::Metrics;
 use crate::tls;
 use anyhow::Context as _;
-use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdWriter};
+use config_sync::etcd::{EtcdConfig, EtcdSource, EtcdUser, EtcdWriter};
 use config_sync::{Config, FileSource, Snapshot};
 use ratelimit::{RedisConfig, RedisConnection, RedisStore};
 use std::future::Future;
@@ -74,7 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let mut etcd = None;
     if settings.config_source == ConfigSource::Etcd {
-        let config = etcd_config(&settings);
+        let config = etcd_config(&settings)?;
         tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, "config from etcd");
         let writer = EtcdWriter::connect(&config).await.context("etcd_endpoints")?;
         let source = EtcdSource::spawn(config);
@@ -213,11 +213,24 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 }
 
 /// The etcd settings of a node (and of `gateway apply` and `dump`).
-pub fn etcd_config(settings: &Settings) -> EtcdConfig {
+/// The files it names are read here: an error names the setting and the file.
+pub fn etcd_config(settings: &Settings) -> anyhow::Result<EtcdConfig> {
     let endpoints = settings.etcd_endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
     let mut config = EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix);
     config.liveness_interval = std::time::Duration::from_millis(settings.etcd_liveness_interval_ms.max(50));
-    config
+    let read = |setting: &str, path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
+    };
+    if let Some(path) = &settings.etcd_ca_file {
+        config.tls.ca = Some(read("etcd_ca_file", path)?);
+    }
+    if let (Some(cert), Some(key)) = (&settings.etcd_cert_file, &settings.etcd_key_file) {
+        config.tls.identity = Some((read("etcd_cert_file", cert)?, read("etcd_key_file", key)?));
+    }
+    if let (Some(name), Some(password)) = (&settings.etcd_username, &settings.etcd_password) {
+        config.user = Some(EtcdUser { name: name.clone(), password: password.clone() });
+    }
+    Ok(config)
 }
 
 async fn reap_idle_connections(pool: Pool, stopped: impl Future<Output = ()>) {

@@ -62,6 +62,19 @@ pub struct Settings {
     /// A quiet etcd watch is asked for a progress notification this often, and counts as dead
     /// when none comes within another such interval, ms. Default 5000.
     pub etcd_liveness_interval_ms: u64,
+    /// CA certificates (PEM) etcd's certificate must lead to, for `https://` endpoints; none:
+    /// the system's roots.
+    pub etcd_ca_file: Option<PathBuf>,
+    /// A client certificate chain (PEM), for etcd's `--client-cert-auth`; with `etcd_key_file`.
+    pub etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub etcd_key_file: Option<PathBuf>,
+    /// A user of etcd's auth; with `etcd_password`.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub etcd_username: Option<String>,
+    /// The etcd user's password.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub etcd_password: Option<String>,
     /// `redis://…`; none: rate limits and cache are node-local. With `redis_cluster`: one or
     /// more nodes of a Redis Cluster, comma-separated.
     #[serde(deserialize_with = "lenient::opt_string")]
@@ -152,6 +165,11 @@ impl Default for Settings {
             etcd_endpoints: "http://127.0.0.1:2379".into(),
             etcd_prefix: "/gateway".into(),
             etcd_liveness_interval_ms: 5_000,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_username: None,
+            etcd_password: None,
             redis_url: None,
             redis_cluster: false,
             cluster_bind: ([0, 0, 0, 0], 7946).into(),
@@ -283,6 +301,12 @@ impl Settings {
         }
         if self.node_id.is_empty() {
             return Err(SettingsError("node_id may not be empty".into()));
+        }
+        if self.etcd_cert_file.is_some() != self.etcd_key_file.is_some() {
+            return Err(SettingsError("etcd_cert_file and etcd_key_file go together".into()));
+        }
+        if self.etcd_username.is_some() != self.etcd_password.is_some() {
+            return Err(SettingsError("etcd_username and etcd_password go together".into()));
         }
         if self.max_header_bytes < 8192 {
             return Err(SettingsError("max_header_bytes must be at least 8192".into()));

@@ -2,7 +2,8 @@
 //! test; and a TCP relay that can cut one client's connection to it.
 
 use crate::tempdir::TempDir;
-use etcd_client::Client;
+use crate::tls::Ca;
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,6 +23,29 @@ pub struct Etcd {
     peer_port: u16,
     data: PathBuf,
     dir: TempDir,
+    secure: Option<Secure>,
+}
+
+/// An etcd that speaks only TLS, demands a client certificate and has auth enabled.
+struct Secure {
+    files: SecureFiles,
+    /// What the harness's own clients connect with (as root).
+    options: ConnectOptions,
+}
+
+/// The files a client of a secured etcd needs, and its user.
+#[derive(Debug, Clone)]
+pub struct SecureFiles {
+    /// The CA that issued etcd's certificate and the clients'.
+    pub ca: PathBuf,
+    /// A client certificate the CA issued, and its key.
+    pub cert: PathBuf,
+    /// The client certificate's key.
+    pub key: PathBuf,
+    /// The user with etcd's root role.
+    pub user: &'static str,
+    /// Its password.
+    pub password: &'static str,
 }
 
 fn free_port() -> u16 {
@@ -33,14 +57,64 @@ impl Etcd {
     pub async fn start() -> Etcd {
         let dir = TempDir::new();
         let data = dir.path().join("data");
-        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), data, dir };
+        let mut etcd = Etcd { child: None, client_port: free_port(), peer_port: free_port(), data, dir, secure: None };
         etcd.launch().await;
         etcd
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// Starts a single-member etcd that speaks only TLS (its certificate, for 127.0.0.1, issued
+    /// by `ca`), demands a client certificate of `ca` (`--client-cert-auth`), and has auth
+    /// enabled with one user, root; waits until it answers.
+    pub async fn start_secure(ca: &Ca) -> Etcd {
+        let dir = TempDir::new();
+        let data = dir.path().join("data");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write a TLS file for etcd");
+            path
+        };
+        let server = ca.leaf(&["127.0.0.1", "localhost"]);
+        let client = ca.leaf(&["root"]);
+        write("server.pem", &server.chain);
+        write("server-key.pem", &server.key);
+        let files = SecureFiles {
+            ca: write("ca.pem", &ca.pem),
+            cert: write("client.pem", &client.chain),
+            key: write("client-key.pem", &client.key),
+            user: "root",
+            password: "etcd-s3cret-Kq72",
+        };
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&ca.pem))
+            .identity(Identity::from_pem(&client.chain, &client.key));
+        let secure = Secure { files, options: ConnectOptions::new().with_tls(tls) };
+        let mut etcd =
+            Etcd { child: None, client_port: free_port(), peer_port: free_port(), data, dir, secure: Some(secure) };
+        etcd.launch().await;
+        let mut client = etcd.client().await;
+        let user = etcd.secure.as_ref().map(|s| s.files.clone()).expect("secure");
+        client.user_add(user.user, user.password, None).await.expect("add the root user");
+        client.user_grant_role(user.user, "root").await.expect("grant it the root role");
+        client.auth_enable().await.expect("enable auth");
+        if let Some(secure) = &mut etcd.secure {
+            secure.options = secure.options.clone().with_user(user.user, user.password);
+        }
+        etcd
+    }
+
+    /// What a client of a secured etcd needs ([`Etcd::start_secure`]).
+    pub fn secure_files(&self) -> Option<&SecureFiles> {
+        self.secure.as_ref().map(|s| &s.files)
+    }
+
+    /// `http://127.0.0.1:<port>`, or `https://` for a secured etcd.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.secure.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    fn options(&self) -> Option<ConnectOptions> {
+        self.secure.as_ref().map(|s| s.options.clone())
     }
 
     /// The client address.
@@ -59,7 +133,7 @@ impl Etcd {
             let mut child = self.spawn(&log);
             let answered = async {
                 loop {
-                    if let Ok(mut client) = Client::connect([self.url()], None).await {
+                    if let Ok(mut client) = Client::connect([self.url()], self.options()).await {
                         if client.status().await.is_ok() {
                             return;
                         }
@@ -93,6 +167,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("default={peer}")])
             .args(["--max-txn-ops", "16384", "--logger", "zap", "--log-level", "error"])
+            .args(self.tls_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -101,9 +176,25 @@ impl Etcd {
             .expect("start etcd (Debian's etcd-server; scripts/test installs it)")
     }
 
-    /// A client.
+    /// The flags of a secured etcd's TLS.
+    fn tls_args(&self) -> Vec<String> {
+        let Some(secure) = &self.secure else { return Vec::new() };
+        let dir = self.dir.path();
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        vec![
+            "--cert-file".into(),
+            path("server.pem"),
+            "--key-file".into(),
+            path("server-key.pem"),
+            "--trusted-ca-file".into(),
+            secure.files.ca.to_string_lossy().into_owned(),
+            "--client-cert-auth".into(),
+        ]
+    }
+
+    /// A client (of a secured etcd: with the client certificate, as root).
     pub async fn client(&self) -> Client {
-        Client::connect([self.url()], None).await.expect("connect to etcd")
+        Client::connect([self.url()], self.options()).await.expect("connect to etcd")
     }
 
     /// Puts `value` at `key`; the revision.

@@ -27,6 +27,11 @@ pub struct Gateway {
     _dir: TempDir,
 }
 
+/// Runs `gateway <args>` (a command that ends: `apply`, `dump`, `validate`) to its end.
+pub fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(binary()).args(args).output().expect("run gateway")
+}
+
 /// The `gateway` binary built beside the test binary (`target/<profile>/gateway`), or
 /// `GATEWAY_BIN`.
 pub fn binary() -> PathBuf {

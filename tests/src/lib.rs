@@ -24,8 +24,8 @@ mod tempdir;
 pub mod tls;
 mod upstream;
 
-pub use etcd::{Etcd, Relay};
-pub use gateway::{binary as gateway_binary, Gateway};
+pub use etcd::{Etcd, Relay, SecureFiles};
+pub use gateway::{binary as gateway_binary, run as run_gateway, Gateway};
 pub use redis::{Redis, RedisCluster};
 pub use tempdir::TempDir;
 pub use upstream::{closed_port, Upstream};

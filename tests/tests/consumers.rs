@@ -8,13 +8,9 @@ use http::Method;
 use serde_json::Value;
 use std::time::Duration;
 use tests::http::HttpClient;
-use tests::{eventually, Etcd, Gateway};
+use tests::{eventually, run_gateway as gateway, Etcd, Gateway};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-fn gateway(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(tests::gateway_binary()).args(args).output().expect("run gateway")
-}
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

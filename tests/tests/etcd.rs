@@ -7,7 +7,7 @@
 use http::Method;
 use std::time::Duration;
 use tests::http::HttpClient;
-use tests::{eventually, Etcd, Gateway, Relay, Upstream};
+use tests::{eventually, run_gateway as gateway, Etcd, Gateway, Relay, Upstream};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -369,10 +369,6 @@ async fn a_delete_checked_at_a_revision_is_not_made_if_a_user_was_written_since(
     etcd.put("/gateway/upstreams/u", "{}").await;
     assert!(matches!(writer.delete(&service, Some(("routes/", checked))).await.unwrap(), Deleted::Done(_)));
     assert_eq!(writer.delete(&service, None).await.unwrap(), Deleted::NotFound);
-}
-
-fn gateway(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(tests::gateway_binary()).args(args).output().expect("run gateway")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,5 +11,5 @@ mod writer;
 pub use backoff::Backoff;
 pub use keys::{normalize_prefix, EntityKey};
 pub use keyspace::{parse_entity, parse_submitted, Entity, KeySpace};
-pub use watcher::{Connection, EtcdConfig, EtcdSource, EtcdStatus};
+pub use watcher::{Connection, EtcdConfig, EtcdSource, EtcdStatus, EtcdTls, EtcdUser};
 pub use writer::{desired_keys, ApplyReport, Deleted, EtcdWriter, StoredKey, WriteError};

@@ -20,7 +20,10 @@ use super::keys::prefix_end;
 use super::keyspace::KeySpace;
 use super::read::{read_prefix, ReadError};
 use crate::snapshot::Snapshot;
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KvClient, WatchClient, WatchOptions, WatchResponse};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, KvClient, TlsOptions, WatchClient,
+    WatchOptions, WatchResponse,
+};
 use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +48,40 @@ pub struct EtcdConfig {
     pub retry_max: Duration,
     /// How often a quiet watch stream is asked to prove it is alive.
     pub liveness_interval: Duration,
+    /// TLS to etcd: used for `https://` endpoints.
+    pub tls: EtcdTls,
+    /// A user for etcd's auth.
+    pub user: Option<EtcdUser>,
+}
+
+/// An etcd user and its password (which `Debug` leaves out).
+#[derive(Clone)]
+pub struct EtcdUser {
+    /// The user's name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdUser").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// How the gateway speaks TLS to etcd (`https://` endpoints).
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The CA certificates (PEM) etcd's certificate must lead to; none: the system's roots.
+    pub ca: Option<String>,
+    /// A client certificate chain and its key (PEM), for etcd's `--client-cert-auth`.
+    pub identity: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls").field("ca", &self.ca.is_some()).field("identity", &self.identity.is_some()).finish()
+    }
 }
 
 impl EtcdConfig {
@@ -58,16 +95,33 @@ impl EtcdConfig {
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             liveness_interval: Duration::from_secs(5),
+            tls: EtcdTls::default(),
+            user: None,
         }
     }
 
     /// Options for a client connection. No request timeout here: it would cut the watch stream;
     /// reads get theirs one by one.
     pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true)
+            .with_keep_alive_while_idle(true);
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if https || self.tls.ca.is_some() || self.tls.identity.is_some() {
+            let mut tls = match &self.tls.ca {
+                Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+                None => TlsOptions::new().with_native_roots(),
+            };
+            if let Some((cert, key)) = &self.tls.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(user) = &self.user {
+            options = options.with_user(user.name.clone(), user.password.clone());
+        }
+        options
     }
 }
 
