@@ -22,8 +22,8 @@ RUN apt-get update \
 COPY --from=build /out/ /usr/local/bin/
 COPY examples/ /examples/
 USER gateway
-# Proxy, admin, gossip.
-EXPOSE 8000 8001 7946/udp
+# Proxy, admin, HTTPS proxy (with proxy_listen_tls), gossip.
+EXPOSE 8000 8001 8443 7946/udp
 HEALTHCHECK --interval=5s --timeout=2s --retries=6 \
   CMD curl -fsS -o /dev/null http://127.0.0.1:8001/status || exit 1
 CMD ["gateway", "run"]

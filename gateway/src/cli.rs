@@ -117,6 +117,10 @@ pub struct Flags {
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_listen_tls: Option<SocketAddr>,
+    /// A self-signed certificate for this name, made at start, for clients the config has none for.
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_tls_self_signed: Option<String>,
     /// Admin API address.
     #[arg(long, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]

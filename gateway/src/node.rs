@@ -156,7 +156,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let tls_server = match tls_listener {
         Some(listener) => {
             let config = tls::server_config(live.certificates().clone()).context("TLS server config")?;
-            if live.certificates().load().is_empty() {
+            if let Some(name) = &settings.proxy_tls_self_signed {
+                live.certificates()
+                    .fall_back_to_self_signed(name)
+                    .map_err(|e| anyhow::anyhow!("proxy_tls_self_signed: {e}"))?;
+                tracing::info!(name = %name, "serving a self-signed certificate to clients the config has none for");
+            } else if live.certificates().load().is_empty() {
                 tracing::warn!("proxy_listen_tls is set but the config has no certificate: every handshake fails");
             }
             let (handler, addressing) = (proxy_handler.clone(), addressing.clone());

@@ -44,6 +44,11 @@ pub struct Settings {
     /// Where clients send HTTPS traffic, with the certificates of the config; none: no TLS
     /// listener. Default none.
     pub proxy_listen_tls: Option<SocketAddr>,
+    /// Make a self-signed certificate for this name at start, served on the TLS listener to
+    /// every client the config has no certificate for (a demo or a first try: clients must be
+    /// told to accept it). Default none.
+    #[serde(deserialize_with = "lenient::opt_string")]
+    pub proxy_tls_self_signed: Option<String>,
     /// Admin API, `/metrics`, `/status`. Default 127.0.0.1:8001.
     pub admin_listen: SocketAddr,
     /// When set, admin requests must carry `Authorization: Bearer <token>`.
@@ -158,6 +163,7 @@ impl Default for Settings {
             node_id: default_node_id(),
             proxy_listen: ([0, 0, 0, 0], 8000).into(),
             proxy_listen_tls: None,
+            proxy_tls_self_signed: None,
             admin_listen: ([127, 0, 0, 1], 8001).into(),
             admin_token: None,
             config_source: ConfigSource::File,

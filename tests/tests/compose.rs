@@ -206,6 +206,12 @@ async fn the_quickstart_on_docker_compose() {
     assert_eq!(demo.header("x-ratelimit-limit-minute"), "600");
     assert!(!demo.header("ratelimit-remaining").is_empty());
 
+    // Step 7: HTTPS on 8443, with the certificate gateway-1 made for localhost at start.
+    let https = run(Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg("https://localhost:8443/demo"));
+    assert_eq!(String::from_utf8_lossy(&https.stdout), "200");
+
     drop(compose);
     for tag in [gateway, etcd, redis, jaeger] {
         let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();

@@ -257,3 +257,47 @@ async fn bad_input_on_either_port_closes_only_that_connection() {
     assert!(closed.is_ok(), "a stalled handshake was not closed");
     works().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_made_at_start_serves_what_the_config_does_not() {
+    let echo = Upstream::start("a").await;
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf(&["api.example.com"]);
+    let certificates = [certificate("c", &leaf, &["api.example.com"], false)];
+    let flags = [TLS[0], TLS[1], "--proxy-tls-self-signed", "localhost"];
+    let gw = Gateway::start_with(&config(&echo, "{ name: r, paths: [/] }", &certificates), &flags).await;
+    let port = gw.proxy_tls.unwrap().port();
+    let dir = TempDir::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let curl = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("curl").args(&args).output().await.expect("curl runs");
+        (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let common = |host: &str| {
+        let resolve = format!("{host}:{port}:127.0.0.1");
+        vec![
+            "-sS".into(),
+            "--resolve".into(),
+            resolve,
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+        ]
+    };
+    // The config's certificate for its name, verified against the test's CA.
+    let mut args = common("api.example.com");
+    args.extend(["--cacert".into(), ca_file.to_str().unwrap().into(), format!("https://api.example.com:{port}/")]);
+    assert_eq!(curl(args).await.0, "200");
+    // Any other name: the self-signed one (which only an insecure client takes), not a failed
+    // handshake.
+    let mut args = common("localhost");
+    args.extend(["-k".into(), format!("https://localhost:{port}/")]);
+    assert_eq!(curl(args).await.0, "200");
+    let mut args = common("localhost");
+    args.extend(["--cacert".into(), ca_file.to_str().unwrap().into(), format!("https://localhost:{port}/")]);
+    let (out, err) = curl(args).await;
+    assert_eq!(out, "000", "a self-signed certificate passed verification");
+    assert!(err.contains("certificate"), "{err}");
+}

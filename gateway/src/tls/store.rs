@@ -8,10 +8,11 @@
 use arc_swap::ArcSwap;
 use config_sync::model::{Certificate, LoadedCertificate};
 use config_sync::Config;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 /// The certificates of one config, indexed for the handshake.
@@ -88,30 +89,47 @@ impl CertificateStore {
 
 /// The certificate set in force, which the TLS listener asks at each handshake.
 #[derive(Default)]
-pub struct Certificates(ArcSwap<CertificateStore>);
+pub struct Certificates {
+    current: ArcSwap<CertificateStore>,
+    /// Served when the config has nothing for a client (`proxy_tls_self_signed`).
+    fallback: OnceLock<Arc<CertifiedKey>>,
+}
 
 impl Certificates {
     /// The set in force.
     pub fn load(&self) -> Arc<CertificateStore> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
     /// Serves the certificates of `config` from the next handshake on.
     pub fn update(&self, config: &Config) {
-        let next = CertificateStore::build(config, &self.0.load());
-        self.0.store(Arc::new(next));
+        let next = CertificateStore::build(config, &self.current.load());
+        self.current.store(Arc::new(next));
+    }
+
+    /// Serves a self-signed certificate for `name`, made now, to every client the config has no
+    /// certificate for (a config's own default still comes first). Once per node.
+    pub fn fall_back_to_self_signed(&self, name: &str) -> Result<(), String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .and_then(|params| params.self_signed(&key))
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::try_from(key.serialize_der()).map_err(str::to_owned)?;
+        let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+        let certified = Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer));
+        self.fallback.set(certified).map_err(|_| "a fallback certificate is already set".to_owned())
     }
 }
 
 impl std::fmt::Debug for Certificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Certificates").field("count", &self.0.load().loaded.len()).finish()
+        f.debug_struct("Certificates").field("count", &self.current.load().loaded.len()).finish()
     }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let picked = self.0.load().pick(hello.server_name());
+        let picked = self.current.load().pick(hello.server_name()).or_else(|| self.fallback.get().cloned());
         if picked.is_none() {
             tracing::debug!(sni = hello.server_name().unwrap_or(""), "no certificate for the client's server name");
         }
