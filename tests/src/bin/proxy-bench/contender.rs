@@ -50,12 +50,31 @@ impl Contender {
         Contender::ready(addr, root, Process::Gateway { _gateway: Box::new(gateway) }, cpu).await
     }
 
+    /// A gateway node serving `yaml` (which holds a default certificate) on its TLS listener,
+    /// with one runtime worker.
+    pub async fn gateway_tls(yaml: &str, cpu: usize) -> Contender {
+        let flags = ["--worker-threads", "1", "--proxy-listen-tls", "127.0.0.1:0"];
+        let gateway = Gateway::start_with(yaml, &flags).await;
+        let (addr, root) = (gateway.proxy_tls.expect("a TLS listener"), gateway.pid());
+        Contender::ready(addr, root, Process::Gateway { _gateway: Box::new(gateway) }, cpu).await
+    }
+
     /// nginx with one worker process and a keep-alive pool to the upstream, as ANCHORS.md says:
-    /// HTTP/1.1 upstream, `Connection ""`, `keepalive 64`.
-    pub async fn nginx(upstream: SocketAddr, cpu: usize) -> Contender {
+    /// HTTP/1.1 upstream, `Connection ""`, `keepalive 64`; with `tls`, terminating TLS with its
+    /// default session cache (tickets) and a shared one.
+    pub async fn nginx(upstream: SocketAddr, cpu: usize, tls: Option<&BenchCertificate>) -> Contender {
         let dir = TempDir::new();
         let port = free_port();
         let path = dir.path().display();
+        let listen = match tls {
+            None => format!("listen 127.0.0.1:{port};"),
+            Some(c) => format!(
+                "listen 127.0.0.1:{port} ssl;\n        ssl_certificate {};\n        ssl_certificate_key {};\n        \
+                 ssl_session_cache shared:SSL:10m;",
+                c.cert.display(),
+                c.key.display()
+            ),
+        };
         let conf = format!(
             r#"worker_processes 1;
 daemon off;
@@ -74,7 +93,7 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -100,9 +119,10 @@ http {{
 
     /// HAProxy with one thread; it keeps upstream connections alive by default (`http-reuse
     /// safe`).
-    pub async fn haproxy(upstream: SocketAddr, cpu: usize) -> Contender {
+    pub async fn haproxy(upstream: SocketAddr, cpu: usize, tls: Option<&BenchCertificate>) -> Contender {
         let dir = TempDir::new();
         let port = free_port();
+        let ssl = tls.map(|c| format!(" ssl crt {}", c.combined.display())).unwrap_or_default();
         let conf = format!(
             r#"global
     nbthread 1
@@ -113,7 +133,7 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend bench
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port}{ssl}
     default_backend upstream
 backend upstream
     http-reuse safe
@@ -151,6 +171,44 @@ backend upstream
     /// Its processes (nginx: master and worker).
     pub fn pids(&self) -> Vec<u32> {
         procs::tree(self.root)
+    }
+}
+
+/// One ECDSA P-256 certificate for 127.0.0.1, made for the run, as each contender reads it: PEM
+/// files (nginx; HAProxy's chain and key in one) and a certificate entity (the gateway's).
+pub struct BenchCertificate {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub combined: std::path::PathBuf,
+    chain: String,
+    key_pem: String,
+    _dir: TempDir,
+}
+
+impl BenchCertificate {
+    pub fn new() -> BenchCertificate {
+        let key = rcgen::KeyPair::generate().expect("a P-256 key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("an IP name");
+        let cert = params.self_signed(&key).expect("a self-signed certificate");
+        let (chain, key_pem) = (cert.pem(), key.serialize_pem());
+        let dir = TempDir::new();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write a certificate file");
+            path
+        };
+        let (cert, key, combined) =
+            (write("cert.pem", &chain), write("key.pem", &key_pem), write("both.pem", &(chain.clone() + &key_pem)));
+        BenchCertificate { cert, key, combined, chain, key_pem, _dir: dir }
+    }
+
+    /// The declarative file's `certificates:` section: this one, the default.
+    pub fn entity(&self) -> String {
+        format!(
+            "certificates: [{{ name: bench, cert: {}, key: {}, default: true }}]\n",
+            serde_json::json!(self.chain),
+            serde_json::json!(self.key_pem)
+        )
     }
 }
 

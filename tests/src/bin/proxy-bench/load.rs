@@ -25,15 +25,15 @@ pub enum Expect {
 /// Keeps `connections` keep-alive connections busy on `url` for `duration` from one wrk thread.
 /// wrk cannot tell a 429 from a 5xx: with [`Expect::Refused`] only socket errors count as
 /// failures here (the fixed-rate run checks the statuses).
-pub fn max_throughput(url: &str, connections: usize, duration: Duration, expect: Expect) -> Throughput {
-    let out = run(Command::new("wrk").args([
-        "-t1",
-        &format!("-c{connections}"),
-        &format!("-d{}s", duration.as_secs().max(1)),
-        "--timeout",
-        "5s",
-        url,
-    ]));
+/// With `fresh`, every request asks for its connection to close: a new connection (and TLS
+/// handshake) each.
+pub fn max_throughput(url: &str, connections: usize, duration: Duration, expect: Expect, fresh: bool) -> Throughput {
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t1", &format!("-c{connections}"), &format!("-d{}s", duration.as_secs().max(1)), "--timeout", "5s"]);
+    if fresh {
+        wrk.args(["-H", "Connection: close"]);
+    }
+    let out = run(wrk.arg(url));
     let number_after = |label: &str| -> Option<f64> {
         let at = out.find(label)? + label.len();
         out[at..].split_whitespace().next()?.trim_end_matches(',').parse().ok()
@@ -69,8 +69,23 @@ pub struct Latency {
 
 /// Sends `rate` requests a second to `url` for `duration`, over at most `connections` keep-alive
 /// connections, and reports latency corrected for coordinated omission.
-pub fn fixed_rate(url: &str, rate: u64, connections: usize, duration: Duration, expect: Expect) -> Latency {
-    let out = run(Command::new("oha").args([
+pub fn fixed_rate(
+    url: &str,
+    rate: u64,
+    connections: usize,
+    duration: Duration,
+    expect: Expect,
+    fresh: bool,
+) -> Latency {
+    let mut oha = Command::new("oha");
+    if fresh {
+        oha.arg("--disable-keepalive");
+    }
+    // The contenders' certificate is the bench's own.
+    if url.starts_with("https://") {
+        oha.arg("--insecure");
+    }
+    let out = run(oha.args([
         "--no-tui",
         "--output-format",
         "json",

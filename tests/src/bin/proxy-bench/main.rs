@@ -8,7 +8,10 @@
 //! 100k requests at full load, and its peak resident memory. Extra rows: the gateway with rate
 //! limiting (redis and local policy, a limit never reached; redis, a client always over its limit,
 //! answered 429), with cache hits (redis and memory
-//! strategy) and with 10,000 routes. Each measurement runs ROUNDS times, the contenders taking
+//! strategy), with key-auth and jwt, and with 10,000 routes. HTTPS rows: the gateway, nginx and
+//! HAProxy terminating TLS with one ECDSA P-256 certificate, on kept-alive connections and with a
+//! new connection (a full handshake) for every request; `PROXY_BENCH_ONLY=https` runs only
+//! those. Each measurement runs ROUNDS times, the contenders taking
 //! turns so that a slow spell of the machine hits them all, and the table shows the medians.
 //! Prints a Markdown table and the targets it checks.
 //!
@@ -19,7 +22,7 @@ mod load;
 mod procs;
 mod upstream;
 
-use contender::Contender;
+use contender::{BenchCertificate, Contender};
 use load::{Expect, Latency, Throughput};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -42,6 +45,8 @@ struct Row {
     main: bool,
     /// What its answers should be.
     expect: Expect,
+    /// A new connection for every request.
+    fresh: bool,
     throughput: Vec<Throughput>,
     cpu_per_100k: Vec<f64>,
     latency: Vec<Latency>,
@@ -57,9 +62,11 @@ impl Row {
         contender: Option<Contender>,
         main: bool,
     ) -> Row {
-        let url = format!("http://{addr}{path}");
+        let scheme = if case.starts_with("https") { "https" } else { "http" };
+        let url = format!("{scheme}://{addr}{path}");
         let (throughput, cpu_per_100k, latency) = (Vec::new(), Vec::new(), Vec::new());
-        Row { case, name, url, contender, main, expect: Expect::Ok, throughput, cpu_per_100k, latency }
+        let fresh = case == NEW_CONNECTIONS;
+        Row { case, name, url, contender, main, expect: Expect::Ok, fresh, throughput, cpu_per_100k, latency }
     }
 
     /// The median requests per second over the rounds.
@@ -116,14 +123,22 @@ async fn main() {
         rows.extend(main_rows(case, path, upstream).await);
     }
     rows.extend(gateway_variants(upstream, &redis.url()).await);
+    let certificate = BenchCertificate::new();
+    for case in [HTTPS, NEW_CONNECTIONS] {
+        rows.extend(https_rows(case, upstream, &certificate).await);
+    }
+    // PROXY_BENCH_ONLY=https: only the rows of the cases that start so.
+    if let Ok(only) = std::env::var("PROXY_BENCH_ONLY") {
+        rows.retain(|r| r.case.starts_with(&only));
+    }
 
     eprintln!("{connections} connections, {seconds} s per measurement, {rounds} rounds");
     for round in 1..=rounds {
         for row in &mut rows {
-            let _ = load::max_throughput(&row.url, connections, Duration::from_secs(1), row.expect); // warm-up
+            let _ = load::max_throughput(&row.url, connections, Duration::from_secs(1), row.expect, row.fresh); // warm-up
             let pids = row.contender.as_ref().map(Contender::pids).unwrap_or_default();
             let before = procs::cpu_seconds(&pids);
-            let measured = load::max_throughput(&row.url, connections, duration, row.expect);
+            let measured = load::max_throughput(&row.url, connections, duration, row.expect, row.fresh);
             if row.contender.is_some() {
                 row.cpu_per_100k.push((procs::cpu_seconds(&pids) - before) / measured.requests as f64 * 100_000.0);
             }
@@ -132,7 +147,13 @@ async fn main() {
         }
     }
     let mut rates = Vec::new();
-    for case in ["small", "64 KiB"] {
+    let mut cases: Vec<&str> = Vec::new();
+    for row in &rows {
+        if !cases.contains(&row.case) {
+            cases.push(row.case);
+        }
+    }
+    for case in cases {
         let slowest =
             rows.iter().filter(|r| r.case == case && r.main).map(Row::per_second).fold(f64::INFINITY, f64::min);
         rates.push((case, (slowest * FIXED_RATE_SHARE) as u64));
@@ -141,7 +162,7 @@ async fn main() {
         for row in &mut rows {
             let rate =
                 rates.iter().find(|(case, _)| *case == row.case).map(|(_, rate)| *rate).expect("a rate per case");
-            let latency = load::fixed_rate(&row.url, rate, connections, duration, row.expect);
+            let latency = load::fixed_rate(&row.url, rate, connections, duration, row.expect, row.fresh);
             eprintln!(
                 "round {round} {:<7} {:<31} p50 {:?} p99 {:?} at {rate}/s",
                 row.case, row.name, latency.p50, latency.p99
@@ -157,8 +178,8 @@ async fn main_rows(case: &'static str, path: &str, upstream: SocketAddr) -> Vec<
     let gateway =
         Contender::gateway(&service_yaml(upstream, "{ name: all, paths: [/], strip_path: false }"), None, PROXY_CPU)
             .await;
-    let nginx = Contender::nginx(upstream, PROXY_CPU).await;
-    let haproxy = Contender::haproxy(upstream, PROXY_CPU).await;
+    let nginx = Contender::nginx(upstream, PROXY_CPU, None).await;
+    let haproxy = Contender::haproxy(upstream, PROXY_CPU, None).await;
     let row = |name, addr, contender| Row::new(case, name, addr, path, contender, true);
     vec![
         row("direct", upstream, None),
@@ -167,6 +188,22 @@ async fn main_rows(case: &'static str, path: &str, upstream: SocketAddr) -> Vec<
         row("HAProxy", haproxy.addr, Some(haproxy)),
     ]
 }
+
+/// The small body over HTTPS (`HTTPS`: kept-alive connections; `NEW_CONNECTIONS`: a TLS
+/// handshake for every request), the gateway, nginx and HAProxy terminating TLS with the same
+/// ECDSA P-256 certificate.
+async fn https_rows(case: &'static str, upstream: SocketAddr, certificate: &BenchCertificate) -> Vec<Row> {
+    let yaml = service_yaml(upstream, "{ name: all, paths: [/], strip_path: false }") + &certificate.entity();
+    let gateway = Contender::gateway_tls(&yaml, PROXY_CPU).await;
+    let nginx = Contender::nginx(upstream, PROXY_CPU, Some(certificate)).await;
+    let haproxy = Contender::haproxy(upstream, PROXY_CPU, Some(certificate)).await;
+    let row = |name, addr, contender| Row::new(case, name, addr, "/small", Some(contender), true);
+    vec![row("gateway", gateway.addr, gateway), row("nginx", nginx.addr, nginx), row("HAProxy", haproxy.addr, haproxy)]
+}
+
+/// The HTTPS cases.
+const HTTPS: &str = "https";
+const NEW_CONNECTIONS: &str = "https, a handshake a request";
 
 /// The gateway with a plugin on its one route, or with 10,000 routes, small body.
 async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
@@ -286,6 +323,20 @@ fn report(rows: &[Row], rates: &[(&str, u64)], connections: usize, seconds: u64,
             rss,
             row.failures(),
         );
+    }
+    for case in [HTTPS, NEW_CONNECTIONS] {
+        if let (Some(gateway), Some(nginx)) = (find(case, "gateway"), find(case, "nginx")) {
+            let ratio = gateway.per_second() / nginx.per_second();
+            let _ = writeln!(
+                out,
+                "\n{case}: the gateway {ratio:.2}× nginx (≥ 1.0; {}): {}",
+                by_round(gateway, nginx),
+                if ratio >= 1.0 { "met" } else { "MISSED" }
+            );
+        }
+    }
+    if find("small", "gateway").is_none() {
+        return out;
     }
     let _ = writeln!(out, "\nTargets (small body):");
     let small = |name: &str| find("small", name).expect("a row");
