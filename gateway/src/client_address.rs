@@ -93,6 +93,8 @@ pub struct RealIp {
     recursive: bool,
 }
 
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
 impl RealIp {
     /// From the settings `trusted_ips`, `real_ip_header` and `real_ip_recursive`; the error
     /// names the setting and its bad value.
@@ -122,13 +124,19 @@ impl RealIp {
 
     /// The client of a request from the trusted peer `connection` carrying `headers`: the
     /// connection's own `ClientInfo` (shared, nothing made) unless the header names another.
+    /// A trusted proxy's `X-Forwarded-Proto: https` (it ended TLS) makes the client an HTTPS
+    /// one, as in Kong, for routes' `protocols` and the `X-Forwarded-Proto` sent upstream.
     pub fn client(&self, connection: &Arc<ClientInfo>, headers: &HeaderMap) -> Arc<ClientInfo> {
-        match self.resolve(headers) {
+        let https = !connection.https
+            && headers.get(X_FORWARDED_PROTO).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let client = match self.resolve(headers) {
             Some(real) if real.ip().to_canonical() != connection.peer.ip().to_canonical() => {
-                Arc::new(connection.behind_proxy(real))
+                connection.behind_proxy(real)
             }
-            _ => connection.clone(),
-        }
+            _ if !https => return connection.clone(),
+            _ => (**connection).clone(),
+        };
+        Arc::new(if https { client.over_tls() } else { client })
     }
 
     /// The client that `headers` name (every field of the header, in the order they came, is
@@ -178,6 +186,21 @@ mod tests {
     fn real_ip(trusted: &[&str], recursive: bool) -> RealIp {
         let trusted: Vec<String> = trusted.iter().map(|s| s.to_string()).collect();
         RealIp::new(&trusted, "X-Forwarded-For", recursive).unwrap()
+    }
+
+    #[test]
+    fn a_trusted_proxy_that_ended_tls_makes_the_client_https() {
+        let r = real_ip(&["127.0.0.1/32"], true);
+        let connection = Arc::new(ClientInfo::new("127.0.0.1:5000".parse().unwrap(), 8000));
+        let mut headers = HeaderMap::new();
+        assert!(!r.client(&connection, &headers).https);
+        headers.insert("x-forwarded-proto", http::HeaderValue::from_static("HTTPS"));
+        assert!(r.client(&connection, &headers).https);
+        headers.insert("x-forwarded-for", http::HeaderValue::from_static("203.0.113.7"));
+        let client = r.client(&connection, &headers);
+        assert!(client.https && client.ip_text() == "203.0.113.7");
+        headers.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
+        assert!(!r.client(&connection, &headers).https);
     }
 
     fn header(fields: &[&[u8]]) -> HeaderMap {

@@ -223,6 +223,15 @@ pub fn etcd_config(settings: &Settings) -> anyhow::Result<EtcdConfig> {
     let endpoints = settings.etcd_endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
     let mut config = EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix);
     config.liveness_interval = std::time::Duration::from_millis(settings.etcd_liveness_interval_ms.max(50));
+    let secured = settings.etcd_ca_file.is_some() || settings.etcd_cert_file.is_some();
+    if let Some(plain) = config.endpoints.iter().find(|e| !e.starts_with("https://")).filter(|_| secured) {
+        anyhow::bail!("etcd_endpoints: {plain} is not https://, so etcd_ca_file and etcd_cert_file would not be used");
+    }
+    if let Some(plain) = config.endpoints.iter().find(|e| !e.starts_with("https://")) {
+        if settings.etcd_username.is_some() {
+            tracing::warn!(endpoint = %plain, "etcd_password goes to etcd in clear text: use https:// endpoints");
+        }
+    }
     let read = |setting: &str, path: &std::path::Path| {
         std::fs::read_to_string(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
     };

@@ -80,9 +80,19 @@ impl HttpClient {
     /// Sends `request` and reads the whole reply; panics if the exchange fails.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
         let uri = request.uri().clone();
-        let response = self.0.request(request).await.unwrap_or_else(|e| panic!("request to {uri} failed: {e:?}"));
+        self.try_send(request).await.unwrap_or_else(|e| panic!("request to {uri} failed: {e}"))
+    }
+
+    /// GET `url`; why not, when the exchange fails (for polling a server that may not be up).
+    pub async fn try_get(&self, url: &str) -> Result<Reply, String> {
+        self.try_send(Request::get(url).body(Full::default()).expect("a valid request")).await
+    }
+
+    /// Sends `request` and reads the whole reply.
+    pub async fn try_send(&self, request: Request<Full<Bytes>>) -> Result<Reply, String> {
+        let response = self.0.request(request).await.map_err(|e| format!("{e:?}"))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap_or_else(|e| panic!("reading {uri}: {e}")).to_bytes();
-        Reply { status: parts.status, headers: parts.headers, body }
+        let body = body.collect().await.map_err(|e| format!("reading the body: {e}"))?.to_bytes();
+        Ok(Reply { status: parts.status, headers: parts.headers, body })
     }
 }

@@ -100,6 +100,10 @@ async fn a_node_apply_and_dump_reach_etcd_over_tls_as_a_user() {
     let out = run_gateway(&missing);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("etcd_key_file: cannot read /nonexistent/key.pem"), "{}", text(&out.stderr));
+    let ca_file = files.ca.to_str().unwrap();
+    let out = run_gateway(&["dump", "--etcd", "http://127.0.0.1:2379", "--etcd-ca-file", ca_file]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not https://"), "{}", text(&out.stderr));
     let out = run_gateway(&["dump", "--etcd", &url, "--etcd-username", "root"]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("etcd_username and etcd_password go together"), "{}", text(&out.stderr));

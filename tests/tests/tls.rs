@@ -212,14 +212,21 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_on_either_port_closes_only_that_connection() {
+/// An echo upstream, a CA, its leaf for api.example.com, and a gateway serving that leaf (and
+/// `flags`) on its TLS listener, routing / to the echo.
+async fn one_certificate(flags: &[&str]) -> (Upstream, Ca, Gateway) {
     let echo = Upstream::start("a").await;
     let ca = Ca::new("test CA");
     let leaf = ca.leaf(&["api.example.com"]);
     let certificates = [certificate("c", &leaf, &["api.example.com"], false)];
-    let flags = [TLS[0], TLS[1], "--header-read-timeout-ms", "500"];
+    let flags: Vec<&str> = TLS.iter().chain(flags).copied().collect();
     let gw = Gateway::start_with(&config(&echo, "{ name: r, paths: [/] }", &certificates), &flags).await;
+    (echo, ca, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_on_either_port_closes_only_that_connection() {
+    let (_echo, ca, gw) = one_certificate(&["--header-read-timeout-ms", "500"]).await;
     let tls_addr = gw.proxy_tls.unwrap();
     let client = ca.client_config(&["http/1.1"]);
     let works = || async {
@@ -260,12 +267,7 @@ async fn bad_input_on_either_port_closes_only_that_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_self_signed_certificate_made_at_start_serves_what_the_config_does_not() {
-    let echo = Upstream::start("a").await;
-    let ca = Ca::new("test CA");
-    let leaf = ca.leaf(&["api.example.com"]);
-    let certificates = [certificate("c", &leaf, &["api.example.com"], false)];
-    let flags = [TLS[0], TLS[1], "--proxy-tls-self-signed", "localhost"];
-    let gw = Gateway::start_with(&config(&echo, "{ name: r, paths: [/] }", &certificates), &flags).await;
+    let (_echo, ca, gw) = one_certificate(&["--proxy-tls-self-signed", "localhost"]).await;
     let port = gw.proxy_tls.unwrap().port();
     let dir = TempDir::new();
     let ca_file = dir.path().join("ca.pem");

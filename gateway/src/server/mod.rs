@@ -208,6 +208,15 @@ async fn handshake(
         if stream.unread()[0] != 22 {
             tracing::debug!(%peer, "plain HTTP on the TLS listener");
             let _ = stream.write_all(PLAIN_HTTP_ON_TLS).await;
+            // Read what the client sent before closing (a close with bytes unread would be a
+            // reset, and could cost the client the answer), as nginx's lingering close does.
+            let _ = stream.shutdown().await;
+            let linger = async {
+                while matches!(stream.read_more(4096).await, Ok(n) if n > 0) {
+                    stream.consume(stream.unread().len());
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(200), linger).await;
             return None;
         }
         match acceptor.accept(stream).await {

@@ -11,7 +11,7 @@ use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, Crypt
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock};
 use tokio_rustls::TlsConnector;
 
@@ -30,6 +30,10 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
+/// The keys of the settings' ids: random per process, so that no config can be made to
+/// collide with another's.
+static ID_KEYS: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
+
 /// The system's roots, read once (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
 static SYSTEM_ROOTS: LazyLock<Arc<RootCertStore>> = LazyLock::new(|| {
     let found = rustls_native_certs::load_native_certs();
@@ -46,8 +50,9 @@ impl UpstreamTls {
     /// The TLS settings of `service` (an `https://` one), with the certificates it names from
     /// `config`; why not, when one of them does not load.
     pub fn new(service: &Service, config: &Config) -> Result<UpstreamTls, String> {
-        let mut id = std::hash::DefaultHasher::new();
-        (service.tls_verify, &service.tls_server_name).hash(&mut id);
+        // What sets the connections apart, each field framed (lengths and option tags), hashed
+        // with keys of this process: equal settings share pooled connections.
+        let mut cas = Vec::new();
         let roots = match (service.tls_verify, service.ca_certificates.is_empty()) {
             (false, _) => None,
             (true, true) => Some(SYSTEM_ROOTS.clone()),
@@ -56,7 +61,7 @@ impl UpstreamTls {
                 for name in &service.ca_certificates {
                     let ca =
                         config.ca_certificates.get(name).ok_or_else(|| format!("unknown CA certificate {name:?}"))?;
-                    ca.cert.hash(&mut id);
+                    cas.push(ca.cert.as_str());
                     for der in ca.certificates().map_err(|e| format!("CA certificate {name:?}: {e}"))? {
                         roots.add(der).map_err(|e| format!("CA certificate {name:?}: {e}"))?;
                     }
@@ -64,15 +69,18 @@ impl UpstreamTls {
                 Some(Arc::new(roots))
             }
         };
-        let client = match &service.client_certificate {
-            None => None,
+        let (client, identity) = match &service.client_certificate {
+            None => (None, None),
             Some(name) => {
                 let cert = config.certificates.get(name).ok_or_else(|| format!("unknown certificate {name:?}"))?;
-                (&cert.cert, &cert.key).hash(&mut id);
-                Some(cert.load().map_err(|(field, e)| format!("certificate {name:?}: {field}: {e}"))?.key)
+                // Accepted when it was written; expiring since must not take the service away.
+                let loaded =
+                    cert.load_even_if_expired().map_err(|(field, e)| format!("certificate {name:?}: {field}: {e}"))?;
+                (Some(loaded.key), Some((cert.cert.as_str(), cert.key.as_str())))
             }
         };
-        UpstreamTls::build(roots, client, service.tls_server_name.as_deref(), id.finish())
+        let id = ID_KEYS.hash_one((service.tls_verify, &service.tls_server_name, cas, identity));
+        UpstreamTls::build(roots, client, service.tls_server_name.as_deref(), id)
     }
 
     /// The TLS settings of active `https` probes: the system's roots (or no verification), the
