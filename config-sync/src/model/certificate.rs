@@ -292,6 +292,15 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_in_use_loads_after_it_expires() {
+        let ([leaf, ..], key) = chain(Some((2021, 1, 1)));
+        let certificate = Certificate { name: "c".into(), cert: leaf, key, snis: vec![], default: false };
+        assert!(certificate.load().unwrap_err().1.starts_with("expired at"));
+        let loaded = certificate.load_even_if_expired().unwrap();
+        assert!(loaded.not_after < SystemTime::now());
+    }
+
+    #[test]
     fn ca_certificates_parse_or_say_why() {
         let ([_, mid, root], _) = chain(None);
         let ca = CaCertificate { name: "ca".into(), cert: format!("{root}{mid}") };
