@@ -65,12 +65,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
         reader.certificate(item, i);
     }
     for (i, item) in ca_certificates.into_iter().enumerate() {
-        let at = Reader::locate(&item, "ca_certificates", &format!("ca_certificates[{i}]"), "name");
-        if let Some(ca) = reader.entity::<CaCertificate>(item, &at) {
-            if reader.first_seen(format!("ca_certificates/{}", ca.name), &at) {
-                reader.config.ca_certificates.insert(ca.name.clone(), ca);
-            }
-        }
+        reader.ca_certificate(item, i);
     }
     let Reader { config, mut errors, broken, broken_consumers, .. } = reader;
     config.validate_entities(&mut errors);
@@ -416,6 +411,14 @@ impl Reader {
         let Some(certificate) = self.entity::<Certificate>(item, &at) else { return };
         if self.first_seen(format!("certificates/{}", certificate.name), &at) {
             self.config.certificates.insert(certificate.name.clone(), certificate);
+        }
+    }
+
+    fn ca_certificate(&mut self, item: Value, index: usize) {
+        let at = Self::locate(&item, "ca_certificates", &format!("ca_certificates[{index}]"), "name");
+        let Some(ca) = self.entity::<CaCertificate>(item, &at) else { return };
+        if self.first_seen(format!("ca_certificates/{}", ca.name), &at) {
+            self.config.ca_certificates.insert(ca.name.clone(), ca);
         }
     }
 

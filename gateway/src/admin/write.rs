@@ -208,26 +208,18 @@ fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
         EntityKey::Service(name) => {
             config.routes.values().filter(|r| &r.service == name).map(|r| format!("routes/{}", r.name)).collect()
         }
-        EntityKey::Upstream(name) => config
-            .services
-            .values()
-            .filter(|s| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none()))
-            .map(|s| format!("services/{}", s.name))
-            .collect(),
-        EntityKey::Certificate(name) => config
-            .services
-            .values()
-            .filter(|s| s.client_certificate.as_ref() == Some(name))
-            .map(|s| format!("services/{}", s.name))
-            .collect(),
-        EntityKey::CaCertificate(name) => config
-            .services
-            .values()
-            .filter(|s| s.ca_certificates.contains(name))
-            .map(|s| format!("services/{}", s.name))
-            .collect(),
+        EntityKey::Upstream(name) => {
+            services_where(config, |s| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none()))
+        }
+        EntityKey::Certificate(name) => services_where(config, |s| s.client_certificate.as_ref() == Some(name)),
+        EntityKey::CaCertificate(name) => services_where(config, |s| s.ca_certificates.contains(name)),
         _ => Vec::new(),
     }
+}
+
+/// The services of `config` that `uses` says use something, as `services/<name>`.
+fn services_where(config: &config_sync::Config, uses: impl Fn(&config_sync::model::Service) -> bool) -> Vec<String> {
+    config.services.values().filter(|s| uses(s)).map(|s| format!("services/{}", s.name)).collect()
 }
 
 /// 200 with `body`; with `?wait=1`, once this node applied `revision` (504 if it does not in

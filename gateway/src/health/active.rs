@@ -23,7 +23,7 @@ pub fn spawn(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<
 
 async fn probe_loop(target: Arc<TargetHealth>, policy: Arc<ActivePolicy>, permits: Arc<Semaphore>) {
     let tls = match policy.check_type {
-        CheckType::Https => match UpstreamTls::probe(policy.https.1, policy.https.0.as_deref()) {
+        CheckType::Https => match UpstreamTls::probe(policy.https_verify, policy.https_sni.as_deref()) {
             Ok(tls) => Some(tls),
             Err(error) => return tracing::warn!(target = target.address(), %error, "https probes cannot start"),
         },

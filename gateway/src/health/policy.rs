@@ -40,8 +40,10 @@ pub struct ActivePolicy {
     pub http_path: String,
     /// Extra probe headers.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `https` probes: the SNI (none: the target's host) and whether the certificate is verified.
-    pub https: (Option<String>, bool),
+    /// `https` probes: the name sent and verified (none: the target's host).
+    pub https_sni: Option<String>,
+    /// `https` probes: whether the target's certificate is verified.
+    pub https_verify: bool,
     /// Between probes of a healthy target; zero: not probed.
     pub healthy_interval: Duration,
     /// Between probes of an unhealthy target; zero: not probed.
@@ -129,7 +131,8 @@ impl Policy {
                     .flat_map(|(name, values)| values.iter().map(move |v| (name, v)))
                     .filter_map(|(n, v)| Some((HeaderName::try_from(n).ok()?, HeaderValue::try_from(v).ok()?)))
                     .collect(),
-                https: (a.https_sni.clone(), a.https_verify_certificate),
+                https_sni: a.https_sni.clone(),
+                https_verify: a.https_verify_certificate,
                 healthy_interval: a.healthy.interval,
                 unhealthy_interval: a.unhealthy.interval,
                 healthy_statuses: StatusSet::new(&a.healthy.http_statuses),

@@ -131,31 +131,40 @@ impl Pool {
                 .await
                 .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
             let _ = stream.set_nodelay(true);
-            let builder = http1::Builder::new().preserve_header_case(self.0.preserve_header_case).clone();
-            let handshake_error = |source| ConnectError::Handshake { target: target.clone(), source };
-            match tls {
-                None => {
-                    let (sender, connection) =
-                        builder.handshake(TokioIo::new(stream)).await.map_err(handshake_error)?;
-                    tokio::spawn(drive(connection));
-                    Ok(sender)
-                }
+            let handshake = match tls {
+                None => self.handshake(stream).await,
                 Some(tls) => {
                     let stream = tls
                         .connect(target, stream)
                         .await
                         .map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
-                    let (sender, connection) =
-                        builder.handshake(TokioIo::new(stream)).await.map_err(handshake_error)?;
-                    tokio::spawn(drive(connection));
-                    Ok(sender)
+                    self.handshake(stream).await
                 }
-            }
+            };
+            handshake.map_err(|source| ConnectError::Handshake { target: target.clone(), source })
         };
         let mut sender: Sender = tokio::time::timeout(connect_timeout, connecting)
             .await
             .map_err(|_| ConnectError::Timeout(target.clone()))??;
         sender.ready().await.map_err(|source| ConnectError::Handshake { target: target.clone(), source })?;
+        Ok(sender)
+    }
+
+    /// HTTP/1.1 on `stream` (plain or TLS), its connection run by a task of its own until it
+    /// closes (upgrades included).
+    async fn handshake<S>(&self, stream: S) -> Result<Sender, hyper::Error>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::Builder::new()
+            .preserve_header_case(self.0.preserve_header_case)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection closed with an error");
+            }
+        });
         Ok(sender)
     }
 
@@ -214,15 +223,5 @@ impl Pool {
     /// Idle connections held now, over all targets.
     pub fn idle_count(&self) -> usize {
         self.0.idle.lock().unwrap_or_else(|e| e.into_inner()).values().map(VecDeque::len).sum()
-    }
-}
-
-/// Runs an upstream connection (upgrades included) until it closes.
-async fn drive<T>(connection: http1::Connection<T, RequestBody>)
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    if let Err(e) = connection.with_upgrades().await {
-        tracing::debug!(error = %e, "upstream connection closed with an error");
     }
 }
