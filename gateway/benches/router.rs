@@ -31,7 +31,7 @@ fn route(i: usize) -> RouteSpec {
     let methods = if i.is_multiple_of(3) { vec![Method::GET, Method::POST] } else { vec![] };
     let headers =
         if i.is_multiple_of(10) { vec![(HeaderName::from_static("x-env"), vec!["prod".to_owned()])] } else { vec![] };
-    RouteSpec { id: i, hosts, paths, methods, headers, priority: (i % 5) as i32 }
+    RouteSpec { id: i, hosts, paths, methods, headers, priority: (i % 5) as i32, ..RouteSpec::default() }
 }
 
 /// One request shape: host, path.
@@ -82,7 +82,7 @@ fn bench_match(c: &mut Criterion) {
         let routes: Vec<RouteSpec> = (0..n).map(route).collect();
         let router = Router::new(&routes).expect("bench routes compile");
         for req in requests(&routes) {
-            let found = router.find(req.host.as_deref(), &req.path, &Method::GET, &headers);
+            let found = router.find(req.host.as_deref(), &req.path, &Method::GET, &headers, false);
             assert_eq!(found.map(|m| m.route), req.expect, "{} at {n}", req.name);
             group.bench_function(BenchmarkId::new(req.name, n), |b| {
                 b.iter(|| {
@@ -91,6 +91,7 @@ fn bench_match(c: &mut Criterion) {
                         black_box(&req.path),
                         black_box(&Method::GET),
                         black_box(&headers),
+                        false,
                     )
                 })
             });

@@ -94,6 +94,7 @@ pub struct RealIp {
 }
 
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
 
 impl RealIp {
     /// From the settings `trusted_ips`, `real_ip_header` and `real_ip_recursive`; the error
@@ -123,20 +124,32 @@ impl RealIp {
     }
 
     /// The client of a request from the trusted peer `connection` carrying `headers`: the
-    /// connection's own `ClientInfo` (shared, nothing made) unless the header names another.
-    /// A trusted proxy's `X-Forwarded-Proto: https` (it ended TLS) makes the client an HTTPS
-    /// one, as in Kong, for routes' `protocols` and the `X-Forwarded-Proto` sent upstream.
+    /// connection's own `ClientInfo` (shared, nothing made) unless the headers say otherwise.
+    /// As in Kong, a trusted proxy's word is taken on three things: the client's address
+    /// (`real_ip_header`), `X-Forwarded-Proto: https` (it ended TLS: for routes' `protocols` and
+    /// the `X-Forwarded-Proto` sent upstream), and `X-Forwarded-Port` (the port its client used).
     pub fn client(&self, connection: &Arc<ClientInfo>, headers: &HeaderMap) -> Arc<ClientInfo> {
         let https = !connection.https
             && headers.get(X_FORWARDED_PROTO).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        let client = match self.resolve(headers) {
-            Some(real) if real.ip().to_canonical() != connection.peer.ip().to_canonical() => {
-                connection.behind_proxy(real)
-            }
-            _ if !https => return connection.clone(),
-            _ => (**connection).clone(),
+        let port = headers
+            .get(X_FORWARDED_PORT)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u16>().ok())
+            .filter(|&port| port != 0 && port != connection.local_port);
+        let real = self.resolve(headers).filter(|real| real.ip().to_canonical() != connection.peer.ip().to_canonical());
+        if real.is_none() && !https && port.is_none() {
+            return connection.clone();
+        }
+        let mut client = match real {
+            Some(real) => connection.behind_proxy(real),
+            None => (**connection).clone(),
         };
-        Arc::new(if https { client.over_tls() } else { client })
+        if https {
+            client = client.over_tls();
+        }
+        if let Some(port) = port {
+            client = client.forwarded_to_port(port);
+        }
+        Arc::new(client)
     }
 
     /// The client that `headers` name (every field of the header, in the order they came, is
@@ -201,6 +214,20 @@ mod tests {
         assert!(client.https && client.ip_text() == "203.0.113.7");
         headers.insert("x-forwarded-proto", http::HeaderValue::from_static("http"));
         assert!(!r.client(&connection, &headers).https);
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_port_its_client_used() {
+        let r = real_ip(&["127.0.0.1/32"], true);
+        let connection = Arc::new(ClientInfo::new("127.0.0.1:5000".parse().unwrap(), 8000));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-port", http::HeaderValue::from_static("443"));
+        let client = r.client(&connection, &headers);
+        assert_eq!((client.port_value().as_bytes(), client.local_port), (&b"443"[..], 8000));
+        for bad in ["", "0", "65536", "443x", "-1"] {
+            headers.insert("x-forwarded-port", http::HeaderValue::from_static(bad));
+            assert!(Arc::ptr_eq(&r.client(&connection, &headers), &connection), "{bad}");
+        }
     }
 
     fn header(fields: &[&[u8]]) -> HeaderMap {

@@ -11,11 +11,11 @@ use crate::health::{Outcome, Policy, Registry, Source, TargetHealth, Watched};
 use crate::plugins::auth::Consumers;
 use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
-use crate::router::{RouteSpec, Router};
+use crate::router::{RouteSpec, Router, Schemes};
 use crate::telemetry::{Name, RouteMetrics};
 use crate::tls::{Certificates, UpstreamTls};
 use arc_swap::ArcSwap;
-use config_sync::model::{Route, Service, Upstream};
+use config_sync::model::{Protocol, Route, Service, Upstream};
 use config_sync::{EntityRef, Snapshot};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
@@ -260,6 +260,10 @@ impl Runtime {
                     .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, v.clone())))
                     .collect(),
                 priority: route.priority,
+                schemes: Schemes {
+                    http: route.protocols.contains(&Protocol::Http),
+                    https: route.protocols.contains(&Protocol::Https),
+                },
             });
             let plugins = plugins.route_chain(
                 (&route.name, &route.plugins),

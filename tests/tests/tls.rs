@@ -104,7 +104,10 @@ async fn https_only_routes_answer_plain_http_with_426_or_a_redirect() {
     let leaf = ca.leaf(&["api.example.com"]);
     let routes = "{ name: upgrade, paths: [/upgrade], protocols: [https] }, \
                   { name: moved, paths: [/moved], protocols: [https], https_redirect_status_code: 308 }, \
-                  { name: plain, paths: [/plain], protocols: [http] }";
+                  { name: plain, paths: [/plain], protocols: [http] }, \
+                  { name: split-https, paths: [/split], protocols: [https], strip_path: false, \
+                    https_redirect_status_code: 301 }, \
+                  { name: split-http, paths: [/split], protocols: [http], strip_path: true }";
     let certificates = [certificate("c", &leaf, &["api.example.com"], false)];
     let gw = Gateway::start_with(&config(&echo, routes, &certificates), &TLS).await;
     let c = HttpClient::new();
@@ -117,6 +120,9 @@ async fn https_only_routes_answer_plain_http_with_426_or_a_redirect() {
     assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(reply.header("location"), "https://api.example.com/moved/x?q=1");
     assert_eq!(c.get(&gw.url("/plain")).await.status, 200);
+    // Two routes that differ only by scheme each serve their own (the plain one strips its path).
+    let reply = c.get(&gw.url("/split/x")).await;
+    assert_eq!((reply.status, reply.json()["uri"].as_str()), (StatusCode::OK, Some("/x")), "{reply:?}");
 
     let stream = connect(gw.proxy_tls.unwrap(), ca.client_config(&["http/1.1"]), "api.example.com").await.unwrap();
     let mut sender = Sender::over(stream).await;
@@ -124,6 +130,8 @@ async fn https_only_routes_answer_plain_http_with_426_or_a_redirect() {
     assert_eq!(sender.get("api.example.com", "/moved/x").await.status, 200);
     // Kong's router does not match an http-only route over HTTPS.
     assert_eq!(sender.get("api.example.com", "/plain").await.status, 404);
+    let reply = sender.get("api.example.com", "/split/x").await;
+    assert_eq!((reply.status, reply.json()["uri"].as_str()), (StatusCode::OK, Some("/split/x")), "{reply:?}");
 }
 
 fn entity(leaf: &Leaf, snis: &[&str]) -> Value {

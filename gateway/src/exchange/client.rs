@@ -15,7 +15,7 @@ pub struct ClientInfo {
     pub https: bool,
     /// The client's IP as text (an IPv4-mapped IPv6 address as IPv4).
     ip: HeaderValue,
-    /// `local_port` as text.
+    /// The port the client used, as text: `local_port`, or what a trusted proxy named.
     port: HeaderValue,
     /// When a trusted proxy named the client: the IP that connected (the TCP peer, or the PROXY
     /// protocol source), which `X-Forwarded-For` appends, as Kong's `realip_remote_addr`.
@@ -32,6 +32,11 @@ impl ClientInfo {
     /// This client, on a TLS connection.
     pub fn over_tls(self) -> ClientInfo {
         ClientInfo { https: true, ..self }
+    }
+
+    /// This client, as a trusted proxy says: it connected to `port` (the proxy's port).
+    pub fn forwarded_to_port(self, port: u16) -> ClientInfo {
+        ClientInfo { port: HeaderValue::from(port), ..self }
     }
 
     /// The client at `real` that this connection's trusted peer named (`crate::client_address`).
@@ -61,7 +66,7 @@ impl ClientInfo {
         HeaderValue::from_static(if self.https { "https" } else { "http" })
     }
 
-    /// The port the client connected to, as a header value (`X-Forwarded-Port`).
+    /// The port the client used, as a header value (`X-Forwarded-Port`).
     pub fn port_value(&self) -> &HeaderValue {
         &self.port
     }

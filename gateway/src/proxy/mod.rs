@@ -122,7 +122,7 @@ impl Proxy {
         let host = request_host(&parts.uri, &parts.headers);
         // From the caller's copy of the URI: the request's own may be changed by plugins.
         let path = path::normalize(uri.path());
-        let found = runtime.router.find(host.as_deref(), &path, &parts.method, &parts.headers);
+        let found = runtime.router.find(host.as_deref(), &path, &parts.method, &parts.headers, client.https);
         if traces::enabled() {
             let secrets = found.as_ref().map_or(&[][..], |f| runtime.routes[f.route].plugins.query_secrets());
             span::query(&tracing::Span::current(), uri.query(), secrets);

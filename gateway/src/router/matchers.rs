@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 
 use http::{HeaderMap, HeaderName, Method};
 
-use super::RouteSpec;
+use super::{RouteSpec, Schemes};
 
 /// The compiled non-path, non-host conditions of one route.
 #[derive(Debug)]
@@ -20,6 +20,7 @@ pub(crate) struct Conditions {
     methods: Box<[Method]>,
     /// Required headers with their accepted values, lower-cased.
     headers: Box<[HeaderRule]>,
+    schemes: Schemes,
 }
 
 /// One header condition: the header must be present with one of `values`.
@@ -45,7 +46,8 @@ impl Conditions {
                 values: values.iter().map(|v| v.to_ascii_lowercase().into_bytes().into_boxed_slice()).collect(),
             })
             .collect();
-        Conditions { id: spec.id, pos, methods: spec.methods.clone().into_boxed_slice(), headers }
+        let methods = spec.methods.clone().into_boxed_slice();
+        Conditions { id: spec.id, pos, methods, headers, schemes: spec.schemes }
     }
 
     /// The rule-3 ordering key of this route.
@@ -58,6 +60,16 @@ impl Conditions {
     pub(crate) fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && self.headers.iter().all(|rule| rule.accepts(headers))
+    }
+
+    /// Whether this route serves requests of the scheme (`https` or plain HTTP).
+    #[inline]
+    pub(crate) fn serves(&self, https: bool) -> bool {
+        if https {
+            self.schemes.https
+        } else {
+            self.schemes.http
+        }
     }
 }
 

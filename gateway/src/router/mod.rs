@@ -15,8 +15,12 @@
 //! 3. Routes tied on all of that (same group, same prefix, or both without
 //!    paths): more header conditions first, then routes restricting
 //!    methods, then lowest id.
-//! 4. A candidate is taken only if its method and header conditions hold;
-//!    otherwise the search goes on to the next candidate.
+//! 4. A candidate is taken only if its method and header conditions hold and
+//!    it serves the request's scheme; otherwise the search goes on to the
+//!    next candidate.
+//! 5. When no candidate serves the scheme, the first whose other conditions
+//!    hold is the match (the caller answers it with a redirect to HTTPS, or
+//!    as no route, as Kong does).
 //!
 //! Layout: `hosts` maps the request host to its groups, each a
 //! `group::Group` holding a `prefix` trie, a `regex_paths` set and a no-path
@@ -63,6 +67,23 @@ pub struct RouteSpec {
     pub headers: Vec<(HeaderName, Vec<String>)>,
     /// Among regex routes, higher wins.
     pub priority: i32,
+    /// The schemes the route serves.
+    pub schemes: Schemes,
+}
+
+/// The schemes a route serves (Kong's `protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    /// Plain HTTP.
+    pub http: bool,
+    /// HTTP over TLS.
+    pub https: bool,
+}
+
+impl Default for Schemes {
+    fn default() -> Self {
+        Schemes { http: true, https: true }
+    }
 }
 
 /// The route chosen for a request.
@@ -181,14 +202,35 @@ impl Router {
 
     /// Finds the route for a request. `host` is the Host header or
     /// `:authority` (any `:port` suffix is ignored, comparison is
-    /// case-insensitive), `None` when absent.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &Method, headers: &HeaderMap) -> Option<Match> {
+    /// case-insensitive), `None` when absent; `https` is the request's scheme.
+    pub fn find(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        https: bool,
+    ) -> Option<Match> {
         let mut scratch = HostScratch::new();
         let host = host.map(|h| hosts::normalize(h, &mut scratch));
-        let accept = |r: u32| self.routes[r as usize].accepts(method, headers);
-        self.hosts.groups(host).find_map(|group| {
-            group.find(path, accept).map(|(r, matched_len)| Match { route: self.routes[r as usize].id, matched_len })
-        })
+        // Rule 5: the first candidate that fails on its scheme alone.
+        let mut other_scheme = None;
+        let mut accept = |r: u32| {
+            let route = &self.routes[r as usize];
+            let fits = route.accepts(method, headers);
+            if fits && !route.serves(https) {
+                other_scheme.get_or_insert(r);
+                return false;
+            }
+            fits
+        };
+        let found = self.hosts.groups(host).find_map(|group| group.find(path, &mut accept));
+        let (r, matched_len) = match (found, other_scheme) {
+            (Some(found), _) => found,
+            (None, Some(other)) => self.hosts.groups(host).find_map(|group| group.find(path, |r| r == other))?,
+            (None, None) => return None,
+        };
+        Some(Match { route: self.routes[r as usize].id, matched_len })
     }
 
     /// Number of routes compiled.

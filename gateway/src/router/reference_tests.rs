@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
 use super::tests::route;
-use super::{Match, RouteSpec, Router};
+use super::{Match, RouteSpec, Router, Schemes};
 
 /// Routes plus their regexes compiled once, for the naive reference.
 struct Naive<'a> {
@@ -40,11 +40,31 @@ impl<'a> Naive<'a> {
 type NaiveKey = (u8, Reverse<usize>, u8, i64, Reverse<usize>, Reverse<bool>, usize, usize, usize);
 
 /// Applies the precedence rules by listing every way every route matches
-/// and taking the smallest key among those whose conditions hold.
-fn find_naive(n: &Naive<'_>, host: Option<&str>, path: &str, method: &Method, hm: &HeaderMap) -> Option<Match> {
+/// and taking the smallest key among those whose conditions hold: among the
+/// routes that serve the scheme, or else among all (rule 5).
+fn find_naive(
+    n: &Naive<'_>,
+    host: Option<&str>,
+    path: &str,
+    method: &Method,
+    hm: &HeaderMap,
+    https: bool,
+) -> Option<Match> {
+    let serves = |r: &RouteSpec| if https { r.schemes.https } else { r.schemes.http };
+    rank_naive(n, host, path, method, hm, serves).or_else(|| rank_naive(n, host, path, method, hm, |_| true))
+}
+
+fn rank_naive(
+    n: &Naive<'_>,
+    host: Option<&str>,
+    path: &str,
+    method: &Method,
+    hm: &HeaderMap,
+    eligible: impl Fn(&RouteSpec) -> bool,
+) -> Option<Match> {
     let host = host.map(|h| h.split(':').next().unwrap().to_lowercase());
     let mut best: Option<(NaiveKey, Match)> = None;
-    for (pos, r) in n.routes.iter().enumerate() {
+    for (pos, r) in n.routes.iter().enumerate().filter(|(_, r)| eligible(r)) {
         let method_ok = r.methods.is_empty() || r.methods.contains(method);
         let headers_ok = r.headers.iter().all(|(name, values)| {
             hm.get_all(name).iter().any(|v| {
@@ -184,6 +204,11 @@ fn random_route(rng: &mut fastrand::Rng, id: usize) -> RouteSpec {
         }
     }
     r.priority = rng.i32(0..3);
+    r.schemes = match rng.u8(..6) {
+        0 => Schemes { http: true, https: false },
+        1 => Schemes { http: false, https: true },
+        _ => Schemes::default(),
+    };
     r
 }
 
@@ -209,9 +234,10 @@ fn random_routes_agree_with_naive_reference() {
                 hm.append(*name, HeaderValue::from_str(&v).unwrap());
             }
         }
-        let got = router.find(host, &path, &method, &hm);
-        let want = find_naive(&naive, host, &path, &method, &hm);
-        assert_eq!(got, want, "host {host:?} path {path:?} method {method} headers {hm:?}");
+        let https = rng.bool();
+        let got = router.find(host, &path, &method, &hm, https);
+        let want = find_naive(&naive, host, &path, &method, &hm, https);
+        assert_eq!(got, want, "host {host:?} path {path:?} method {method} headers {hm:?} https {https}");
         if let Some(m) = got {
             hits += 1;
             let r = routes.iter().find(|r| r.id == m.route).unwrap();

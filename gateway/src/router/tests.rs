@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::{Match, RouteSpec, Router, RouterError};
+use super::{Match, RouteSpec, Router, RouterError, Schemes};
 
 pub(super) fn route(id: usize, hosts: &[&str], paths: &[&str]) -> RouteSpec {
     RouteSpec {
@@ -47,7 +47,7 @@ fn request(
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<(usize, usize)> {
-    router.find(host, path, method, headers).map(|m| (m.route, m.matched_len))
+    router.find(host, path, method, headers, false).map(|m| (m.route, m.matched_len))
 }
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -241,7 +241,7 @@ fn matched_len_for_prefix_regex_and_no_path() {
     assert_eq!(get(&r, Some("r.test"), "/svc/v22/items"), Some((1, 8)));
     assert_eq!(get(&r, Some("n.test"), "/svc/v2/items"), Some((2, 0)));
     assert_eq!(
-        r.find(Some("p.test"), "/svc", &Method::GET, &HeaderMap::new()),
+        r.find(Some("p.test"), "/svc", &Method::GET, &HeaderMap::new(), false),
         Some(Match { route: 0, matched_len: 4 })
     );
 }
@@ -274,4 +274,24 @@ fn requests_without_host_only_reach_hostless_routes() {
     let r = router(vec![route(0, &["a.example.com"], &[]), route(1, &["*.example.com"], &[])]);
     assert_eq!(get(&r, None, "/"), None);
     assert_eq!(get(&r, Some(""), "/"), None);
+}
+
+#[test]
+fn the_route_serving_the_scheme_wins_and_a_route_of_the_other_scheme_is_the_last_resort() {
+    let only = |mut r: RouteSpec, http: bool, https: bool| {
+        r.schemes = Schemes { http, https };
+        r
+    };
+    let r = router(vec![
+        only(route(0, &[], &["/a"]), false, true),
+        only(route(1, &[], &["/a"]), true, false),
+        only(route(2, &[], &["/secure"]), false, true),
+    ]);
+    let find = |path: &str, https: bool| r.find(None, path, &Method::GET, &HeaderMap::new(), https).map(|m| m.route);
+    assert_eq!(find("/a", true), Some(0));
+    assert_eq!(find("/a", false), Some(1));
+    // No route serves plain HTTP here: the HTTPS-only one is found, for the caller to redirect.
+    assert_eq!(find("/secure", false), Some(2));
+    assert_eq!(find("/secure", true), Some(2));
+    assert_eq!(find("/other", false), None);
 }
