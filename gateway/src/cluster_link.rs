@@ -9,22 +9,19 @@ use crate::telemetry::traces;
 use cluster::{ClusterConfig, ClusterError, ClusterHandle, Delivered, Message};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Starts gossip with the node's settings.
 pub async fn start(settings: &Settings) -> Result<ClusterHandle, ClusterError> {
-    let list = |value: &Option<String>| -> Vec<String> {
-        value.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-    };
-    let mut config = ClusterConfig::new(&settings.node_id, settings.cluster_bind);
-    config.advertise = settings.cluster_advertise.clone().filter(|a| !a.is_empty());
-    config.seeds = list(&settings.cluster_seeds);
-    config.keys = list(&settings.cluster_key);
-    if let Some(ms) = settings.cluster_probe_period_ms {
-        config.probe_period = Duration::from_millis(ms);
+    let gossip = &settings.cluster;
+    let mut config = ClusterConfig::new(&settings.node.node_id, gossip.bind);
+    config.advertise = gossip.advertise.clone().filter(|a| !a.is_empty());
+    config.seeds = gossip.seeds.clone();
+    config.keys = gossip.keys.clone();
+    if let Some(period) = gossip.probe_period {
+        config.probe_period = period;
     }
-    if let Some(ms) = settings.cluster_suspect_timeout_ms {
-        config.suspect_timeout = Duration::from_millis(ms);
+    if let Some(timeout) = gossip.suspect_timeout {
+        config.suspect_timeout = timeout;
     }
     ClusterHandle::spawn(config).await
 }

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             };
             // One worker: a single-threaded runtime, which skips the work-stealing machinery a
             // lone worker has no use for (docs/benchmarks.md).
-            let mut runtime = match settings.worker_threads {
+            let mut runtime = match settings.node.worker_threads {
                 1 => tokio::runtime::Builder::new_current_thread(),
                 0 => tokio::runtime::Builder::new_multi_thread(),
                 n => {

@@ -29,37 +29,37 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // Signals are taken over before the node says it is listening: one that comes at once must
     // stop or reload it, not kill it with the default action.
     let stop_signal = stop_signal()?;
-    let file = match settings.config_source {
-        ConfigSource::File => settings.config_file.clone().map(FileSource::new),
+    let file = match settings.config.source {
+        ConfigSource::File => settings.config.file.clone().map(FileSource::new),
         ConfigSource::Etcd => None,
     };
     let hangups = file.as_ref().and_then(|_| sources::hangups());
     let config = match &file {
         Some(source) => source.load()?,
-        None if settings.config_source == ConfigSource::File => {
+        None if settings.config.source == ConfigSource::File => {
             tracing::warn!("no config_file: starting with an empty config");
             Config::default()
         }
         None => Config::default(),
     };
     let redis_config = RedisConfig {
-        timeout: std::time::Duration::from_millis(settings.redis_timeout_ms.max(1)),
-        connect_timeout: std::time::Duration::from_millis(settings.redis_connect_timeout_ms.max(1)),
+        timeout: settings.redis.timeout,
+        connect_timeout: settings.redis.connect_timeout,
         ..RedisConfig::default()
     };
-    let redis_target = settings.redis_target()?;
+    let redis_target = settings.redis.target()?;
     // Two connections, so that a large cached body never queues ahead of a rate-limit decision.
     let connect_redis = || {
         let open = |target| RedisConnection::open(target, &redis_config).context("redis_url");
         redis_target.as_ref().map(open).transpose()
     };
     let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
-    let caches = Arc::new(Caches::new(settings.proxy_cache_memory_bytes, connect_redis()?, redis_config.timeout));
+    let caches = Arc::new(Caches::new(settings.cache.memory_bytes, connect_redis()?, redis_config.timeout));
     let plugins = Arc::new(Shared::new(limiters.clone(), caches.clone()));
-    let initial_version = if settings.config_source == ConfigSource::File { 1 } else { 0 };
+    let initial_version = if settings.config.source == ConfigSource::File { 1 } else { 0 };
     let snapshot = Arc::new(Snapshot::new(config, initial_version, Vec::new()));
     let live = Arc::new(Live::new(snapshot, plugins.clone())?);
-    if settings.config_source == ConfigSource::File {
+    if settings.config.source == ConfigSource::File {
         sources::log_applied(&live.load());
     }
     live.start_probes();
@@ -73,7 +73,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let mut etcd = None;
-    if settings.config_source == ConfigSource::Etcd {
+    if settings.config.source == ConfigSource::Etcd {
         let config = etcd_config(&settings)?;
         tracing::info!(endpoints = ?config.endpoints, prefix = %config.prefix, "config from etcd");
         let writer = EtcdWriter::connect(&config).await.context("etcd_endpoints")?;
@@ -84,13 +84,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let cluster = Arc::new(cluster_link::start(&settings).await.context("cannot start gossip (cluster_bind)")?);
 
-    let proxy_listener = TcpListener::bind(settings.proxy_listen)
+    let serving = &settings.serving;
+    let proxy_listener = TcpListener::bind(serving.proxy_listen)
         .await
-        .with_context(|| format!("cannot listen on proxy_listen {}", settings.proxy_listen))?;
-    let admin_listener = TcpListener::bind(settings.admin_listen)
+        .with_context(|| format!("cannot listen on proxy_listen {}", serving.proxy_listen))?;
+    let admin_listener = TcpListener::bind(settings.admin.listen)
         .await
-        .with_context(|| format!("cannot listen on admin_listen {}", settings.admin_listen))?;
-    let tls_listener = match settings.proxy_listen_tls {
+        .with_context(|| format!("cannot listen on admin_listen {}", settings.admin.listen))?;
+    let tls_listener = match serving.proxy_listen_tls {
         Some(addr) => {
             Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on proxy_listen_tls {addr}"))?)
         }
@@ -106,16 +107,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let limits = Limits {
-        header_read_timeout: settings.header_read_timeout(),
-        client_send_timeout: std::time::Duration::from_millis(settings.client_send_timeout_ms),
-        max_header_bytes: settings.max_header_bytes,
-        preserve_header_case: settings.preserve_header_case,
-        shutdown_grace: settings.shutdown_grace(),
-        max_connections: settings.max_connections,
+        header_read_timeout: serving.header_read_timeout,
+        client_send_timeout: serving.client_send_timeout,
+        max_header_bytes: serving.max_header_bytes,
+        preserve_header_case: serving.preserve_header_case,
+        shutdown_grace: serving.shutdown_grace,
+        max_connections: serving.max_connections,
     };
     tokio::spawn(limiters.clone().probe(stopped()));
-    let pool =
-        Pool::new(settings.upstream_keepalive_max, settings.upstream_keepalive_idle(), settings.preserve_header_case);
+    let keepalive = &settings.upstream_keepalive;
+    let pool = Pool::new(keepalive.max, keepalive.idle, serving.preserve_header_case);
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
     plugins.members.follow(cluster.members());
     let redis_limiters = limiters.clone();
@@ -132,7 +133,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         live: live.clone(),
         pool,
         metrics: metrics.clone(),
-        node_id: settings.node_id.clone(),
+        node_id: settings.node.node_id.clone(),
     }));
     let tunnels = proxy.tunnels().clone();
     let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());
@@ -149,14 +150,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     ));
     let receiver = tokio::spawn(cluster_link::receive(cluster.clone(), live.clone(), caches.clone(), stopped()));
 
-    let addressing = settings.addressing().map_err(anyhow::Error::msg)?;
+    let addressing = settings.clients.addressing()?;
     // Boxed once here, the request's future (kilobytes) is not copied again each time hyper
     // moves it.
     let proxy_handler = move |request, client| Box::pin(proxy.clone().handle(request, client));
     let tls_server = match tls_listener {
         Some(listener) => {
             let config = tls::server_config(live.certificates().clone()).context("TLS server config")?;
-            if let Some(name) = &settings.proxy_tls_self_signed {
+            if let Some(name) = &serving.proxy_tls_self_signed {
                 live.certificates()
                     .fall_back_to_self_signed(name)
                     .map_err(|e| anyhow::anyhow!("proxy_tls_self_signed: {e}"))?;
@@ -194,7 +195,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     stop_signal.await;
-    let deadline = tokio::time::Instant::now() + settings.shutdown_grace();
+    let deadline = tokio::time::Instant::now() + serving.shutdown_grace;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);
     if let Some(tls_server) = tls_server {
@@ -220,28 +221,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 /// The etcd settings of a node (and of `gateway apply` and `dump`).
 /// The files it names are read here: an error names the setting and the file.
 pub fn etcd_config(settings: &Settings) -> anyhow::Result<EtcdConfig> {
-    let endpoints = settings.etcd_endpoints.split(',').map(str::trim).filter(|e| !e.is_empty()).map(String::from);
-    let mut config = EtcdConfig::new(endpoints.collect(), &settings.etcd_prefix);
-    config.liveness_interval = std::time::Duration::from_millis(settings.etcd_liveness_interval_ms.max(50));
-    let secured = settings.etcd_ca_file.is_some() || settings.etcd_cert_file.is_some();
+    let etcd = &settings.etcd;
+    let mut config = EtcdConfig::new(etcd.endpoints.clone(), &etcd.prefix);
+    config.liveness_interval = etcd.liveness_interval;
+    let secured = etcd.ca_file.is_some() || etcd.cert_file.is_some();
     if let Some(plain) = config.endpoints.iter().find(|e| !e.starts_with("https://")).filter(|_| secured) {
         anyhow::bail!("etcd_endpoints: {plain} is not https://, so etcd_ca_file and etcd_cert_file would not be used");
     }
     if let Some(plain) = config.endpoints.iter().find(|e| !e.starts_with("https://")) {
-        if settings.etcd_username.is_some() {
+        if etcd.username.is_some() {
             tracing::warn!(endpoint = %plain, "etcd_password goes to etcd in clear text: use https:// endpoints");
         }
     }
     let read = |setting: &str, path: &std::path::Path| {
         std::fs::read_to_string(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
     };
-    if let Some(path) = &settings.etcd_ca_file {
+    if let Some(path) = &etcd.ca_file {
         config.tls.ca = Some(read("etcd_ca_file", path)?);
     }
-    if let (Some(cert), Some(key)) = (&settings.etcd_cert_file, &settings.etcd_key_file) {
+    if let (Some(cert), Some(key)) = (&etcd.cert_file, &etcd.key_file) {
         config.tls.identity = Some((read("etcd_cert_file", cert)?, read("etcd_key_file", key)?));
     }
-    if let (Some(name), Some(password)) = (&settings.etcd_username, &settings.etcd_password) {
+    if let (Some(name), Some(password)) = (&etcd.username, &etcd.password) {
         config.user = Some(EtcdUser { name: name.clone(), password: password.clone() });
     }
     Ok(config)

@@ -74,9 +74,9 @@ impl Admin {
     pub fn new(parts: Parts, settings: &Settings) -> Admin {
         Admin {
             live: parts.live,
-            node_id: settings.node_id.clone(),
-            token: settings.admin_token.clone().filter(|t| !t.is_empty()),
-            source: settings.config_source,
+            node_id: settings.node.node_id.clone(),
+            token: settings.admin.token.clone().filter(|t| !t.is_empty()),
+            source: settings.config.source,
             etcd: parts.etcd,
             metrics: parts.metrics,
             cluster: parts.cluster,

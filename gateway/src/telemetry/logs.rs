@@ -15,9 +15,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log_level))
+        .or_else(|_| EnvFilter::try_new(&settings.node.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = settings.log_format.unwrap_or(if std::io::stderr().is_terminal() {
+    let format = settings.node.log_format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {
         LogFormat::Json
@@ -26,13 +26,13 @@ where
     match format {
         LogFormat::Json => {
             let inner = format::format().json().flatten_event(true).with_current_span(false).with_span_list(false);
-            base.event_format(WithNodeId::json(&settings.node_id, inner))
+            base.event_format(WithNodeId::json(&settings.node.node_id, inner))
                 .fmt_fields(format::JsonFields::new())
                 .with_filter(filter)
                 .boxed()
         }
         LogFormat::Pretty => {
-            base.event_format(WithNodeId::text(&settings.node_id, format::format())).with_filter(filter).boxed()
+            base.event_format(WithNodeId::text(&settings.node.node_id, format::format())).with_filter(filter).boxed()
         }
     }
 }

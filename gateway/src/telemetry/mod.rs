@@ -16,7 +16,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Installs logging, and trace export when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (call inside the
 /// Tokio runtime). The export handle, to flush at shutdown.
 pub fn init(settings: &Settings) -> Result<Option<Tracing>, traces::TraceError> {
-    let exporting = traces::init(&settings.node_id)?;
+    let exporting = traces::init(&settings.node.node_id)?;
     let (tracing, otel) = match exporting {
         Some((tracing, layer)) => (Some(tracing), Some(layer)),
         None => (None, None),
