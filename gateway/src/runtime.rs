@@ -222,6 +222,9 @@ impl Runtime {
             upstreams.insert(name.clone(), state);
         }
 
+        let previous_tls: HashMap<u64, Arc<UpstreamTls>> = previous
+            .map(|p| p.routes.iter().filter_map(|r| r.service.tls.clone()).map(|tls| (tls.id, tls)).collect())
+            .unwrap_or_default();
         let mut services = HashMap::with_capacity(config.services.len());
         for (name, service) in &config.services {
             let url =
@@ -235,10 +238,10 @@ impl Runtime {
             };
             let tls = match url.tls {
                 false => None,
-                true => Some(Arc::new(
-                    UpstreamTls::new(service, config)
+                true => Some(
+                    UpstreamTls::new(service, config, |id| previous_tls.get(&id).cloned())
                         .map_err(|message| CompileError::Service { name: name.clone(), message })?,
-                )),
+                ),
             };
             let entry = ServiceEntry { service: service.clone(), destination, path: url.path, tls };
             services.insert(name.clone(), Arc::new(entry));
@@ -429,5 +432,24 @@ upstreams:
         assert!(Arc::ptr_eq(&before.upstreams["up"], &after.upstreams["up"]));
         assert!(!Arc::ptr_eq(&before.upstreams["other"], &after.upstreams["other"]));
         assert_eq!(live.load().snapshot.version, 2);
+    }
+
+    #[test]
+    fn unchanged_https_services_keep_their_tls_and_its_session_cache() {
+        let config = r#"
+services:
+  - { name: a, url: "https://10.0.0.1", routes: [{ name: a, paths: [/a] }] }
+  - { name: b, url: "https://10.0.0.2", tls_verify: false, routes: [{ name: b, paths: [/b] }] }
+"#;
+        let live = Live::new(Arc::new(snapshot(config, 1)), Shared::in_memory()).unwrap();
+        let tls = |rt: &Runtime, n: &str| {
+            rt.routes.iter().find(|r| r.route.name == n).unwrap().service.tls.clone().expect("an https service")
+        };
+        let before = live.load();
+        let changed = config.replace("tls_verify: false", "tls_server_name: b.internal");
+        let after = live.apply(Arc::new(snapshot(&changed, 2))).unwrap();
+        assert!(Arc::ptr_eq(&tls(&before, "a"), &tls(&after, "a")));
+        assert!(!Arc::ptr_eq(&tls(&before, "b"), &tls(&after, "b")));
+        assert_ne!(tls(&before, "b").id, tls(&after, "b").id);
     }
 }

@@ -48,20 +48,39 @@ static SYSTEM_ROOTS: LazyLock<Arc<RootCertStore>> = LazyLock::new(|| {
 
 impl UpstreamTls {
     /// The TLS settings of `service` (an `https://` one), with the certificates it names from
-    /// `config`; why not, when one of them does not load.
-    pub fn new(service: &Service, config: &Config) -> Result<UpstreamTls, String> {
+    /// `config`; why not, when one of them does not load. Settings equal to ones `reuse` still
+    /// has are taken from it, with their session cache: a config change elsewhere costs no
+    /// upstream a full handshake.
+    pub fn new(
+        service: &Service,
+        config: &Config,
+        reuse: impl Fn(u64) -> Option<Arc<UpstreamTls>>,
+    ) -> Result<Arc<UpstreamTls>, String> {
+        let mut cas = Vec::with_capacity(service.ca_certificates.len());
+        for name in &service.ca_certificates {
+            let ca = config.ca_certificates.get(name).ok_or_else(|| format!("unknown CA certificate {name:?}"))?;
+            cas.push((name, ca));
+        }
+        let client = match &service.client_certificate {
+            None => None,
+            Some(name) => {
+                Some((name, config.certificates.get(name).ok_or_else(|| format!("unknown certificate {name:?}"))?))
+            }
+        };
         // What sets the connections apart, each field framed (lengths and option tags), hashed
         // with keys of this process: equal settings share pooled connections.
-        let mut cas = Vec::new();
-        let roots = match (service.tls_verify, service.ca_certificates.is_empty()) {
+        let pems: Vec<&str> = cas.iter().map(|(_, ca)| ca.cert.as_str()).collect();
+        let identity = client.map(|(_, cert)| (cert.cert.as_str(), cert.key.as_str()));
+        let id = ID_KEYS.hash_one((service.tls_verify, &service.tls_server_name, pems, identity));
+        if let Some(same) = reuse(id) {
+            return Ok(same);
+        }
+        let roots = match (service.tls_verify, cas.is_empty()) {
             (false, _) => None,
             (true, true) => Some(SYSTEM_ROOTS.clone()),
             (true, false) => {
                 let mut roots = RootCertStore::empty();
-                for name in &service.ca_certificates {
-                    let ca =
-                        config.ca_certificates.get(name).ok_or_else(|| format!("unknown CA certificate {name:?}"))?;
-                    cas.push(ca.cert.as_str());
+                for (name, ca) in cas {
                     for der in ca.certificates().map_err(|e| format!("CA certificate {name:?}: {e}"))? {
                         roots.add(der).map_err(|e| format!("CA certificate {name:?}: {e}"))?;
                     }
@@ -69,18 +88,14 @@ impl UpstreamTls {
                 Some(Arc::new(roots))
             }
         };
-        let (client, identity) = match &service.client_certificate {
-            None => (None, None),
-            Some(name) => {
-                let cert = config.certificates.get(name).ok_or_else(|| format!("unknown certificate {name:?}"))?;
-                // Accepted when it was written; expiring since must not take the service away.
-                let loaded =
-                    cert.load_even_if_expired().map_err(|(field, e)| format!("certificate {name:?}: {field}: {e}"))?;
-                (Some(loaded.key), Some((cert.cert.as_str(), cert.key.as_str())))
-            }
+        let key = match client {
+            None => None,
+            // Accepted when it was written; expiring since must not take the service away.
+            Some((name, cert)) => Some(
+                cert.load_even_if_expired().map_err(|(field, e)| format!("certificate {name:?}: {field}: {e}"))?.key,
+            ),
         };
-        let id = ID_KEYS.hash_one((service.tls_verify, &service.tls_server_name, cas, identity));
-        UpstreamTls::build(roots, client, service.tls_server_name.as_deref(), id)
+        UpstreamTls::build(roots, key, service.tls_server_name.as_deref(), id).map(Arc::new)
     }
 
     /// The TLS settings of active `https` probes: the system's roots (or no verification), the
