@@ -21,6 +21,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use crate::{
     identity::NodeIdentity,
     messages::{Digest, PullRequest, WireMessage},
+    state::{StateDigest, StateEntry},
 };
 
 /// The first byte of every packet. Another value is another wire format: refused as `version`.
@@ -128,6 +129,20 @@ pub(crate) enum CoreFrame {
         /// The member that will declare it down.
         from: NodeIdentity,
     },
+    // Durable state (`state.rs`). New variants go last: the earlier ones keep their encoding.
+    /// Durable state entries. `relay`: a write pushed eagerly; forward what is new on first
+    /// receipt.
+    State {
+        /// The entries.
+        entries: Vec<StateEntry>,
+        /// Whether receivers forward what is new to them.
+        relay: bool,
+    },
+    /// Push-pull: part of the sender's bucket hashes. The receiver sends its entries of the
+    /// buckets that differ and asks for the sender's with `StateWant`.
+    StateDigest(StateDigest),
+    /// Push-pull: the entries the sender wants, by bucket.
+    StateWant(Vec<u16>),
 }
 
 /// Which members a node knows (alive or down), in a few bytes: two nodes that know the same
@@ -215,11 +230,24 @@ mod tests {
                 messages: vec![WireMessage {
                     id: MessageId { origin: "a".into(), boot: 7, seq: 3 },
                     age_ms: 12,
-                    message: Message::TargetHealth { upstream: "u".into(), target: "t:80".into(), healthy: true },
+                    message: Message(b"purge /x".to_vec()),
                 }],
                 relay: true,
             },
             CoreFrame::SuspectCheck { target: id("c"), incarnation: 9, from: id("a") },
+            CoreFrame::State {
+                entries: vec![crate::state::StateEntry {
+                    key: "health/u/t:80".into(),
+                    version: crate::state::Version {
+                        time: crate::state::Hlc { ms: 1_700_000_000_000, counter: 2 },
+                        origin: "a".into(),
+                    },
+                    value: vec![1],
+                }],
+                relay: true,
+            },
+            CoreFrame::StateDigest(crate::state::StateDigest { first: 64, hashes: vec![u64::MAX, 0, 7] }),
+            CoreFrame::StateWant(vec![0, 255]),
         ];
         for frame in frames {
             let bytes = to_vec(&frame).unwrap();

@@ -73,6 +73,12 @@ pub struct ClusterConfig {
     /// How long a member declared down stays in [`members`](crate::ClusterHandle::members) (with state
     /// `down`) before it is dropped from the list. Default 60 s.
     pub down_retention: Duration,
+    /// How often this node compares its durable state with one random member's (push-pull);
+    /// it also does when a member comes up. Default 2 s.
+    pub push_pull_interval: Duration,
+    /// How long a durable state entry outside the scope its user set is kept (see
+    /// [`ClusterHandle::scope_state`](crate::ClusterHandle::scope_state)). Default 24 h.
+    pub state_retention: Duration,
 }
 
 impl ClusterConfig {
@@ -95,6 +101,8 @@ impl ClusterConfig {
             broadcast_fanout: NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
             message_retention: Duration::from_secs(60),
             down_retention: Duration::from_secs(60),
+            push_pull_interval: Duration::from_secs(2),
+            state_retention: Duration::from_secs(24 * 3600),
         }
     }
 
@@ -137,6 +145,9 @@ impl ClusterConfig {
             if !seed.contains(':') {
                 errors.push(format!("seeds[{i}]: expected host:port, got {seed:?}"));
             }
+        }
+        if self.push_pull_interval < Duration::from_millis(10) {
+            errors.push(format!("push_pull_interval: must be at least 10ms, got {:?}", self.push_pull_interval));
         }
         if self.exchange_interval.is_zero() {
             errors.push("exchange_interval: must be above zero".to_owned());

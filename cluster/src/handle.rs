@@ -1,6 +1,7 @@
 //! [`ClusterHandle`]: starts a node (socket, worker, announcer) and is the gateway's way in.
 
 use std::{
+    collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -18,6 +19,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, Output},
+    state::{StateUpdate, Version},
     worker::{announce_to_seeds, Command, Worker, WorkerChannels},
     ClusterConfig, ClusterError,
 };
@@ -38,6 +40,7 @@ pub struct ClusterHandle {
     members: watch::Receiver<Vec<Member>>,
     active: watch::Receiver<bool>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<Delivered>>>,
+    state: Mutex<Option<mpsc::UnboundedReceiver<StateUpdate>>>,
     rejections: Arc<Rejections>,
     worker: Option<JoinHandle<()>>,
     announcer: Option<JoinHandle<()>>,
@@ -62,8 +65,14 @@ impl ClusterHandle {
         let (members_tx, members_rx) = watch::channel(node.members());
         let (active_tx, active_rx) = watch::channel(false);
         let (message_tx, message_rx) = mpsc::unbounded_channel();
-        let channels =
-            WorkerChannels { commands: command_rx, members: members_tx, active: active_tx, messages: message_tx };
+        let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let channels = WorkerChannels {
+            commands: command_rx,
+            members: members_tx,
+            active: active_tx,
+            messages: message_tx,
+            state: state_tx,
+        };
         let worker = tokio::spawn(Worker::new(node, socket, out, channels).run());
         let announcer = (!config.seeds.is_empty()).then(|| {
             let own = vec![local_addr, advertise];
@@ -79,6 +88,7 @@ impl ClusterHandle {
             members: members_rx,
             active: active_rx,
             messages: Mutex::new(Some(message_rx)),
+            state: Mutex::new(Some(state_rx)),
             rejections,
             worker: Some(worker),
             announcer,
@@ -130,6 +140,31 @@ impl ClusterHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(Command::Broadcast { message, reply }).map_err(|_| ClusterError::Stopped)?;
         answer.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Writes `value` under `key` in the durable state: every member gets it, those down or cut
+    /// off now included once they are back (push-pull), and keeps it until the key leaves the
+    /// scope. Returns the write's version once the worker has taken it.
+    pub async fn set_state(&self, key: String, value: Vec<u8>) -> Result<Version, ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::SetState { key, value, reply }).map_err(|_| ClusterError::Stopped)?;
+        answer.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// The durable state keys this node's user still wants: entries of other keys are dropped
+    /// once older than `state_retention` (and then refused from peers).
+    pub fn scope_state(&self, keys: HashSet<String>) {
+        let _ = self.commands.send(Command::ScopeState(keys));
+    }
+
+    /// Changes to the durable state made by other nodes' writes, each once, and keys expired.
+    /// One stream per node, as [`ClusterHandle::messages`].
+    pub fn state_updates(&self) -> mpsc::UnboundedReceiver<StateUpdate> {
+        let taken = self.state.lock().map(|mut slot| slot.take()).unwrap_or(None);
+        taken.unwrap_or_else(|| {
+            warn!("ClusterHandle::state_updates called twice; the second receiver is closed");
+            mpsc::unbounded_channel().1
+        })
     }
 
     /// Dropped packets by reason (`truncated`, `oversized`, `version`, `cluster`, `auth`,

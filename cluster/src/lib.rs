@@ -1,8 +1,9 @@
 //! Cluster membership and cluster-wide messages for gateway nodes.
 //!
-//! Nodes find each other and keep a member list with SWIM (the `foca` crate) over UDP, and pass
-//! each other a few kinds of [`Message`] (an operator's health reset, a cache purge) that every
-//! node that stays up receives exactly once.
+//! Nodes find each other and keep a member list with SWIM (the `foca` crate) over UDP. They pass
+//! each other [`Message`]s, which every node that stays up within a minute receives exactly once,
+//! and keep a durable state table (last writer wins) that every node converges on, however long
+//! it was away. Both carry bytes the user encodes: this crate knows no gateway terms.
 //!
 //! How the parts fit, from the wire up:
 //! - `codec`: bincode 2 for everything on the wire (foca's headers and member updates, this
@@ -12,7 +13,9 @@
 //! - `identity`: a member's identity is new at every start, so a restarted node rejoins at once
 //!   and replaces its previous self (one entry per node name).
 //! - `messages`: the typed messages, their ids `(origin, boot, seq)`, dedupe, and the store the
-//!   anti-entropy exchange works from.
+//!   anti-entropy exchange works from. Kept a minute: for what may be missed.
+//! - `state`: durable state, a last-writer-wins table every node converges on (push-pull with
+//!   bucket digests): for what must reach every node, however long it was away.
 //! - `members`: the member list as the gateway shows it ([`Member`], [`MemberState`]).
 //! - `node`: [`Node`], the sans-IO core tying foca, codec, envelope and messages together; driven
 //!   by packets and timers with the time passed in, so tests and simulations need no sockets.
@@ -31,7 +34,7 @@
 //! config.keys = vec!["a long random shared secret".into()];
 //! let cluster = ClusterHandle::spawn(config).await?;
 //! let mut messages = cluster.messages();
-//! cluster.broadcast(Message::CachePurge { key: None }).await?;
+//! cluster.broadcast(Message(b"purge the cache".to_vec())).await?;
 //! while let Some(delivered) = messages.recv().await {
 //!     println!("{} #{}: {:?}", delivered.origin, delivered.seq, delivered.message);
 //! }
@@ -49,6 +52,7 @@ mod identity;
 mod members;
 mod messages;
 mod node;
+mod state;
 mod worker;
 
 pub use config::ClusterConfig;
@@ -58,3 +62,4 @@ pub use handle::ClusterHandle;
 pub use members::{Member, MemberState};
 pub use messages::{Delivered, Message};
 pub use node::{Node, NodeEvent, NodeTimer, Output, CONFIRM_ATTEMPTS};
+pub use state::{Hlc, StateChange, StateUpdate, Version};

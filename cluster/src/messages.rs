@@ -21,24 +21,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-/// A message for every member of the cluster.
+/// A message for every member of the cluster: bytes its user encodes and reads (this crate
+/// does not look inside).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
-    /// An operator set a target's health by hand: every node sets it too and clears its counters.
-    TargetHealth {
-        /// The upstream's name.
-        upstream: String,
-        /// The target, `host:port`.
-        target: String,
-        /// `true` for healthy.
-        healthy: bool,
-    },
-    /// Purge the proxy cache: one key, or everything (`None`).
-    CachePurge {
-        /// The cache key; `None` purges all.
-        key: Option<String>,
-    },
-}
+pub struct Message(pub Vec<u8>);
 
 /// A message received from another node, delivered once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,7 +267,7 @@ mod tests {
     use super::*;
 
     fn purge(key: &str) -> Message {
-        Message::CachePurge { key: Some(key.to_owned()) }
+        Message(key.as_bytes().to_vec())
     }
 
     fn wire(origin: &str, seq: u64, age_ms: u32) -> WireMessage {

@@ -3,12 +3,12 @@
 //!
 //! The worker `select!`s over commands from the handle, datagrams, and the earliest timer, and
 //! after each step carries out the node's [`Output`]: sends the packets, queues the timers,
-//! delivers messages and publishes the member list (only when it changed). It stops on
+//! delivers messages and durable state changes, and publishes the member list (only when it changed). It stops on
 //! `Shutdown` (after leaving the cluster) or, without leaving, when the handle is dropped.
 
 use std::{
     cmp::Reverse,
-    collections::BinaryHeap,
+    collections::{BinaryHeap, HashSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -23,6 +23,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, NodeTimer, Output},
+    state::{StateUpdate, Version},
     ClusterError,
 };
 
@@ -40,6 +41,10 @@ pub(crate) enum Command {
     Join(Vec<SocketAddr>),
     /// Broadcast a message; the answer says whether it was accepted.
     Broadcast { message: Message, reply: oneshot::Sender<Result<(), ClusterError>> },
+    /// Write durable state; the answer is the write's version.
+    SetState { key: String, value: Vec<u8>, reply: oneshot::Sender<Result<Version, ClusterError>> },
+    /// The durable state keys still wanted.
+    ScopeState(HashSet<String>),
     /// Leave the cluster and stop; `done` fires once the goodbyes are sent.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -74,6 +79,7 @@ pub(crate) struct WorkerChannels {
     pub(crate) members: watch::Sender<Vec<Member>>,
     pub(crate) active: watch::Sender<bool>,
     pub(crate) messages: mpsc::UnboundedSender<Delivered>,
+    pub(crate) state: mpsc::UnboundedSender<StateUpdate>,
 }
 
 /// Owns the node, the socket and the timers.
@@ -118,6 +124,11 @@ impl Worker {
                         let result = self.node.broadcast(message, Instant::now(), &mut self.out);
                         let _ = reply.send(result);
                     }
+                    Some(Command::SetState { key, value, reply }) => {
+                        let result = self.node.set_state(key, value, Instant::now(), &mut self.out);
+                        let _ = reply.send(result);
+                    }
+                    Some(Command::ScopeState(keys)) => self.node.scope_state(keys),
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.node.handle_packet(&buf[..len], from, Instant::now(), &mut self.out),
@@ -163,6 +174,12 @@ impl Worker {
         for delivered in self.out.delivered.drain(..) {
             // Nobody listening is fine: the gateway may not use messages.
             let _ = self.channels.messages.send(delivered);
+        }
+        for change in self.out.state_changes.drain(..) {
+            let _ = self.channels.state.send(StateUpdate::Changed(change));
+        }
+        for key in self.out.state_expired.drain(..) {
+            let _ = self.channels.state.send(StateUpdate::Expired(key));
         }
         self.out.events.clear();
         let active = self.node.is_active();

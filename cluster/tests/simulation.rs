@@ -328,8 +328,7 @@ fn broadcast_and_measure(sim: &mut Sim, count: usize, settle: Duration) -> Vec<D
     for k in 0..count {
         let up: Vec<usize> = sim.up_nodes().collect();
         let origin = up[sim.rng.random_range(0..up.len())];
-        let message =
-            Message::TargetHealth { upstream: format!("u{k}"), target: "10.1.0.1:80".into(), healthy: k % 2 == 0 };
+        let message = Message(format!("message {k}").into_bytes());
         sim.broadcast(origin, message.clone());
         sent.push((sim.now, origin, message));
         let next = sim.now + Duration::from_secs(1);
@@ -590,7 +589,7 @@ fn simulation_is_deterministic() {
     let run = || {
         let mut sim = Sim::new(Params::new(8, 0.05, 99));
         sim.converge(Duration::from_secs(30)).unwrap();
-        sim.broadcast(0, Message::CachePurge { key: None });
+        sim.broadcast(0, Message(Vec::new()));
         let end = sim.now + Duration::from_secs(5);
         sim.run_until(end);
         (
@@ -606,4 +605,94 @@ fn print_table_header() {
     eprintln!(
         "| scenario                           | size | loss | converge  | reach p50 | reach p99 | detect p50 | detect p99 | packets    |"
     );
+}
+
+impl Sim {
+    fn set_state(&mut self, i: usize, key: &str, value: &[u8]) {
+        let mut out = Output::default();
+        let now = self.now();
+        self.nodes[i].node.set_state(key.to_owned(), value.to_vec(), now, &mut out).unwrap();
+        self.apply(i, out);
+    }
+
+    /// Runs until every up node holds what node `i` holds under `key` (the same write), or
+    /// `limit` passes; the time it took.
+    fn until_everyone_holds_what(&mut self, i: usize, key: &str, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        let held =
+            |sim: &Sim, j: usize| sim.nodes[j].node.state_value(key).map(|(v, version)| (v.to_vec(), version.clone()));
+        while self.now - start <= limit {
+            let wanted = held(self, i);
+            if wanted.is_some() && self.up_nodes().all(|j| held(self, j) == wanted) {
+                return Some(self.now - start);
+            }
+            let step = self.now + Duration::from_millis(100);
+            self.run_until(step);
+        }
+        None
+    }
+}
+
+/// Durable state: node `n - 1` is cut off for longer than the messages' retention
+/// while an operator sets a key down and then up again on node 0, beside `entries` other keys
+/// every node holds. Once the cut heals, the lost node holds the final value within one
+/// push-pull interval of rejoining, and every other node holds it too.
+fn durable_state_reaches_a_node_that_was_away(name: &str, params: Params, entries: usize) {
+    let n = params.nodes;
+    let mut sim = Sim::new(params);
+    sim.converge(Duration::from_secs(120)).expect("cluster converged");
+    for k in 0..entries {
+        sim.set_state(k % n, &format!("health/up{}/10.0.{}.{}:80", k % 7, k / 250, k % 250), &[1]);
+    }
+    let key = "health/billing/10.9.9.9:443";
+    sim.set_state(0, key, &[1]);
+    let spread = sim.until_everyone_holds_what(0, key, Duration::from_secs(30)).expect("the table spread");
+    let before_cut = sim.nodes[0].node.state_value(key).unwrap().1.clone();
+    let away = n - 1;
+    sim.groups = (0..n).map(|i| u8::from(i == away)).collect();
+    let settle = sim.now + Duration::from_secs(5);
+    sim.run_until(settle);
+    sim.set_state(0, key, &[0]);
+    let later = sim.now + Duration::from_secs(10);
+    sim.run_until(later);
+    sim.set_state(1, key, &[1]);
+    // Longer than the 60 s the messages are kept: the old way loses this write for good.
+    let cut_for = ClusterConfig::new("x", addr_of(0)).message_retention + Duration::from_secs(30);
+    let heal = sim.now + cut_for;
+    sim.run_until(heal);
+    let away_holds = sim.nodes[away].node.state_value(key).unwrap().1.clone();
+    assert_eq!(away_holds, before_cut, "the lost node holds the write from before the cut, not a later one");
+    assert_eq!(sim.nodes[0].node.state_value(key).unwrap().0, [1]);
+    sim.groups.clear();
+    let healed_at = sim.now;
+    let interval = ClusterConfig::new("x", addr_of(0)).push_pull_interval;
+    // Membership first (the node was declared down and rejoins), then one push-pull interval.
+    let limit = Duration::from_secs(60) + interval;
+    let took = sim.until_everyone_holds_what(0, key, limit).expect("every node holds the final write");
+    let rejoined = sim.nodes[away].events.iter().find(|(at, e)| *at >= healed_at && matches!(e, NodeEvent::Joined));
+    let rejoined_after = rejoined.map_or(Duration::ZERO, |(at, _)| *at - healed_at);
+    assert_eq!(sim.nodes[away].node.state_value(key).unwrap().1.origin, sim.nodes[1].id, "the last write won");
+    assert!(sim.up_nodes().all(|i| sim.nodes[i].node.state_len() == entries + 1));
+    println!(
+        "{name}: {entries} entries spread in {}; after the heal the lost node rejoined in {} and held the final \
+         write in {} (push-pull interval {})",
+        ms(spread),
+        ms(rejoined_after),
+        ms(took),
+        ms(interval)
+    );
+    assert!(took <= rejoined_after + interval, "slower than one push-pull interval after rejoining");
+    // A write reaches the nodes its push missed by the next push-pull.
+    assert!(spread <= interval + Duration::from_secs(1), "a write took {} to reach every node", ms(spread));
+}
+
+#[test]
+fn durable_state_reaches_a_node_that_was_away_50_nodes() {
+    durable_state_reaches_a_node_that_was_away("50 nodes", Params::new(50, 0.0, 60), 500);
+}
+
+#[test]
+#[ignore = "heavy: run in release (see the module documentation)"]
+fn durable_state_reaches_a_node_that_was_away_500_nodes_5pct_loss() {
+    durable_state_reaches_a_node_that_was_away("500 nodes, 5% loss", Params::new(500, 0.05, 61), 10_000);
 }

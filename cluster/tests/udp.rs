@@ -69,7 +69,7 @@ async fn three_nodes_join_broadcast_leave_crash_and_restart() {
     let mut at1 = n1.messages();
     let mut at2 = n2.messages();
     let mut at3 = n3.messages();
-    let reset = Message::TargetHealth { upstream: "api".into(), target: "10.0.0.7:8080".into(), healthy: false };
+    let reset = Message(b"api 10.0.0.7:8080 unhealthy".to_vec());
     n1.broadcast(reset.clone()).await.unwrap();
     for (name, receiver) in [("node-2", &mut at2), ("node-3", &mut at3)] {
         let delivered = timeout(DEADLINE, receiver.recv()).await.expect("delivered").expect("open");
@@ -102,7 +102,7 @@ async fn three_nodes_join_broadcast_leave_crash_and_restart() {
     // The restarted node gets new broadcasts too. It may first pull node 1's reset by
     // anti-entropy: that is still within a message's life (55 s), and it is a new identity.
     let mut at3 = n3.messages();
-    n2.broadcast(Message::CachePurge { key: None }).await.unwrap();
+    n2.broadcast(Message(b"hello".to_vec())).await.unwrap();
     let delivered = timeout(DEADLINE, async {
         loop {
             let delivered = at3.recv().await.expect("open");
@@ -113,7 +113,7 @@ async fn three_nodes_join_broadcast_leave_crash_and_restart() {
     })
     .await
     .expect("delivered");
-    assert_eq!((delivered.origin.as_str(), delivered.message), ("node-2", Message::CachePurge { key: None }));
+    assert_eq!((delivered.origin.as_str(), delivered.message), ("node-2", Message(b"hello".to_vec())));
 
     // An abrupt stop (no goodbye) is detected by probing.
     drop(n3);
@@ -173,7 +173,7 @@ async fn junk_on_the_port_is_counted_not_fatal() {
     }
     // Still in the cluster, still delivering.
     let mut at2 = n2.messages();
-    n1.broadcast(Message::CachePurge { key: Some("/a".into()) }).await.unwrap();
+    n1.broadcast(Message(b"/a".to_vec())).await.unwrap();
     assert!(timeout(DEADLINE, at2.recv()).await.expect("delivered").is_some());
     assert!(all_alive(&n2.members().borrow(), 2));
 }
@@ -181,7 +181,7 @@ async fn junk_on_the_port_is_counted_not_fatal() {
 #[tokio::test]
 async fn oversized_message_is_refused_and_bad_config_is_reported() {
     let n1 = ClusterHandle::spawn(config("node-1", &[])).await.unwrap();
-    let huge = Message::CachePurge { key: Some("k".repeat(2000)) };
+    let huge = Message(vec![b'k'; 2000]);
     let error = n1.broadcast(huge).await.unwrap_err();
     assert!(matches!(error, cluster::ClusterError::MessageTooLarge { .. }), "{error}");
     n1.shutdown().await;
@@ -190,4 +190,42 @@ async fn oversized_message_is_refused_and_bad_config_is_reported() {
     bad.probe_rtt = Some(Duration::from_secs(5));
     let error = ClusterHandle::spawn(bad).await.unwrap_err();
     assert!(error.to_string().contains("node_id") && error.to_string().contains("probe_rtt"), "{error}");
+}
+
+/// Durable state over real sockets: a write made before a node starts reaches it when it joins
+/// (push-pull), the later of two writes wins everywhere, and nothing comes back to its writer.
+#[tokio::test]
+async fn durable_state_reaches_a_node_that_joins_later() {
+    let n1 = ClusterHandle::spawn(config("node-1", &[])).await.unwrap();
+    let n2 = ClusterHandle::spawn(config("node-2", &[&n1])).await.unwrap();
+    for handle in [&n1, &n2] {
+        wait_members(handle, "2 alive members", |m| all_alive(m, 2)).await;
+    }
+    let (mut at1, mut at2) = (n1.state_updates(), n2.state_updates());
+    let first = n1.set_state("health/api/10.0.0.7:8080".into(), vec![0]).await.unwrap();
+    let change = match timeout(DEADLINE, at2.recv()).await.expect("the write reached node-2").expect("open") {
+        cluster::StateUpdate::Changed(change) => change,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (change.key.as_str(), change.value.as_slice(), &change.version),
+        ("health/api/10.0.0.7:8080", &[0u8][..], &first)
+    );
+    let second = n2.set_state("health/api/10.0.0.7:8080".into(), vec![1]).await.unwrap();
+    assert!(second > first, "a write after seeing another is later");
+
+    // node-3 starts after both writes: it learns the last one from a push-pull on joining.
+    let n3 = ClusterHandle::spawn(config("node-3", &[&n1])).await.unwrap();
+    let mut at3 = n3.state_updates();
+    let change = match timeout(DEADLINE, at3.recv()).await.expect("node-3 got the state").expect("open") {
+        cluster::StateUpdate::Changed(change) => change,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((change.value.as_slice(), &change.version), (&[1u8][..], &second));
+    // node-1 got node-2's write once, and never its own.
+    let mut seen = Vec::new();
+    while let Ok(Some(update)) = timeout(Duration::from_millis(500), at1.recv()).await {
+        seen.push(update);
+    }
+    assert!(matches!(&seen[..], [cluster::StateUpdate::Changed(c)] if c.version == second), "node-1 saw {seen:?}");
 }

@@ -185,6 +185,10 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_suspect_timeout_ms: Option<u64>,
+    /// How often the durable cluster state is compared with a random member's, ms.
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_push_pull_interval_ms: Option<u64>,
     /// `json` or `pretty`.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

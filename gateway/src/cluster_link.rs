@@ -1,12 +1,18 @@
-//! This node's part in the cluster: the gossip handle, and what other nodes send: health resets
-//! made elsewhere applied here, and cache purges that clear this node's memory cache.
+//! This node's part in the cluster: the gossip handle, and the gateway's meaning of what travels
+//! in it. The cluster crate carries bytes; this module says what they are:
+//! - an operator's health set is durable state (every node gets it, however long it was away),
+//!   under the key [`health_key`] with one byte, 1 healthy or 0 unhealthy;
+//! - a cache purge is a message ([`Broadcast`]): a node away for longer than a minute misses it,
+//!   and its memory cache holds entries no longer than their TTL anyway.
 
-use crate::health::{Source, State};
+use crate::health::{Registry, Source, State};
 use crate::plugins::cache::Caches;
 use crate::runtime::{Live, Runtime};
 use crate::settings::Settings;
 use crate::telemetry::traces;
-use cluster::{ClusterConfig, ClusterError, ClusterHandle, Delivered, Message};
+use cluster::{ClusterConfig, ClusterError, ClusterHandle, Delivered, Message, StateChange, StateUpdate};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -23,11 +29,48 @@ pub async fn start(settings: &Settings) -> Result<ClusterHandle, ClusterError> {
     if let Some(timeout) = gossip.suspect_timeout {
         config.suspect_timeout = timeout;
     }
+    config.push_pull_interval = gossip.push_pull_interval;
     ClusterHandle::spawn(config).await
 }
 
-/// Applies what other nodes send until `stopped`: health resets set the target's state here
-/// (a target this node does not have is ignored).
+/// What this node broadcasts as a cluster message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Broadcast {
+    /// Purge the proxy cache's memory: one key, or everything (`None`).
+    CachePurge {
+        /// The cache key; none purges all.
+        key: Option<String>,
+    },
+}
+
+impl Broadcast {
+    /// As the cluster carries it.
+    pub fn message(&self) -> Message {
+        Message(serde_json::to_vec(self).expect("a Broadcast is plain data"))
+    }
+}
+
+const HEALTH: &str = "health/";
+
+/// The durable state key of the operators' word on `target` of `upstream`. Upstream names have
+/// no `/`, so the first one after the prefix ends it.
+pub fn health_key(upstream: &str, target: &str) -> String {
+    format!("{HEALTH}{upstream}/{target}")
+}
+
+fn parse_health_key(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix(HEALTH)?.split_once('/')
+}
+
+/// The durable state value of a health set.
+pub fn health_value(state: State) -> Vec<u8> {
+    vec![u8::from(state == State::Healthy)]
+}
+
+/// Applies what other nodes send until `stopped`: health sets (kept for targets this node does
+/// not serve yet) and cache purges. Tells the cluster which health keys the config still has,
+/// at every config change, so that sets of removed targets expire.
 pub async fn receive(
     cluster: Arc<ClusterHandle>,
     live: Arc<Live>,
@@ -35,48 +78,116 @@ pub async fn receive(
     stopped: impl Future<Output = ()>,
 ) {
     let mut messages = cluster.messages();
+    let mut state = cluster.state_updates();
+    let mut applied = live.applied();
+    applied.mark_changed();
     tokio::pin!(stopped);
     loop {
-        let delivered = tokio::select! {
+        tokio::select! {
             () = &mut stopped => return,
             message = messages.recv() => match message {
-                Some(delivered) => delivered,
+                Some(delivered) => apply_message(&caches, &delivered),
                 None => return,
             },
-        };
-        apply(&live.load(), &caches, &delivered);
+            update = state.recv() => match update {
+                Some(update) => apply_state(live.health(), update),
+                None => return,
+            },
+            changed = applied.changed() => match changed {
+                Ok(()) => cluster.scope_state(health_keys(&live.load())),
+                Err(_) => return,
+            },
+        }
     }
 }
 
-fn apply(runtime: &Runtime, caches: &Caches, delivered: &Delivered) {
-    match &delivered.message {
-        Message::TargetHealth { upstream, target, healthy } => {
+/// The health keys of every target `runtime` serves.
+fn health_keys(runtime: &Runtime) -> HashSet<String> {
+    let targets = runtime.upstreams.iter().flat_map(|(name, u)| u.targets.iter().map(move |t| (name, &t.authority)));
+    targets.map(|(upstream, target)| health_key(upstream, target)).collect()
+}
+
+fn apply_state(health: &Registry, update: StateUpdate) {
+    match update {
+        StateUpdate::Changed(StateChange { key, value, version }) => {
+            let Some((upstream, target)) = parse_health_key(&key) else {
+                tracing::debug!(%key, "durable state of another kind; ignored");
+                return;
+            };
+            let state = match value.as_slice() {
+                [1] => State::Healthy,
+                [0] => State::Unhealthy,
+                _ => return tracing::warn!(%key, ?value, "a health set with a value this node cannot read; ignored"),
+            };
             let span = tracing::info_span!(
                 target: traces::TARGET,
                 "gossip reset",
-                origin = %delivered.origin,
+                origin = %version.origin,
                 upstream = %upstream,
                 target = %target,
-                healthy = healthy,
+                healthy = state == State::Healthy,
             );
             let _entered = span.enter();
-            let found = runtime
-                .upstreams
-                .get(upstream)
-                .and_then(|u| u.targets.iter().position(|t| &*t.authority == target).map(|i| &u.health[i]));
-            match found {
-                Some(health) => {
-                    health.set(if *healthy { State::Healthy } else { State::Unhealthy }, Source::Gossip);
-                    tracing::info!(origin = %delivered.origin, %upstream, %target, healthy, "health reset received");
-                }
-                None => {
-                    tracing::debug!(origin = %delivered.origin, %upstream, %target, "health reset for a target not served here")
-                }
+            let healthy = state == State::Healthy;
+            if health.set(upstream, target, state, Source::Gossip) {
+                tracing::info!(origin = %version.origin, %upstream, %target, healthy, "health set received");
+            } else {
+                tracing::debug!(origin = %version.origin, %upstream, %target, healthy,
+                    "health set for a target not served here; kept for when it is");
             }
         }
-        Message::CachePurge { key } => {
+        StateUpdate::Expired(key) => {
+            if let Some((upstream, target)) = parse_health_key(&key) {
+                health.forget(upstream, target);
+            }
+        }
+    }
+}
+
+fn apply_message(caches: &Caches, delivered: &Delivered) {
+    match serde_json::from_slice::<Broadcast>(&delivered.message.0) {
+        Ok(Broadcast::CachePurge { key }) => {
             caches.purge_memory(key.as_deref());
             tracing::info!(origin = %delivered.origin, key = key.as_deref().unwrap_or("*"), "cache purge received");
         }
+        Err(error) => tracing::warn!(origin = %delivered.origin, %error, "a cluster message this node cannot read"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_keys_name_the_upstream_and_the_whole_target() {
+        let key = health_key("billing-v2", "[2001:db8::1]:8443");
+        assert_eq!(parse_health_key(&key), Some(("billing-v2", "[2001:db8::1]:8443")));
+        assert_eq!(parse_health_key("other/x/y"), None);
+    }
+
+    #[test]
+    fn a_health_set_for_a_target_configured_later_applies_when_it_is() {
+        let health = Registry::new();
+        let version = cluster::Version { time: cluster::Hlc { ms: 1, counter: 0 }, origin: "gw-2".into() };
+        let change = |value: u8| {
+            StateUpdate::Changed(StateChange {
+                key: health_key("api", "10.0.0.1:80"),
+                value: vec![value],
+                version: version.clone(),
+            })
+        };
+        apply_state(&health, change(0));
+        assert!(!health.target("api", "10.0.0.1:80").is_healthy());
+        assert!(health.target("api", "10.0.0.2:80").is_healthy());
+        apply_state(&health, change(1));
+        assert!(health.target("api", "10.0.0.1:80").is_healthy());
+        apply_state(&health, change(7));
+        assert!(health.target("api", "10.0.0.1:80").is_healthy(), "an unreadable value changes nothing");
+    }
+
+    #[test]
+    fn broadcasts_read_back() {
+        let purge = Broadcast::CachePurge { key: Some("/a".into()) };
+        assert_eq!(serde_json::from_slice::<Broadcast>(&purge.message().0).unwrap(), purge);
     }
 }

@@ -349,6 +349,11 @@ impl Live {
         Ok(Live { runtime, health, plugins, certificates, applied: watch::Sender::new(version) })
     }
 
+    /// The version of the runtime in force, changing with every swap.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Waits until a runtime of `version` or later is in force, at most `limit`; whether it is.
     pub async fn wait_applied(&self, version: u64, limit: Duration) -> bool {
         let mut applied = self.applied.subscribe();

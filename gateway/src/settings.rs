@@ -299,6 +299,10 @@ pub(crate) struct Gossip {
     /// cluster crate's LAN default.
     #[serde(rename = "cluster_suspect_timeout_ms", with = "opt_millis")]
     pub(crate) suspect_timeout: Option<Duration>,
+    /// How often this node compares the durable cluster state (operators' health sets) with one
+    /// random member's; it also does when a member comes up. Default 2000 ms.
+    #[serde(rename = "cluster_push_pull_interval_ms", with = "millis")]
+    pub(crate) push_pull_interval: Duration,
 }
 
 impl Default for Gossip {
@@ -310,6 +314,7 @@ impl Default for Gossip {
             keys: Vec::new(),
             probe_period: None,
             suspect_timeout: None,
+            push_pull_interval: Duration::from_secs(2),
         }
     }
 }
@@ -629,6 +634,8 @@ impl Settings {
         check(!serving.client_send_timeout.is_zero(), "client_send_timeout_ms", "must be at least 1");
         check(!self.redis.timeout.is_zero(), "redis_timeout_ms", "must be at least 1");
         check(!self.redis.connect_timeout.is_zero(), "redis_connect_timeout_ms", "must be at least 1");
+        let push_pull = self.cluster.push_pull_interval;
+        check(push_pull >= Duration::from_millis(10), "cluster_push_pull_interval_ms", "must be at least 10");
         problems.extend(self.redis.target().err());
         problems.extend(self.clients.addressing().err());
     }
@@ -925,6 +932,7 @@ mod tests {
             "cluster_key",
             "cluster_probe_period_ms",
             "cluster_suspect_timeout_ms",
+            "cluster_push_pull_interval_ms",
             "log_format",
             "log_level",
             "worker_threads",

@@ -1,6 +1,7 @@
 //! The cluster with real gateway processes on loopback: nodes join by gossip, a killed node is
 //! marked down by the others and rejoins as one entry, an operator's health reset on one node
-//! reaches every other, and a node with the wrong key never becomes a member.
+//! reaches every other (and a node that starts later), and a node with the wrong key never
+//! becomes a member.
 
 use http::Method;
 use serde_json::Value;
@@ -110,10 +111,16 @@ async fn a_reset_on_one_node_reaches_every_node() {
         .await;
         assert_eq!(c.get(&gw.url("/")).await.status, 503, "no healthy target left on any node");
     }
-    assert!(n2.logged("health reset received"));
+    assert!(n2.logged("health set received"));
+    // A node that starts after the reset holds it too (durable state, by push-pull on joining).
+    let n4 = node("node-4", &echo, Some(&n2), "k").await;
+    eventually(WAIT, "the late node's target unhealthy", || async {
+        (health_of(&n4, &echo).await == "UNHEALTHY").then_some(())
+    })
+    .await;
     let reset = c.call(Method::POST, &n3.admin_url(&format!("/upstreams/up/targets/{}/healthy", echo.addr)), "").await;
     assert_eq!(reset.status, 204);
-    for gw in [&n1, &n2, &n3] {
+    for gw in [&n1, &n2, &n3, &n4] {
         eventually(WAIT, "the target healthy again", || async {
             (health_of(gw, &echo).await != "UNHEALTHY").then_some(())
         })

@@ -9,6 +9,7 @@
 //! and `membership` (member lists and recent changes exchanged besides foca's gossip).
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU16, Ordering},
@@ -29,6 +30,7 @@ use crate::{
     identity::NodeIdentity,
     members::{ChangeLog, DownLog, Member, MemberState},
     messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
+    state::{Hlc, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES},
     ClusterError,
 };
 
@@ -49,6 +51,7 @@ enum TimerKind {
     Confirm { timer: Timer<NodeIdentity>, attempt: u8 },
     Exchange,
     Sweep,
+    PushPull,
 }
 
 impl NodeTimer {
@@ -59,7 +62,7 @@ impl NodeTimer {
             TimerKind::Swim(Timer::SendIndirectProbe { .. }) => 0,
             TimerKind::Swim(Timer::ProbeRandomMember(_)) => 1,
             TimerKind::Swim(_) | TimerKind::Confirm { .. } => 2,
-            TimerKind::Exchange | TimerKind::Sweep => 3,
+            TimerKind::Exchange | TimerKind::Sweep | TimerKind::PushPull => 3,
         }
     }
 }
@@ -109,12 +112,21 @@ pub struct Output {
     pub delivered: Vec<Delivered>,
     /// Membership changes.
     pub events: Vec<NodeEvent>,
+    /// Durable state written by other nodes, each change once.
+    pub state_changes: Vec<StateChange>,
+    /// Durable state keys dropped: out of scope and older than the retention.
+    pub state_expired: Vec<String>,
 }
 
 impl Output {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.packets.is_empty() && self.timers.is_empty() && self.delivered.is_empty() && self.events.is_empty()
+        self.packets.is_empty()
+            && self.timers.is_empty()
+            && self.delivered.is_empty()
+            && self.events.is_empty()
+            && self.state_changes.is_empty()
+            && self.state_expired.is_empty()
     }
 }
 
@@ -164,6 +176,7 @@ struct Settings {
     exchange_fanout: usize,
     broadcast_fanout: usize,
     sweep_interval: Duration,
+    push_pull_interval: Duration,
 }
 
 /// One cluster member, sans IO. See the module documentation.
@@ -173,6 +186,12 @@ pub struct Node {
     envelope: Envelope,
     rng: SmallRng,
     store: MessageStore,
+    state: StateTable,
+    /// The wall clock at `clock_base` (ms since the Unix epoch), for durable state's times.
+    started_ms: u64,
+    clock_base: Option<Instant>,
+    /// When a member coming up last set off a push-pull.
+    eager_push_pull: Option<Instant>,
     down: DownLog,
     changes: ChangeLog,
     settings: Settings,
@@ -224,6 +243,10 @@ impl Node {
             envelope,
             rng,
             store: MessageStore::new(config.message_retention),
+            state: StateTable::new(config.state_retention),
+            started_ms,
+            clock_base: None,
+            eager_push_pull: None,
             down: DownLog::new(config.down_retention),
             changes: ChangeLog::new(CHANGES_KEPT),
             settings: Settings {
@@ -232,6 +255,7 @@ impl Node {
                 exchange_fanout: config.exchange_fanout.get(),
                 broadcast_fanout: config.broadcast_fanout.get(),
                 sweep_interval: config.probe_period.min(Duration::from_secs(1)),
+                push_pull_interval: config.push_pull_interval,
             },
             rejections: Arc::new(Rejections::default()),
             incarnation,
@@ -250,6 +274,8 @@ impl Node {
         let first_exchange = self.jittered(self.settings.exchange_interval);
         out.timers.push((first_exchange, NodeTimer(TimerKind::Exchange)));
         out.timers.push((self.settings.sweep_interval, NodeTimer(TimerKind::Sweep)));
+        let first_push_pull = self.jittered(self.settings.push_pull_interval);
+        out.timers.push((first_push_pull, NodeTimer(TimerKind::PushPull)));
     }
 
     /// This node's name.
@@ -338,6 +364,69 @@ impl Node {
         Ok(())
     }
 
+    /// Writes `value` under `key` in the durable state (see `state.rs`): pushed at once to a few
+    /// members, then held by every node, those down or cut off now included once they are back,
+    /// until the key leaves the scope. The write wins over every one this node has seen. Not
+    /// delivered back to this node.
+    pub fn set_state(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        now: Instant,
+        out: &mut Output,
+    ) -> Result<Version, ClusterError> {
+        if self.left {
+            return Err(ClusterError::Stopped);
+        }
+        // The largest encoding this entry can have (varints at their widest).
+        let origin = self.node_id().to_owned();
+        let widest = Version { time: Hlc { ms: u64::MAX, counter: u32::MAX }, origin };
+        let probe = StateEntry { key, version: widest, value };
+        let size = codec::to_vec(&probe).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+        let max = self.max_message();
+        if size > max {
+            return Err(ClusterError::MessageTooLarge { size, max });
+        }
+        let wall_ms = self.wall_ms(now);
+        let entry = self.state.set(probe.key, probe.value, &probe.version.origin, wall_ms);
+        for peer in self.pick_members(self.settings.broadcast_fanout, None) {
+            self.send_state(peer, std::slice::from_ref(&entry), true, out);
+        }
+        Ok(entry.version)
+    }
+
+    /// The durable state keys the user still wants: entries of other keys are dropped once
+    /// older than `state_retention`, and refused from peers then.
+    pub fn scope_state(&mut self, keys: HashSet<String>) {
+        self.state.scope(keys);
+    }
+
+    /// The durable value of `key`, and the write it came from.
+    pub fn state_value(&self, key: &str) -> Option<(&[u8], &Version)> {
+        self.state.get(key)
+    }
+
+    /// How many durable state entries this node holds.
+    pub fn state_len(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Starts a push-pull with `to`: this node's bucket hashes, as many frames as they take.
+    fn send_state_digest(&mut self, to: SocketAddr, out: &mut Output) {
+        let per_frame = self.max_body().saturating_sub(PUSH_OVERHEAD) / HASH_BYTES;
+        for digest in self.state.digest(per_frame) {
+            self.send_frame(to, &CoreFrame::StateDigest(digest), out);
+        }
+    }
+
+    /// Wall-clock milliseconds now, for durable state: the start time plus the monotonic time
+    /// since, so a node's times never go backwards.
+    fn wall_ms(&mut self, now: Instant) -> u64 {
+        let base = *self.clock_base.get_or_insert(now);
+        let since = u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(u64::MAX);
+        self.started_ms.saturating_add(since)
+    }
+
     /// Leaves the cluster: declares this node down to a few members (foca's leave, plus two more
     /// rounds of gossip so the news survives some loss). The node stays inert afterwards.
     pub fn leave(&mut self, out: &mut Output) {
@@ -416,6 +505,15 @@ impl Node {
                 let next = self.jittered(self.settings.exchange_interval);
                 out.timers.push((next, NodeTimer(TimerKind::Exchange)));
             }
+            TimerKind::PushPull => {
+                let wall_ms = self.wall_ms(now);
+                out.state_expired.extend(self.state.expire(wall_ms));
+                if let Some(peer) = self.pick_members(1, None).pop() {
+                    self.send_state_digest(peer, out);
+                }
+                let next = self.jittered(self.settings.push_pull_interval);
+                out.timers.push((next, NodeTimer(TimerKind::PushPull)));
+            }
             TimerKind::Sweep => {
                 self.store.expire(now);
                 self.down.expire(now);
@@ -454,6 +552,44 @@ impl Node {
             }
             CoreFrame::SuspectCheck { target, incarnation, from: checker } => {
                 self.answer_suspect_check(target, incarnation, checker, now, out)
+            }
+            CoreFrame::State { entries, relay } => self.receive_state(entries, relay, from, now, out),
+            CoreFrame::StateDigest(digest) => {
+                let differing = self.state.differing(&digest);
+                if !differing.is_empty() {
+                    let ours = self.state.entries_in(&differing);
+                    self.send_state(from, &ours, false, out);
+                    self.send_frame(from, &CoreFrame::StateWant(differing), out);
+                }
+            }
+            CoreFrame::StateWant(mut buckets) => {
+                buckets.retain(|&bucket| usize::from(bucket) < BUCKETS);
+                let ours = self.state.entries_in(&buckets);
+                self.send_state(from, &ours, false, out);
+            }
+        }
+    }
+
+    fn receive_state(
+        &mut self,
+        entries: Vec<StateEntry>,
+        relay: bool,
+        from: SocketAddr,
+        now: Instant,
+        out: &mut Output,
+    ) {
+        let wall_ms = self.wall_ms(now);
+        let mut fresh = Vec::new();
+        for entry in entries {
+            let forward = relay.then(|| entry.clone());
+            if let Some(change) = self.state.merge(entry, wall_ms) {
+                out.state_changes.push(change);
+                fresh.extend(forward);
+            }
+        }
+        if !fresh.is_empty() {
+            for peer in self.pick_members(self.settings.broadcast_fanout, Some(from)) {
+                self.send_state(peer, &fresh, true, out);
             }
         }
     }
@@ -496,6 +632,15 @@ impl Node {
                     info!(member = id.node(), addr = %id.socket(), "cluster member up");
                     self.down.up(id.node());
                     self.changes.record(&id, now);
+                    // A member that joins or comes back compares state at once (one such
+                    // push-pull a second: a healed partition brings many members up together).
+                    let quiet = self
+                        .eager_push_pull
+                        .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+                    if quiet {
+                        self.eager_push_pull = Some(now);
+                        self.send_state_digest(id.socket(), out);
+                    }
                     out.events.push(NodeEvent::MemberUp { id: id.node().to_owned(), addr: id.socket() });
                 }
                 OwnedNotification::MemberDown(id) => {
@@ -570,24 +715,41 @@ impl Node {
 
     /// Sends `messages` to `to`, as many `Push` frames as it takes.
     fn send_messages(&mut self, to: SocketAddr, messages: &[WireMessage], relay: bool, out: &mut Output) {
+        self.send_batched(to, messages, out, |messages| CoreFrame::Push { messages, relay });
+    }
+
+    /// Sends durable state `entries` to `to`, as many `State` frames as it takes.
+    fn send_state(&mut self, to: SocketAddr, entries: &[StateEntry], relay: bool, out: &mut Output) {
+        self.send_batched(to, entries, out, |entries| CoreFrame::State { entries, relay });
+    }
+
+    /// Sends `items` to `to` in as few frames made by `frame` as fit in packets; an item too
+    /// large for any packet is left out.
+    fn send_batched<T: serde::Serialize + Clone>(
+        &mut self,
+        to: SocketAddr,
+        items: &[T],
+        out: &mut Output,
+        frame: impl Fn(Vec<T>) -> CoreFrame,
+    ) {
         let budget = self.max_message();
-        let mut batch: Vec<WireMessage> = Vec::new();
+        let mut batch: Vec<T> = Vec::new();
         let mut size = 0;
-        for message in messages {
-            let len = codec::to_vec(message).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+        for item in items {
+            let len = codec::to_vec(item).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
             if len > budget {
                 continue;
             }
             if size + len > budget {
-                let full = CoreFrame::Push { messages: std::mem::take(&mut batch), relay };
+                let full = frame(std::mem::take(&mut batch));
                 self.send_frame(to, &full, out);
                 size = 0;
             }
             size += len;
-            batch.push(message.clone());
+            batch.push(item.clone());
         }
         if !batch.is_empty() {
-            self.send_frame(to, &CoreFrame::Push { messages: batch, relay }, out);
+            self.send_frame(to, &frame(batch), out);
         }
     }
 

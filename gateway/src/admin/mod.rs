@@ -1,7 +1,8 @@
 //! The admin API (JSON, on `admin_listen`).
 //!
-//! - Reads ([`read`]): status, the entities this node applied, target health; and the health
-//!   reset, which acts on this node.
+//! - Reads ([`read`]): status, the entities this node applied, target health.
+//! - The operators' health sets: applied here at once, and written into the cluster's durable
+//!   state for every other node ([`cluster_link`]).
 //! - `GET /metrics`: Prometheus metrics.
 //! - `/proxy-cache`: cache entries read and purged, cluster-wide.
 //! - Writes ([`write`]): with `config_source = etcd`, `PUT` and `DELETE` on entities validate
@@ -12,6 +13,8 @@
 mod read;
 mod write;
 
+use crate::cluster_link::{self, Broadcast};
+use crate::health::{Source, State};
 use crate::plugins::cache::{self, Caches};
 use crate::plugins::rate_limit::Limiters;
 use crate::proxy::{json_error, ProxyBody};
@@ -19,7 +22,7 @@ use crate::runtime::Live;
 use crate::settings::{ConfigSource, Settings};
 use crate::telemetry::Metrics;
 use bytes::Bytes;
-use cluster::{ClusterHandle, Message};
+use cluster::ClusterHandle;
 use config_sync::etcd::{EtcdStatus, EtcdWriter};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -112,13 +115,15 @@ impl Admin {
         let runtime = self.live.load();
         if let ["upstreams", upstream, "targets", target, action @ ("healthy" | "unhealthy")] = segments[..] {
             return match parts.method {
-                Method::PUT | Method::POST => {
-                    let response = read::set_health(&runtime, upstream, target, action);
-                    if response.status() == StatusCode::NO_CONTENT {
-                        self.broadcast_reset(upstream, target, action == "healthy").await;
+                Method::PUT | Method::POST => match read::unknown_target(&runtime, upstream, target) {
+                    Some(not_found) => not_found,
+                    None => {
+                        let state = if action == "healthy" { State::Healthy } else { State::Unhealthy };
+                        self.live.health().set(upstream, target, state, Source::Manual);
+                        self.share_health_set(upstream, target, state).await;
+                        no_content()
                     }
-                    response
-                }
+                },
                 _ => method_not_allowed("PUT, POST"),
             };
         }
@@ -206,18 +211,20 @@ impl Admin {
 
     async fn broadcast_purge(&self, key: Option<&str>) {
         let Some(cluster) = &self.cluster else { return };
-        if let Err(e) = cluster.broadcast(Message::CachePurge { key: key.map(str::to_owned) }).await {
+        let purge = Broadcast::CachePurge { key: key.map(str::to_owned) };
+        if let Err(e) = cluster.broadcast(purge.message()).await {
             tracing::warn!(error = %e, "could not broadcast the cache purge");
         }
     }
 
-    /// Sends a reset made here to every other member. It already applies here; a failure to
-    /// send is logged, not returned (the other nodes' anti-entropy catches up when they can).
-    async fn broadcast_reset(&self, upstream: &str, target: &str, healthy: bool) {
+    /// Writes a health set made here into the cluster's durable state, for every other node
+    /// (those away now included, when they are back). It already applies here; a failure
+    /// (the node is shutting down) is logged, not returned.
+    async fn share_health_set(&self, upstream: &str, target: &str, state: State) {
         let Some(cluster) = &self.cluster else { return };
-        let message = Message::TargetHealth { upstream: upstream.to_owned(), target: target.to_owned(), healthy };
-        if let Err(e) = cluster.broadcast(message).await {
-            tracing::warn!(error = %e, %upstream, %target, "could not broadcast the health reset");
+        let key = cluster_link::health_key(upstream, target);
+        if let Err(e) = cluster.set_state(key, cluster_link::health_value(state)).await {
+            tracing::warn!(error = %e, %upstream, %target, "could not share the health set with the cluster");
         }
     }
 

@@ -2,7 +2,7 @@
 //! health reset, which acts on this node.
 
 use super::Admin;
-use crate::health::{Source, State};
+use crate::health::State;
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::{Runtime, UpstreamState};
 use crate::settings::ConfigSource;
@@ -167,16 +167,18 @@ impl Admin {
     }
 }
 
-/// An operator's reset of one target on this node: sets the state and clears the counters.
-pub(super) fn set_health(rt: &Runtime, upstream: &str, target: &str, action: &str) -> Response<ProxyBody> {
+/// Why an operator's health set names no target this node serves: the 404's answer.
+pub(super) fn unknown_target(rt: &Runtime, upstream: &str, target: &str) -> Option<Response<ProxyBody>> {
     let Some(state) = rt.upstreams.get(upstream) else {
-        return json_error(StatusCode::NOT_FOUND, &format!("upstream {upstream:?} not found"));
+        return Some(json_error(StatusCode::NOT_FOUND, &format!("upstream {upstream:?} not found")));
     };
-    let Some(index) = state.targets.iter().position(|t| &*t.authority == target) else {
-        return json_error(StatusCode::NOT_FOUND, &format!("target {target:?} of upstream {upstream:?} not found"));
-    };
-    state.health[index].set(if action == "healthy" { State::Healthy } else { State::Unhealthy }, Source::Manual);
-    super::no_content()
+    if !state.targets.iter().any(|t| &*t.authority == target) {
+        return Some(json_error(
+            StatusCode::NOT_FOUND,
+            &format!("target {target:?} of upstream {upstream:?} not found"),
+        ));
+    }
+    None
 }
 
 fn list<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Value {

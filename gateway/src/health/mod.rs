@@ -46,6 +46,9 @@ pub struct Watched<'a> {
 #[derive(Default)]
 pub struct Registry {
     targets: Mutex<HashMap<Key, Arc<TargetHealth>>>,
+    /// The operators' latest word on each target, whether this node serves it yet or not: a
+    /// target configured later starts in that state.
+    operator: Mutex<HashMap<Key, State>>,
     probes: Mutex<HashMap<Key, Probe>>,
     /// One semaphore per upstream, with the concurrency it was made for.
     permits: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
@@ -57,12 +60,42 @@ impl Registry {
         Registry::default()
     }
 
-    /// The health of `address` in `upstream`, created healthy the first time it is asked for.
+    /// The health of `address` in `upstream`, made the first time it is asked for: healthy, or
+    /// as an operator last set it.
     pub fn target(&self, upstream: &str, address: &str) -> Arc<TargetHealth> {
-        lock(&self.targets)
-            .entry((upstream.to_owned(), address.to_owned()))
-            .or_insert_with(|| Arc::new(TargetHealth::new(upstream, address)))
-            .clone()
+        let key = (upstream.to_owned(), address.to_owned());
+        let mut targets = lock(&self.targets);
+        if let Some(health) = targets.get(&key) {
+            return health.clone();
+        }
+        let health = Arc::new(TargetHealth::new(upstream, address));
+        if let Some(&state) = lock(&self.operator).get(&key) {
+            health.set(state, Source::Gossip);
+        }
+        targets.insert(key, health.clone());
+        health
+    }
+
+    /// An operator's word: `address` in `upstream` takes `state` and its counters are cleared,
+    /// here (made here, `Source::Manual`, or on another node, `Source::Gossip`). Remembered for
+    /// when the target is configured here later; whether it is served here now.
+    pub fn set(&self, upstream: &str, address: &str, state: State, source: Source) -> bool {
+        let key = (upstream.to_owned(), address.to_owned());
+        lock(&self.operator).insert(key.clone(), state);
+        let health = lock(&self.targets).get(&key).cloned();
+        match health {
+            Some(health) => {
+                health.set(state, source);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the operators' word on `address` in `upstream` (the cluster dropped it: the
+    /// target left the config long ago).
+    pub fn forget(&self, upstream: &str, address: &str) {
+        lock(&self.operator).remove(&(upstream.to_owned(), address.to_owned()));
     }
 
     /// Brings probes and records in line with the `upstreams` a runtime serves, once it serves:
