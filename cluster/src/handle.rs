@@ -4,7 +4,7 @@ use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::{
@@ -58,7 +58,7 @@ impl ClusterHandle {
         let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         let mut node = Node::new(&config, advertise, started_ms, random_seed())?;
         let mut out = Output::default();
-        node.start(&mut out);
+        node.start(Instant::now(), &mut out);
         let rejections = node.rejections();
 
         let (command_tx, command_rx) = mpsc::unbounded_channel();

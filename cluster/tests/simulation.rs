@@ -213,7 +213,7 @@ impl Sim {
                     }
                     if !node.up {
                         node.up = true;
-                        node.node.start(&mut out);
+                        node.node.start(now, &mut out);
                     }
                     // The worker's announcer: retry with back-off until active.
                     if !node.node.is_active() {

@@ -1,8 +1,9 @@
 //! A `gateway run` process for a test.
 
 use crate::http::{HttpClient, Reply};
+use crate::netns::Network;
 use crate::tempdir::TempDir;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -82,14 +83,42 @@ impl Gateway {
         Gateway::spawn(dir, unused, &args, &[]).await
     }
 
+    /// Starts a node named `node_id` serving `yaml` in node `i`'s namespace of `network`, at its
+    /// address: gossip on port 7946, proxy and admin on free ports.
+    pub async fn start_in(network: &Network, i: usize, node_id: &str, yaml: &str, flags: &[&str]) -> Gateway {
+        let dir = TempDir::new();
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).expect("write the config");
+        let file = config_path.to_string_lossy().into_owned();
+        let mut args = vec!["--node-id", node_id, "--config-file", &file];
+        args.extend_from_slice(flags);
+        let place = Place { netns: Some(network.namespace(i)), ip: network.node_ip(i), gossip_port: 7946 };
+        Gateway::launch(place, dir, config_path.clone(), &args, &[]).await
+    }
+
     async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let loopback = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), gossip_port: 0 };
+        Gateway::launch(loopback, dir, config_path, args, env).await
+    }
+
+    async fn launch(place: Place, dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         // A test's own `--log-level` replaces the default (the flag may be given once).
         let level = log_level();
         let default_level = if args.contains(&"--log-level") { vec![] } else { vec!["--log-level", level.as_str()] };
-        let mut child = Command::new(binary())
-            .args(["run", "--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        let any_port = SocketAddr::new(place.ip, 0).to_string();
+        let gossip = SocketAddr::new(place.ip, place.gossip_port).to_string();
+        let mut command = match &place.netns {
+            None => Command::new(binary()),
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(binary());
+                command
+            }
+        };
+        let mut child = command
+            .args(["run", "--proxy-listen", &any_port, "--admin-listen", &any_port, "--log-format", "json"])
             .args(default_level)
-            .args(["--cluster-bind", "127.0.0.1:0"])
+            .args(["--cluster-bind", &gossip])
             .args(args)
             .env_remove("RUST_LOG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -200,6 +229,13 @@ impl Gateway {
 /// must keep `gateway::node` at info: the harness reads the ports from the `listening` line.
 fn log_level() -> String {
     std::env::var("GATEWAY_TEST_LOG_LEVEL").unwrap_or_else(|_| "info,gateway=debug,config_sync=debug".into())
+}
+
+/// Where a node runs: on loopback, or in a network namespace with its own address.
+struct Place {
+    netns: Option<String>,
+    ip: IpAddr,
+    gossip_port: u16,
 }
 
 /// The addresses a node listens on, as its `listening` log line names them.

@@ -1,5 +1,5 @@
-//! The end-to-end harness: real gateway processes, real upstream servers, real sockets, all on
-//! loopback and on ports the OS picks.
+//! The end-to-end harness: real gateway processes, real upstream servers, real sockets, on
+//! loopback (or a network the test makes) and on ports the OS picks.
 //!
 //! - [`echo`]: the demo and test upstream (also the `echo-upstream` binary).
 //! - [`Upstream`]: an echo server on a free port, in the test's process.
@@ -12,12 +12,15 @@
 //! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`tls`]: a private CA and the certificates it signs, and a TLS client.
+//! - [`netns`]: a network the test makes, a namespace and an address per node, whose links
+//!   can be cut.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
 pub mod echo;
 mod etcd;
 mod gateway;
 pub mod http;
+pub mod netns;
 pub mod otlp;
 mod redis;
 mod tempdir;

@@ -26,9 +26,18 @@ impl Upstream {
         Upstream::start_with_delay(name, Duration::ZERO).await
     }
 
+    /// Starts an echo server named `name` on `ip` (a free port).
+    pub async fn start_on(ip: std::net::IpAddr, name: &str) -> Upstream {
+        Upstream::bind(SocketAddr::new(ip, 0), name, Duration::ZERO).await
+    }
+
     /// Starts an echo server that waits `delay` before every answer.
     pub async fn start_with_delay(name: &str, delay: Duration) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind an upstream");
+        Upstream::bind(SocketAddr::from(([127, 0, 0, 1], 0)), name, delay).await
+    }
+
+    async fn bind(addr: SocketAddr, name: &str, delay: Duration) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind an upstream");
         let addr = listener.local_addr().expect("a bound address");
         let stats = Arc::new(EchoStats::default());
         let config = EchoConfig { name: name.to_owned(), delay };

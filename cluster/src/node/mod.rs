@@ -189,6 +189,7 @@ pub struct Node {
     state: StateTable,
     /// The wall clock at `clock_base` (ms since the Unix epoch), for durable state's times.
     started_ms: u64,
+    /// When the node started (set by [`Node::start`]).
     clock_base: Option<Instant>,
     /// When a member coming up last set off a push-pull.
     eager_push_pull: Option<Instant>,
@@ -269,8 +270,10 @@ impl Node {
         })
     }
 
-    /// Schedules the node's periodic work (anti-entropy, expiry).
-    pub fn start(&mut self, out: &mut Output) {
+    /// Schedules the node's periodic work (anti-entropy, expiry). `now` is the moment of
+    /// `started_ms`: durable state's wall clock counts on from there.
+    pub fn start(&mut self, now: Instant, out: &mut Output) {
+        self.clock_base = Some(now);
         let first_exchange = self.jittered(self.settings.exchange_interval);
         out.timers.push((first_exchange, NodeTimer(TimerKind::Exchange)));
         out.timers.push((self.settings.sweep_interval, NodeTimer(TimerKind::Sweep)));
