@@ -143,6 +143,26 @@ pub(crate) enum CoreFrame {
     StateDigest(StateDigest),
     /// Push-pull: the entries the sender wants, by bucket.
     StateWant(Vec<u16>),
+    /// A question for every live member (`query.rs`), answered with `Answer`s.
+    Query {
+        /// The asker's number for it.
+        id: u64,
+        /// What is asked, as the user encoded it.
+        payload: Vec<u8>,
+    },
+    /// One part of a member's answer to a `Query`.
+    Answer {
+        /// The query's number.
+        id: u64,
+        /// The member answering.
+        from: String,
+        /// This part's index, from 0.
+        part: u16,
+        /// How many parts the answer has.
+        parts: u16,
+        /// This part's bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// Which members a node knows (alive or down), in a few bytes: two nodes that know the same
@@ -248,6 +268,8 @@ mod tests {
             },
             CoreFrame::StateDigest(crate::state::StateDigest { first: 64, hashes: vec![u64::MAX, 0, 7] }),
             CoreFrame::StateWant(vec![0, 255]),
+            CoreFrame::Query { id: 3, payload: b"health of api".to_vec() },
+            CoreFrame::Answer { id: 3, from: "b".into(), part: 0, parts: 2, bytes: vec![1, 2, 3] },
         ];
         for frame in frames {
             let bytes = to_vec(&frame).unwrap();

@@ -19,6 +19,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, Output},
+    query::{IncomingQuery, QueryResult},
     state::{StateUpdate, Version},
     worker::{announce_to_seeds, Command, Worker, WorkerChannels},
     ClusterConfig, ClusterError,
@@ -41,6 +42,7 @@ pub struct ClusterHandle {
     active: watch::Receiver<bool>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<Delivered>>>,
     state: Mutex<Option<mpsc::UnboundedReceiver<StateUpdate>>>,
+    queries: Mutex<Option<mpsc::UnboundedReceiver<IncomingQuery>>>,
     rejections: Arc<Rejections>,
     worker: Option<JoinHandle<()>>,
     announcer: Option<JoinHandle<()>>,
@@ -66,12 +68,14 @@ impl ClusterHandle {
         let (active_tx, active_rx) = watch::channel(false);
         let (message_tx, message_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let (query_tx, query_rx) = mpsc::unbounded_channel();
         let channels = WorkerChannels {
             commands: command_rx,
             members: members_tx,
             active: active_tx,
             messages: message_tx,
             state: state_tx,
+            queries: query_tx,
         };
         let worker = tokio::spawn(Worker::new(node, socket, out, channels).run());
         let announcer = (!config.seeds.is_empty()).then(|| {
@@ -89,6 +93,7 @@ impl ClusterHandle {
             active: active_rx,
             messages: Mutex::new(Some(message_rx)),
             state: Mutex::new(Some(state_rx)),
+            queries: Mutex::new(Some(query_rx)),
             rejections,
             worker: Some(worker),
             announcer,
@@ -165,6 +170,30 @@ impl ClusterHandle {
             warn!("ClusterHandle::state_updates called twice; the second receiver is closed");
             mpsc::unbounded_channel().1
         })
+    }
+
+    /// Asks every live member `payload`; their answers once all answered or `timeout` passed,
+    /// with the members that did not answer listed.
+    pub async fn query(&self, payload: Vec<u8>, timeout: Duration) -> Result<QueryResult, ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + timeout;
+        self.commands.send(Command::Query { payload, deadline, reply }).map_err(|_| ClusterError::Stopped)?;
+        answer.await.map_err(|_| ClusterError::Stopped)?
+    }
+
+    /// Other members' queries, for this node to answer with [`ClusterHandle::answer`]. One
+    /// stream per node, as [`ClusterHandle::messages`].
+    pub fn queries(&self) -> mpsc::UnboundedReceiver<IncomingQuery> {
+        let taken = self.queries.lock().map(|mut slot| slot.take()).unwrap_or(None);
+        taken.unwrap_or_else(|| {
+            warn!("ClusterHandle::queries called twice; the second receiver is closed");
+            mpsc::unbounded_channel().1
+        })
+    }
+
+    /// Answers `query` with `payload`.
+    pub fn answer(&self, query: IncomingQuery, payload: Vec<u8>) {
+        let _ = self.commands.send(Command::Answer { query, payload });
     }
 
     /// Dropped packets by reason (`truncated`, `oversized`, `version`, `cluster`, `auth`,

@@ -14,6 +14,8 @@
 //!   and replaces its previous self (one entry per node name).
 //! - `messages`: the typed messages, their ids `(origin, boot, seq)`, dedupe, and the store the
 //!   anti-entropy exchange works from. Kept a minute: for what may be missed.
+//! - `query`: a question for every live member, their answers put together, and who did not
+//!   answer in time.
 //! - `state`: durable state, a last-writer-wins table every node converges on (push-pull with
 //!   bucket digests): for what must reach every node, however long it was away.
 //! - `members`: the member list as the gateway shows it ([`Member`], [`MemberState`]).
@@ -52,6 +54,7 @@ mod identity;
 mod members;
 mod messages;
 mod node;
+mod query;
 mod state;
 mod worker;
 
@@ -62,4 +65,5 @@ pub use handle::ClusterHandle;
 pub use members::{Member, MemberState};
 pub use messages::{Delivered, Message};
 pub use node::{Node, NodeEvent, NodeTimer, Output, CONFIRM_ATTEMPTS};
+pub use query::{AnswerPart, IncomingQuery, QueryResult};
 pub use state::{Hlc, StateChange, StateUpdate, Version};

@@ -8,7 +8,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashSet},
+    collections::{BinaryHeap, HashMap, HashSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -23,6 +23,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, NodeTimer, Output},
+    query::{Answers, IncomingQuery, QueryResult},
     state::{StateUpdate, Version},
     ClusterError,
 };
@@ -45,6 +46,10 @@ pub(crate) enum Command {
     SetState { key: String, value: Vec<u8>, reply: oneshot::Sender<Result<Version, ClusterError>> },
     /// The durable state keys still wanted.
     ScopeState(HashSet<String>),
+    /// Ask every live member; the answer comes when all answered or at `deadline`.
+    Query { payload: Vec<u8>, deadline: Instant, reply: oneshot::Sender<Result<QueryResult, ClusterError>> },
+    /// Answer a member's query.
+    Answer { query: IncomingQuery, payload: Vec<u8> },
     /// Leave the cluster and stop; `done` fires once the goodbyes are sent.
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -80,6 +85,14 @@ pub(crate) struct WorkerChannels {
     pub(crate) active: watch::Sender<bool>,
     pub(crate) messages: mpsc::UnboundedSender<Delivered>,
     pub(crate) state: mpsc::UnboundedSender<StateUpdate>,
+    pub(crate) queries: mpsc::UnboundedSender<IncomingQuery>,
+}
+
+/// A query of this node's, waiting for answers.
+struct Pending {
+    answers: Answers,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<QueryResult, ClusterError>>,
 }
 
 /// Owns the node, the socket and the timers.
@@ -90,12 +103,13 @@ pub(crate) struct Worker {
     next_seq: u64,
     channels: WorkerChannels,
     out: Output,
+    pending: HashMap<u64, Pending>,
 }
 
 impl Worker {
     /// A worker for a started node; `out` holds what `Node::start` asked for.
     pub(crate) fn new(node: Node, socket: UdpSocket, out: Output, channels: WorkerChannels) -> Self {
-        Self { node, socket, timers: BinaryHeap::new(), next_seq: 0, channels, out }
+        Self { node, socket, timers: BinaryHeap::new(), next_seq: 0, channels, out, pending: HashMap::new() }
     }
 
     /// Runs until shutdown or until the handle is dropped.
@@ -103,7 +117,9 @@ impl Worker {
         let mut buf = vec![0u8; RECEIVE_BUFFER];
         self.flush().await;
         loop {
+            let next_query = self.pending.values().map(|p| p.deadline).min();
             let next_timer = self.timers.peek().map(|Reverse(scheduled)| scheduled.at);
+            let next_timer = next_timer.into_iter().chain(next_query).min();
             let wake = tokio::time::Instant::from_std(
                 next_timer.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
             );
@@ -129,6 +145,19 @@ impl Worker {
                         let _ = reply.send(result);
                     }
                     Some(Command::ScopeState(keys)) => self.node.scope_state(keys),
+                    Some(Command::Query { payload, deadline, reply }) => {
+                        match self.node.query(payload, &mut self.out) {
+                            Ok((id, asked)) => {
+                                let answers = Answers::new(asked);
+                                self.pending.insert(id, Pending { answers, deadline, reply });
+                                self.finish_queries(Instant::now());
+                            }
+                            Err(error) => {
+                                let _ = reply.send(Err(error));
+                            }
+                        }
+                    }
+                    Some(Command::Answer { query, payload }) => self.node.answer(&query, &payload, &mut self.out),
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.node.handle_packet(&buf[..len], from, Instant::now(), &mut self.out),
@@ -141,8 +170,20 @@ impl Worker {
         }
     }
 
+    /// Replies to the queries all asked answered, or whose time is up.
+    fn finish_queries(&mut self, now: Instant) {
+        let done: Vec<u64> =
+            self.pending.iter().filter(|(_, p)| p.answers.complete() || p.deadline <= now).map(|(&id, _)| id).collect();
+        for id in done {
+            if let Some(pending) = self.pending.remove(&id) {
+                let _ = pending.reply.send(Ok(pending.answers.finish()));
+            }
+        }
+    }
+
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
+        self.finish_queries(now);
         let mut due = Vec::new();
         while let Some(Reverse(scheduled)) = self.timers.peek() {
             if scheduled.at > now {
@@ -180,6 +221,17 @@ impl Worker {
         }
         for key in self.out.state_expired.drain(..) {
             let _ = self.channels.state.send(StateUpdate::Expired(key));
+        }
+        for query in self.out.queries.drain(..) {
+            let _ = self.channels.queries.send(query);
+        }
+        if !self.out.answers.is_empty() {
+            for part in self.out.answers.drain(..) {
+                if let Some(pending) = self.pending.get_mut(&part.id) {
+                    pending.answers.add(part);
+                }
+            }
+            self.finish_queries(Instant::now());
         }
         self.out.events.clear();
         let active = self.node.is_active();

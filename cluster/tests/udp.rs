@@ -229,3 +229,32 @@ async fn durable_state_reaches_a_node_that_joins_later() {
     }
     assert!(matches!(&seen[..], [cluster::StateUpdate::Changed(c)] if c.version == second), "node-1 saw {seen:?}");
 }
+
+/// A query reaches every live member; answers of several packets come back whole, and a member
+/// that does not answer in time is listed as missing.
+#[tokio::test]
+async fn a_query_gets_every_members_answer_and_names_the_silent() {
+    let n1 = ClusterHandle::spawn(config("node-1", &[])).await.unwrap();
+    let n2 = ClusterHandle::spawn(config("node-2", &[&n1])).await.unwrap();
+    let n3 = ClusterHandle::spawn(config("node-3", &[&n1])).await.unwrap();
+    for handle in [&n1, &n2, &n3] {
+        wait_members(handle, "3 alive members", |m| all_alive(m, 3)).await;
+    }
+    let n2 = std::sync::Arc::new(n2);
+    let mut asked = n2.queries();
+    let answering = n2.clone();
+    tokio::spawn(async move {
+        while let Some(query) = asked.recv().await {
+            // Larger than a packet: it travels in parts.
+            let answer: Vec<u8> = query.payload.iter().copied().cycle().take(5_000).collect();
+            answering.answer(query, answer);
+        }
+    });
+    // node-3 takes its queries and never answers.
+    let _silent = n3.queries();
+    let result = n1.query(b"health of api".to_vec(), Duration::from_millis(700)).await.unwrap();
+    let expected: Vec<u8> = b"health of api".iter().copied().cycle().take(5_000).collect();
+    assert_eq!(result.answers.keys().collect::<Vec<_>>(), ["node-2"]);
+    assert_eq!(result.answers["node-2"], expected);
+    assert_eq!(result.missing, ["node-3"]);
+}

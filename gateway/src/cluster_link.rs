@@ -3,14 +3,18 @@
 //! - an operator's health set is durable state (every node gets it, however long it was away),
 //!   under the key [`health_key`] with one byte, 1 healthy or 0 unhealthy;
 //! - a cache purge is a message ([`Broadcast`]): a node away for longer than a minute misses it,
-//!   and its memory cache holds entries no longer than their TTL anyway.
+//!   and its memory cache holds entries no longer than their TTL anyway;
+//! - a [`Question`] is a query every live member answers: each node's view of an upstream's
+//!   health, for `GET /cluster/health/{upstream}`.
 
 use crate::health::{Registry, Source, State};
 use crate::plugins::cache::Caches;
 use crate::runtime::{Live, Runtime};
 use crate::settings::Settings;
 use crate::telemetry::traces;
-use cluster::{ClusterConfig, ClusterError, ClusterHandle, Delivered, Message, StateChange, StateUpdate};
+use cluster::{
+    ClusterConfig, ClusterError, ClusterHandle, Delivered, IncomingQuery, Message, StateChange, StateUpdate,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::future::Future;
@@ -51,6 +55,40 @@ impl Broadcast {
     }
 }
 
+/// What this node asks every other with a cluster query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Question {
+    /// The node's view of an upstream's targets (its `/upstreams/{u}/health`); JSON `null` from
+    /// a node without the upstream.
+    UpstreamHealth {
+        /// The upstream's name.
+        upstream: String,
+    },
+}
+
+impl Question {
+    /// As the cluster carries it.
+    pub fn payload(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Question is plain data")
+    }
+}
+
+/// This node's answer to `question`, as JSON.
+fn answer(runtime: &Runtime, node_id: &str, question: &Question) -> serde_json::Value {
+    match question {
+        Question::UpstreamHealth { upstream } => upstream_health(runtime, node_id, upstream).unwrap_or_default(),
+    }
+}
+
+/// The view of `upstream`'s targets of the node `node_id` serving `runtime`; none without the
+/// upstream.
+pub fn upstream_health(runtime: &Runtime, node_id: &str, upstream: &str) -> Option<serde_json::Value> {
+    let mut view = runtime.upstreams.get(upstream)?.health_view();
+    view["node_id"] = serde_json::json!(node_id);
+    Some(view)
+}
+
 const HEALTH: &str = "health/";
 
 /// The durable state key of the operators' word on `target` of `upstream`. Upstream names have
@@ -79,6 +117,7 @@ pub async fn receive(
 ) {
     let mut messages = cluster.messages();
     let mut state = cluster.state_updates();
+    let mut queries = cluster.queries();
     let mut applied = live.applied();
     applied.mark_changed();
     tokio::pin!(stopped);
@@ -91,6 +130,10 @@ pub async fn receive(
             },
             update = state.recv() => match update {
                 Some(update) => apply_state(live.health(), update),
+                None => return,
+            },
+            query = queries.recv() => match query {
+                Some(query) => answer_query(&cluster, &live.load(), query),
                 None => return,
             },
             changed = applied.changed() => match changed {
@@ -141,6 +184,16 @@ fn apply_state(health: &Registry, update: StateUpdate) {
                 health.forget(upstream, target);
             }
         }
+    }
+}
+
+fn answer_query(cluster: &ClusterHandle, runtime: &Runtime, query: IncomingQuery) {
+    match serde_json::from_slice::<Question>(&query.payload) {
+        Ok(question) => {
+            let reply = answer(runtime, cluster.node_id(), &question);
+            cluster.answer(query, reply.to_string().into_bytes());
+        }
+        Err(error) => tracing::warn!(from = %query.from, %error, "a cluster query this node cannot read"),
     }
 }
 

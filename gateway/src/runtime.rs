@@ -7,7 +7,7 @@
 //! whose config and targets did not change.
 
 use crate::balance::{Balancer, TargetSpec};
-use crate::health::{Outcome, Policy, Registry, Source, TargetHealth, Watched};
+use crate::health::{Outcome, Policy, Registry, Source, State, TargetHealth, Watched};
 use crate::plugins::auth::Consumers;
 use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
@@ -88,6 +88,45 @@ pub struct UpstreamState {
     pub policy: Policy,
     /// What the balancer was built from, to tell whether the next snapshot changed it.
     fingerprint: String,
+}
+
+impl UpstreamState {
+    /// This node's view of the upstream's targets: state and counters (Kong's
+    /// `/upstreams/{u}/health`, without the node's name).
+    pub fn health_view(&self) -> serde_json::Value {
+        let checks_off = self.policy.checks_off();
+        let targets: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .zip(&self.health)
+            .map(|(target, health)| {
+                let c = health.counters();
+                let state = match c.state {
+                    State::Healthy if checks_off => "HEALTHCHECKS_OFF",
+                    State::Healthy => "HEALTHY",
+                    State::Unhealthy => "UNHEALTHY",
+                };
+                serde_json::json!({
+                    "target": &*target.authority,
+                    "weight": target.weight,
+                    "health": state,
+                    "counters": {
+                        "successes": c.successes,
+                        "tcp_failures": c.tcp_failures,
+                        "timeouts": c.timeouts,
+                        "http_failures": c.http_failures,
+                    },
+                })
+            })
+            .collect();
+        let usable = self.above_threshold()
+            && self.targets.iter().zip(&self.health).any(|(t, h)| t.weight > 0 && h.is_healthy());
+        serde_json::json!({
+            "upstream": self.upstream.name,
+            "health": if usable { "HEALTHY" } else { "UNHEALTHY" },
+            "data": targets,
+        })
+    }
 }
 
 /// One target of an upstream, or a service's literal address.

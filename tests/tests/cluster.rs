@@ -118,6 +118,16 @@ async fn a_reset_on_one_node_reaches_every_node() {
         (health_of(&n4, &echo).await == "UNHEALTHY").then_some(())
     })
     .await;
+    // One view of every node's health, from any node.
+    eventually(WAIT, "four members in the cluster's view", || async { (alive(&n3).await == 4).then_some(()) }).await;
+    let view = c.get(&n3.admin_url("/cluster/health/up")).await.json();
+    let mut nodes: Vec<&str> = view["data"].as_array().unwrap().iter().map(|v| v["node_id"].as_str().unwrap()).collect();
+    assert_eq!(nodes[0], "node-3", "the asked node first: {view}");
+    nodes.sort();
+    assert_eq!(nodes, ["node-1", "node-2", "node-3", "node-4"], "{view}");
+    assert!(view["data"].as_array().unwrap().iter().all(|v| v["data"][0]["health"] == "UNHEALTHY"), "{view}");
+    assert_eq!(view["unanswered"], serde_json::json!([]), "{view}");
+    assert_eq!(c.get(&n3.admin_url("/cluster/health/nope")).await.status, 404);
     let reset = c.call(Method::POST, &n3.admin_url(&format!("/upstreams/up/targets/{}/healthy", echo.addr)), "").await;
     assert_eq!(reset.status, 204);
     for gw in [&n1, &n2, &n3, &n4] {

@@ -30,6 +30,7 @@ use crate::{
     identity::NodeIdentity,
     members::{ChangeLog, DownLog, Member, MemberState},
     messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
+    query::{AnswerPart, IncomingQuery, MAX_PARTS},
     state::{Hlc, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES},
     ClusterError,
 };
@@ -116,6 +117,10 @@ pub struct Output {
     pub state_changes: Vec<StateChange>,
     /// Durable state keys dropped: out of scope and older than the retention.
     pub state_expired: Vec<String>,
+    /// Questions from other members, for the user to answer ([`Node::answer`]).
+    pub queries: Vec<IncomingQuery>,
+    /// Parts of other members' answers to this node's queries.
+    pub answers: Vec<AnswerPart>,
 }
 
 impl Output {
@@ -127,6 +132,8 @@ impl Output {
             && self.events.is_empty()
             && self.state_changes.is_empty()
             && self.state_expired.is_empty()
+            && self.queries.is_empty()
+            && self.answers.is_empty()
     }
 }
 
@@ -193,6 +200,7 @@ pub struct Node {
     clock_base: Option<Instant>,
     /// When a member coming up last set off a push-pull.
     eager_push_pull: Option<Instant>,
+    next_query: u64,
     down: DownLog,
     changes: ChangeLog,
     settings: Settings,
@@ -248,6 +256,7 @@ impl Node {
             started_ms,
             clock_base: None,
             eager_push_pull: None,
+            next_query: 1,
             down: DownLog::new(config.down_retention),
             changes: ChangeLog::new(CHANGES_KEPT),
             settings: Settings {
@@ -414,6 +423,52 @@ impl Node {
         self.state.len()
     }
 
+    /// Asks every live member `payload` (see `query.rs`); the query's number and the members
+    /// asked. Their answers come out as [`Output::answers`].
+    pub fn query(&mut self, payload: Vec<u8>, out: &mut Output) -> Result<(u64, Vec<String>), ClusterError> {
+        if self.left {
+            return Err(ClusterError::Stopped);
+        }
+        let id = self.next_query;
+        self.next_query += 1;
+        let frame = CoreFrame::Query { id, payload };
+        let size = codec::to_vec(&frame).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+        let max = self.max_message();
+        if size > max {
+            return Err(ClusterError::MessageTooLarge { size, max });
+        }
+        let members: Vec<(String, SocketAddr)> =
+            self.foca.iter_members().map(|m| (m.id().node().to_owned(), m.id().socket())).collect();
+        for (_, addr) in &members {
+            self.send_frame(*addr, &frame, out);
+        }
+        Ok((id, members.into_iter().map(|(name, _)| name).collect()))
+    }
+
+    /// Answers `query` with `payload`, in as many parts as it takes; an answer of more than
+    /// `MAX_PARTS` parts is not sent (the asker counts this node as not answering).
+    pub fn answer(&mut self, query: &IncomingQuery, payload: &[u8], out: &mut Output) {
+        let from = self.node_id().to_owned();
+        // A part's frame around its bytes: the variant, the numbers, the name, the length.
+        let room = self.max_message().saturating_sub(from.len() + 32).max(1);
+        let parts = payload.len().div_ceil(room).max(1);
+        if parts > MAX_PARTS {
+            warn!(len = payload.len(), "an answer to a cluster query is too large to send");
+            return;
+        }
+        let chunks: Vec<&[u8]> = if payload.is_empty() { vec![&[]] } else { payload.chunks(room).collect() };
+        for (part, bytes) in chunks.into_iter().enumerate() {
+            let frame = CoreFrame::Answer {
+                id: query.id,
+                from: from.clone(),
+                part: part as u16,
+                parts: parts as u16,
+                bytes: bytes.to_vec(),
+            };
+            self.send_frame(query.from, &frame, out);
+        }
+    }
+
     /// Starts a push-pull with `to`: this node's bucket hashes, as many frames as they take.
     fn send_state_digest(&mut self, to: SocketAddr, out: &mut Output) {
         let per_frame = self.max_body().saturating_sub(PUSH_OVERHEAD) / HASH_BYTES;
@@ -564,6 +619,10 @@ impl Node {
                     self.send_state(from, &ours, false, out);
                     self.send_frame(from, &CoreFrame::StateWant(differing), out);
                 }
+            }
+            CoreFrame::Query { id, payload } => out.queries.push(IncomingQuery { from, id, payload }),
+            CoreFrame::Answer { id, from: member, part, parts, bytes } => {
+                out.answers.push(AnswerPart { id, from: member, part, parts, bytes })
             }
             CoreFrame::StateWant(mut buckets) => {
                 buckets.retain(|&bucket| usize::from(bucket) < BUCKETS);

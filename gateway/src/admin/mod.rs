@@ -13,7 +13,7 @@
 mod read;
 mod write;
 
-use crate::cluster_link::{self, Broadcast};
+use crate::cluster_link::{self, Broadcast, Question};
 use crate::health::{Source, State};
 use crate::plugins::cache::{self, Caches};
 use crate::plugins::rate_limit::Limiters;
@@ -33,6 +33,8 @@ use tokio::sync::watch;
 
 /// The largest request body the admin API reads.
 const MAX_BODY: usize = 1 << 20;
+/// Longest wait for the other members' answers to a cluster-wide read.
+const CLUSTER_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the admin API needs of etcd.
 #[derive(Clone)]
@@ -106,6 +108,12 @@ impl Admin {
                     response.headers_mut().insert(header::CONTENT_TYPE, kind);
                     response
                 }
+                _ => method_not_allowed("GET, HEAD"),
+            };
+        }
+        if let ["cluster", "health", upstream] = segments[..] {
+            return match parts.method {
+                Method::GET | Method::HEAD => self.cluster_health(upstream).await,
                 _ => method_not_allowed("GET, HEAD"),
             };
         }
@@ -207,6 +215,35 @@ impl Admin {
             (_, [_]) => method_not_allowed("GET, HEAD, DELETE"),
             _ => json_error(StatusCode::NOT_FOUND, "Not found"),
         }
+    }
+
+    /// Every live member's view of `upstream`'s targets in one answer, this node's first, and
+    /// the members that did not answer within [`CLUSTER_QUERY_TIMEOUT`].
+    async fn cluster_health(&self, upstream: &str) -> Response<ProxyBody> {
+        let mine = cluster_link::upstream_health(&self.live.load(), &self.node_id, upstream);
+        let (mut answers, mut unanswered) = (Vec::new(), Vec::new());
+        if let Some(cluster) = &self.cluster {
+            let question = Question::UpstreamHealth { upstream: upstream.to_owned() };
+            match cluster.query(question.payload(), CLUSTER_QUERY_TIMEOUT).await {
+                Ok(result) => {
+                    unanswered = result.missing;
+                    for (member, bytes) in result.answers {
+                        match serde_json::from_slice::<Value>(&bytes) {
+                            Ok(Value::Null) => {}
+                            Ok(view) => answers.push(view),
+                            Err(_) => unanswered.push(member),
+                        }
+                    }
+                }
+                Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("cluster: {e}")),
+            }
+        }
+        let data: Vec<Value> = mine.into_iter().chain(answers).collect();
+        if data.is_empty() && unanswered.is_empty() {
+            return json_error(StatusCode::NOT_FOUND, &format!("upstream {upstream:?} not found on any node"));
+        }
+        let body = serde_json::json!({ "upstream": upstream, "data": data, "unanswered": unanswered });
+        json_response(StatusCode::OK, &body)
     }
 
     async fn broadcast_purge(&self, key: Option<&str>) {

@@ -2,9 +2,8 @@
 //! health reset, which acts on this node.
 
 use super::Admin;
-use crate::health::State;
 use crate::proxy::{json_error, ProxyBody};
-use crate::runtime::{Runtime, UpstreamState};
+use crate::runtime::Runtime;
 use crate::settings::ConfigSource;
 use cluster::MemberState;
 use config_sync::etcd::Connection;
@@ -32,10 +31,8 @@ impl Admin {
                 Some(_) => Ok(json!({ "data": config.targets_of(name).map(|t| target(name, t)).collect::<Vec<_>>() })),
                 None => Err(format!("upstream {name:?} not found")),
             },
-            ["upstreams", name, "health"] => match rt.upstreams.get(*name) {
-                Some(upstream) => Ok(self.health(upstream)),
-                None => Err(format!("upstream {name:?} not found")),
-            },
+            ["upstreams", name, "health"] => crate::cluster_link::upstream_health(rt, &self.node_id, name)
+                .ok_or_else(|| format!("upstream {name:?} not found")),
             ["consumers"] => Ok(list(config.consumers.values())),
             ["consumers", name] => one(config.consumers.get(*name), "consumer", name),
             ["consumers", name, kind] if CredentialKind::parse(kind).is_some() => match config.consumers.get(*name) {
@@ -68,43 +65,6 @@ impl Admin {
                 None => Err(format!("target {t:?} of upstream {name:?} not found")),
             },
             _ => return None,
-        })
-    }
-
-    /// This node's view of an upstream's targets: state and counters.
-    fn health(&self, upstream: &UpstreamState) -> Value {
-        let checks_off = upstream.policy.checks_off();
-        let targets: Vec<Value> = upstream
-            .targets
-            .iter()
-            .zip(&upstream.health)
-            .map(|(target, health)| {
-                let c = health.counters();
-                let state = match c.state {
-                    State::Healthy if checks_off => "HEALTHCHECKS_OFF",
-                    State::Healthy => "HEALTHY",
-                    State::Unhealthy => "UNHEALTHY",
-                };
-                json!({
-                    "target": &*target.authority,
-                    "weight": target.weight,
-                    "health": state,
-                    "counters": {
-                        "successes": c.successes,
-                        "tcp_failures": c.tcp_failures,
-                        "timeouts": c.timeouts,
-                        "http_failures": c.http_failures,
-                    },
-                })
-            })
-            .collect();
-        let usable = upstream.above_threshold()
-            && upstream.targets.iter().zip(&upstream.health).any(|(t, h)| t.weight > 0 && h.is_healthy());
-        json!({
-            "node_id": self.node_id,
-            "upstream": upstream.upstream.name,
-            "health": if usable { "HEALTHY" } else { "UNHEALTHY" },
-            "data": targets,
         })
     }
 
