@@ -39,7 +39,8 @@ pub struct ClusterConfig {
     /// Keyring secrets. Empty: packets are not authenticated (anyone who can reach the port can
     /// join). Otherwise every packet is sealed with a key derived from the first secret, and
     /// packets sealed with any of them are accepted, so a key is rotated by first adding the new
-    /// secret second on every node, then moving it first, then removing the old one.
+    /// secret second on every node, then moving it first, then removing the old one (at run
+    /// time: [`ClusterHandle::set_keys`](crate::ClusterHandle::set_keys)).
     pub keys: Vec<String>,
     /// How often a random member is probed. Default 1 s. At least 10 ms.
     pub probe_period: Duration,

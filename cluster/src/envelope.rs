@@ -59,6 +59,24 @@ impl std::fmt::Debug for Envelope {
     }
 }
 
+/// The keys derived from `secrets`, the first sealing.
+fn ring(secrets: &[String]) -> Vec<RingKey> {
+    secrets
+        .iter()
+        .map(|secret| {
+            let key: [u8; 32] = Sha256::new()
+                .chain_update(b"gateway-cluster/key/v1\0")
+                .chain_update(secret.as_bytes())
+                .finalize()
+                .into();
+            RingKey {
+                id: hash4(b"gateway-cluster/key-id/v1\0", &key),
+                cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
+            }
+        })
+        .collect()
+}
+
 fn hash4(domain: &[u8], data: &[u8]) -> [u8; 4] {
     let digest = Sha256::new().chain_update(domain).chain_update(data).finalize();
     [digest[0], digest[1], digest[2], digest[3]]
@@ -68,21 +86,17 @@ impl Envelope {
     /// An envelope for the cluster `cluster`, sealing with `secrets[0]` and opening with any of
     /// `secrets` (none: packets travel open), refusing packets above `max_packet` bytes.
     pub(crate) fn new(cluster: &str, secrets: &[String], max_packet: usize) -> Self {
-        let keys = secrets
-            .iter()
-            .map(|secret| {
-                let key: [u8; 32] = Sha256::new()
-                    .chain_update(b"gateway-cluster/key/v1\0")
-                    .chain_update(secret.as_bytes())
-                    .finalize()
-                    .into();
-                RingKey {
-                    id: hash4(b"gateway-cluster/key-id/v1\0", &key),
-                    cipher: XChaCha20Poly1305::new(Key::from_slice(&key)),
-                }
-            })
-            .collect();
-        Self { tag: hash4(b"gateway-cluster/name/v1\0", cluster.as_bytes()), keys, max_packet }
+        Self { tag: hash4(b"gateway-cluster/name/v1\0", cluster.as_bytes()), keys: ring(secrets), max_packet }
+    }
+
+    /// This envelope with the keyring `secrets` instead (the same cluster and packet size).
+    pub(crate) fn rekeyed(&self, secrets: &[String]) -> Self {
+        Self { tag: self.tag, keys: ring(secrets), max_packet: self.max_packet }
+    }
+
+    /// Whether packets are sealed (a keyring was given).
+    pub(crate) fn sealed(&self) -> bool {
+        !self.keys.is_empty()
     }
 
     /// Bytes the envelope adds to a body.

@@ -191,6 +191,15 @@ impl ClusterHandle {
         })
     }
 
+    /// Replaces the keyring while running: rotate a key with three rounds over every node,
+    /// each finished everywhere before the next starts: `[old, new]` (new accepted), then
+    /// `[new, old]` (new seals), then `[new]`. No member is lost on the way.
+    pub async fn set_keys(&self, keys: Vec<String>) -> Result<(), ClusterError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::SetKeys { keys, reply }).map_err(|_| ClusterError::Stopped)?;
+        answer.await.map_err(|_| ClusterError::Stopped)?
+    }
+
     /// Answers `query` with `payload`.
     pub fn answer(&self, query: IncomingQuery, payload: Vec<u8>) {
         let _ = self.commands.send(Command::Answer { query, payload });

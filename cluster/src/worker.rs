@@ -48,6 +48,8 @@ pub(crate) enum Command {
     ScopeState(HashSet<String>),
     /// Ask every live member; the answer comes when all answered or at `deadline`.
     Query { payload: Vec<u8>, deadline: Instant, reply: oneshot::Sender<Result<QueryResult, ClusterError>> },
+    /// Replace the keyring.
+    SetKeys { keys: Vec<String>, reply: oneshot::Sender<Result<(), ClusterError>> },
     /// Answer a member's query.
     Answer { query: IncomingQuery, payload: Vec<u8> },
     /// Leave the cluster and stop; `done` fires once the goodbyes are sent.
@@ -158,6 +160,9 @@ impl Worker {
                         }
                     }
                     Some(Command::Answer { query, payload }) => self.node.answer(&query, &payload, &mut self.out),
+                    Some(Command::SetKeys { keys, reply }) => {
+                        let _ = reply.send(self.node.set_keys(&keys));
+                    }
                 },
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.node.handle_packet(&buf[..len], from, Instant::now(), &mut self.out),

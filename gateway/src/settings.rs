@@ -288,8 +288,8 @@ pub(crate) struct Gossip {
     #[serde(rename = "cluster_seeds", deserialize_with = "lenient::list")]
     pub(crate) seeds: Vec<String>,
     /// Gossip secrets (`cluster_key`; in env and flags comma-separated): every packet is sealed
-    /// with the first, and packets sealed with any of them are accepted (rotate by putting the
-    /// new key first everywhere, then removing the old one). None: gossip is not authenticated.
+    /// with the first, and packets sealed with any of them are accepted (rotated at run time in
+    /// three rounds: `PUT /cluster/keys`). None: gossip is not authenticated.
     #[serde(rename = "cluster_key", deserialize_with = "lenient::list")]
     pub(crate) keys: Vec<String>,
     /// SWIM probe period; none: the cluster crate's LAN default.

@@ -121,7 +121,8 @@ async fn a_reset_on_one_node_reaches_every_node() {
     // One view of every node's health, from any node.
     eventually(WAIT, "four members in the cluster's view", || async { (alive(&n3).await == 4).then_some(()) }).await;
     let view = c.get(&n3.admin_url("/cluster/health/up")).await.json();
-    let mut nodes: Vec<&str> = view["data"].as_array().unwrap().iter().map(|v| v["node_id"].as_str().unwrap()).collect();
+    let mut nodes: Vec<&str> =
+        view["data"].as_array().unwrap().iter().map(|v| v["node_id"].as_str().unwrap()).collect();
     assert_eq!(nodes[0], "node-3", "the asked node first: {view}");
     nodes.sort();
     assert_eq!(nodes, ["node-1", "node-2", "node-3", "node-4"], "{view}");
@@ -158,4 +159,68 @@ async fn a_node_with_the_wrong_key_never_becomes_a_member() {
         assert!(states_of(gw, "stranger").await.is_empty(), "{:?}", members(gw).await);
     }
     assert_eq!(alive(&stranger).await, 1, "the stranger is alone");
+}
+
+/// A key rotated across three running nodes through the admin API, in the three rounds the
+/// cluster needs (new accepted, new sealing, old dropped): no member is lost on the way, and a
+/// node with only the old key is kept out afterwards. Bad key lists are refused, keys unshown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_across_running_nodes_loses_no_member() {
+    let echo = Upstream::start("a").await;
+    let n1 = node("node-1", &echo, None, "old-key").await;
+    let n2 = node("node-2", &echo, Some(&n1), "old-key").await;
+    let n3 = node("node-3", &echo, Some(&n1), "old-key").await;
+    let nodes = [&n1, &n2, &n3];
+    for gw in nodes {
+        eventually(WAIT, "three alive members", || async { (alive(gw).await == 3).then_some(()) }).await;
+    }
+    let c = HttpClient::new();
+    for (round, keys) in [["old-key", "new-key"], ["new-key", "old-key"], ["new-key", ""]].iter().enumerate() {
+        let keys: Vec<&str> = keys.iter().copied().filter(|k| !k.is_empty()).collect();
+        for gw in nodes {
+            let body = serde_json::json!({ "keys": keys }).to_string();
+            let reply = c.call(Method::PUT, &gw.admin_url("/cluster/keys"), body).await;
+            assert_eq!(reply.status, 204, "round {round}: {reply:?}");
+        }
+        // Every node's packets are opened by every other under the new rings: a cluster query
+        // from each node gets the other two's answers.
+        for gw in nodes {
+            let view = c.get(&gw.admin_url("/cluster/health/up")).await.json();
+            assert_eq!(view["data"].as_array().map(Vec::len), Some(3), "round {round}: {view}");
+            assert_eq!(view["unanswered"], serde_json::json!([]), "round {round}: {view}");
+            assert_eq!(alive(gw).await, 3, "round {round}");
+        }
+    }
+    for gw in nodes {
+        assert!(!gw.logged("cluster member down"), "a member was lost during the rotation");
+        assert_eq!(alive(gw).await, 3);
+        let metrics = String::from_utf8_lossy(&c.get(&gw.admin_url("/metrics")).await.body).into_owned();
+        let auth = metrics.lines().find(|l| l.starts_with("gateway_gossip_rejected") && l.contains("reason=\"auth\""));
+        assert!(auth.is_some_and(|l| l.ends_with(" 0")), "no packet failed its keys: {auth:?}");
+    }
+    // Only the new key opens the cluster now.
+    let late = node("late", &echo, Some(&n1), "old-key").await;
+    let rejected = |gw: &Gateway| {
+        let url = gw.admin_url("/metrics");
+        async move {
+            let metrics = String::from_utf8_lossy(&HttpClient::new().get(&url).await.body).into_owned();
+            metrics.lines().any(|l| l.contains("reason=\"auth\"") && !l.ends_with(" 0")).then_some(())
+        }
+    };
+    eventually(WAIT, "the old key refused", || rejected(&n1)).await;
+    assert!(states_of(&n1, "late").await.is_empty());
+    drop(late);
+    // Bad lists are refused and change nothing; nothing secret is echoed.
+    for (body, expected) in [
+        (r#"{"keys": []}"#, "at least one"),
+        (r#"{"keys": ["new-key", ""]}"#, "keys[1]: must not be empty"),
+        (r#"{"keys": "new-key"}"#, "the body must be"),
+    ] {
+        let reply = c.call(Method::PUT, &n2.admin_url("/cluster/keys"), body).await;
+        assert_eq!(reply.status, 400, "{body}");
+        let message = reply.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(expected) && !message.contains("new-key"), "{body}: {message}");
+    }
+    assert_eq!(c.call(Method::GET, &n2.admin_url("/cluster/keys"), "").await.status, 405);
+    assert_eq!(alive(&n2).await, 3);
 }

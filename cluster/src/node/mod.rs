@@ -423,6 +423,28 @@ impl Node {
         self.state.len()
     }
 
+    /// Replaces the keyring while running (a key rotation: see `ClusterConfig::keys`). A node
+    /// started without keys stays open, and one started with keys cannot drop them all: the
+    /// packet layout differs.
+    pub fn set_keys(&mut self, keys: &[String]) -> Result<(), ClusterError> {
+        let mut errors = Vec::new();
+        if !self.envelope.sealed() {
+            errors.push("keys: this node was started without keys; start it with them".to_owned());
+        }
+        if keys.is_empty() {
+            errors.push("keys: at least one is needed".to_owned());
+        }
+        for (i, _) in keys.iter().enumerate().filter(|(_, key)| key.is_empty()) {
+            errors.push(format!("keys[{i}]: must not be empty"));
+        }
+        if !errors.is_empty() {
+            return Err(ClusterError::Config(errors));
+        }
+        self.envelope = self.envelope.rekeyed(keys);
+        info!(keys = keys.len(), "cluster keyring replaced");
+        Ok(())
+    }
+
     /// Asks every live member `payload` (see `query.rs`); the query's number and the members
     /// asked. Their answers come out as [`Output::answers`].
     pub fn query(&mut self, payload: Vec<u8>, out: &mut Output) -> Result<(u64, Vec<String>), ClusterError> {

@@ -249,3 +249,19 @@ fn push_pull_repairs_missed_writes_and_sends_little() {
     assert!(equal < 3_000, "the digest alone: {equal} bytes");
     assert!(repair < 20_000, "two buckets' entries: {repair} bytes");
 }
+
+#[test]
+fn the_keyring_is_replaced_while_running_but_never_emptied() {
+    let mut n = node("n", 1, &["A"]);
+    n.set_keys(&["A".into(), "B".into()]).unwrap();
+    // Now sealing with A and opening B too: a packet sealed with B only is taken.
+    assert!(feed(&mut n, &hello(&["B"])) > 0);
+    n.set_keys(&["B".into()]).unwrap();
+    assert_eq!(feed(&mut n, &hello(&["A"])), 0);
+    assert_eq!(n.rejections().get(RejectReason::Auth), 1);
+    for bad in [vec![], vec!["B".to_owned(), String::new()]] {
+        assert!(matches!(n.set_keys(&bad), Err(ClusterError::Config(_))), "{bad:?}");
+    }
+    let mut open = node("o", 2, &[]);
+    assert!(matches!(open.set_keys(&["A".into()]), Err(ClusterError::Config(_))));
+}

@@ -111,6 +111,15 @@ impl Admin {
                 _ => method_not_allowed("GET, HEAD"),
             };
         }
+        if let ["cluster", "keys"] = segments[..] {
+            return match parts.method {
+                Method::PUT => match read_body(body).await {
+                    Ok(bytes) => self.set_cluster_keys(&bytes).await,
+                    Err(response) => response,
+                },
+                _ => method_not_allowed("PUT"),
+            };
+        }
         if let ["cluster", "health", upstream] = segments[..] {
             return match parts.method {
                 Method::GET | Method::HEAD => self.cluster_health(upstream).await,
@@ -214,6 +223,32 @@ impl Admin {
             (_, []) => method_not_allowed("DELETE"),
             (_, [_]) => method_not_allowed("GET, HEAD, DELETE"),
             _ => json_error(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
+
+    /// Replaces this node's gossip keyring (`{"keys": [...]}`, the first sealing): one round of
+    /// a key rotation ([`ClusterHandle::set_keys`]). The keys are never shown back.
+    async fn set_cluster_keys(&self, body: &[u8]) -> Response<ProxyBody> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Keys {
+            keys: Vec<String>,
+        }
+        let Some(cluster) = &self.cluster else {
+            return json_error(StatusCode::SERVICE_UNAVAILABLE, "this node runs no cluster");
+        };
+        let keys = match serde_json::from_slice::<Keys>(body) {
+            Ok(parsed) => parsed.keys,
+            // serde's message may quote the body, and the body is secret: only where it failed.
+            Err(e) => {
+                let at = format!("line {} column {}", e.line(), e.column());
+                return json_error(StatusCode::BAD_REQUEST, &format!("the body must be {{\"keys\": [...]}} ({at})"));
+            }
+        };
+        match cluster.set_keys(keys).await {
+            Ok(()) => no_content(),
+            Err(cluster::ClusterError::Config(problems)) => json_error(StatusCode::BAD_REQUEST, &problems.join("; ")),
+            Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("cluster: {e}")),
         }
     }
 
