@@ -24,8 +24,12 @@ use crate::{
     state::{StateDigest, StateEntry},
 };
 
-/// The first byte of every packet. Another value is another wire format: refused as `version`.
-pub(crate) const WIRE_VERSION: u8 = 1;
+/// The first byte of every packet: the wire format. This node sends it to every peer that sent
+/// it this version (and to peers not heard from yet), and takes packets of it or of
+/// [`OLDEST_WIRE_VERSION`] (`codec_v1.rs`); others are refused as `version`.
+pub(crate) const WIRE_VERSION: u8 = 2;
+/// The oldest wire format this node still speaks, to nodes one version older.
+pub(crate) const OLDEST_WIRE_VERSION: u8 = 1;
 
 /// Body kind: a foca (SWIM) packet.
 pub(crate) const KIND_SWIM: u8 = 1;

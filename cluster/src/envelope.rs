@@ -28,7 +28,10 @@ use chacha20poly1305::{
 use rand::{rngs::SmallRng, Rng};
 use sha2::{Digest, Sha256};
 
-use crate::{codec::WIRE_VERSION, counters::RejectReason};
+use crate::{
+    codec::{OLDEST_WIRE_VERSION, WIRE_VERSION},
+    counters::RejectReason,
+};
 
 const MODE_OPEN: u8 = 0;
 const MODE_SEALED: u8 = 1;
@@ -113,10 +116,11 @@ impl Envelope {
         self.max_packet - self.overhead()
     }
 
-    /// Wraps the body `[kind][payload]` into a packet (sealed with the first key, if any).
-    pub(crate) fn seal(&self, kind: u8, payload: &[u8], rng: &mut SmallRng) -> Vec<u8> {
+    /// Wraps the body `[kind][payload]` into a packet of wire `version` (sealed with the first
+    /// key, if any).
+    pub(crate) fn seal(&self, version: u8, kind: u8, payload: &[u8], rng: &mut SmallRng) -> Vec<u8> {
         let mut packet = Vec::with_capacity(self.overhead() + 1 + payload.len());
-        packet.push(WIRE_VERSION);
+        packet.push(version);
         let Some(key) = self.keys.first() else {
             packet.push(MODE_OPEN);
             packet.extend_from_slice(&self.tag);
@@ -139,15 +143,17 @@ impl Envelope {
         packet
     }
 
-    /// Checks a packet and returns its body `[kind][payload]`, or why it was refused.
-    pub(crate) fn open<'a>(&self, packet: &'a [u8]) -> Result<Cow<'a, [u8]>, RejectReason> {
+    /// Checks a packet and returns its wire version and body `[kind][payload]`, or why it was
+    /// refused. This version and the one before are taken.
+    pub(crate) fn open<'a>(&self, packet: &'a [u8]) -> Result<(u8, Cow<'a, [u8]>), RejectReason> {
         if packet.len() > self.max_packet {
             return Err(RejectReason::Oversized);
         }
         if packet.is_empty() {
             return Err(RejectReason::Truncated);
         }
-        if packet[0] != WIRE_VERSION {
+        let version = packet[0];
+        if !(OLDEST_WIRE_VERSION..=WIRE_VERSION).contains(&version) {
             return Err(RejectReason::Version);
         }
         if packet.len() < PREFIX_LEN + 1 {
@@ -163,7 +169,7 @@ impl Envelope {
         if mode == MODE_OPEN {
             // An open packet while a keyring is set is exactly what authentication keeps out.
             return if self.keys.is_empty() {
-                Ok(Cow::Borrowed(&packet[PREFIX_LEN..]))
+                Ok((version, Cow::Borrowed(&packet[PREFIX_LEN..])))
             } else {
                 Err(RejectReason::Auth)
             };
@@ -182,7 +188,7 @@ impl Envelope {
         key.cipher
             .decrypt_in_place_detached(nonce, header, &mut body, Tag::from_slice(tag))
             .map_err(|_| RejectReason::Auth)?;
-        Ok(Cow::Owned(body))
+        Ok((version, Cow::Owned(body)))
     }
 }
 
@@ -205,10 +211,10 @@ mod tests {
     fn open_and_sealed_round_trip() {
         for secrets in [keys(&[]), keys(&["a"]), keys(&["a", "b"])] {
             let envelope = Envelope::new("gw", &secrets, 1400);
-            let packet = envelope.seal(KIND_CORE, b"hello", &mut rng());
+            let packet = envelope.seal(WIRE_VERSION, KIND_CORE, b"hello", &mut rng());
             assert_eq!(packet.len(), envelope.overhead() + 6);
             assert_eq!(packet[0], WIRE_VERSION);
-            assert_eq!(&envelope.open(&packet).unwrap()[..], b"\x02hello");
+            assert_eq!(envelope.open(&packet).unwrap(), (WIRE_VERSION, Cow::Borrowed(&b"\x02hello"[..])));
         }
     }
 
@@ -216,8 +222,8 @@ mod tests {
     fn sealing_hides_the_body_and_varies_per_packet() {
         let envelope = Envelope::new("gw", &keys(&["secret"]), 1400);
         let mut rng = rng();
-        let first = envelope.seal(KIND_CORE, b"plain text body", &mut rng);
-        let second = envelope.seal(KIND_CORE, b"plain text body", &mut rng);
+        let first = envelope.seal(WIRE_VERSION, KIND_CORE, b"plain text body", &mut rng);
+        let second = envelope.seal(WIRE_VERSION, KIND_CORE, b"plain text body", &mut rng);
         assert_ne!(first, second);
         assert!(!first.windows(5).any(|w| w == b"plain"));
     }
@@ -226,7 +232,7 @@ mod tests {
     fn wrong_key_is_auth() {
         let sender = Envelope::new("gw", &keys(&["a"]), 1400);
         let receiver = Envelope::new("gw", &keys(&["b"]), 1400);
-        let packet = sender.seal(KIND_CORE, b"x", &mut rng());
+        let packet = sender.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng());
         assert_eq!(receiver.open(&packet).unwrap_err(), RejectReason::Auth);
     }
 
@@ -237,20 +243,23 @@ mod tests {
         let old_only = Envelope::new("gw", &keys(&["A"]), 1400);
         let new_only = Envelope::new("gw", &keys(&["B"]), 1400);
         // Sealed with B: accepted by [A, B].
-        assert!(rotating.open(&new_key_sender.seal(KIND_CORE, b"x", &mut rng())).is_ok());
+        assert!(rotating.open(&new_key_sender.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).is_ok());
         // [A, B] seals with A: accepted by [A], and by [B, A] later in the rotation.
-        assert!(old_only.open(&rotating.seal(KIND_CORE, b"x", &mut rng())).is_ok());
+        assert!(old_only.open(&rotating.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).is_ok());
         // [A]-only traffic is refused by a node that already dropped A.
-        assert_eq!(new_only.open(&old_only.seal(KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Auth);
+        assert_eq!(
+            new_only.open(&old_only.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).unwrap_err(),
+            RejectReason::Auth
+        );
     }
 
     #[test]
     fn open_packets_and_sealed_packets_do_not_mix() {
         let open = Envelope::new("gw", &[], 1400);
         let sealed = Envelope::new("gw", &keys(&["a"]), 1400);
-        assert_eq!(sealed.open(&open.seal(KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Auth);
+        assert_eq!(sealed.open(&open.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Auth);
         // A node without keys cannot check a seal, so it refuses it too.
-        assert_eq!(open.open(&sealed.seal(KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Auth);
+        assert_eq!(open.open(&sealed.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Auth);
     }
 
     #[test]
@@ -258,16 +267,24 @@ mod tests {
         for secrets in [keys(&[]), keys(&["a"])] {
             let ours = Envelope::new("gw", &secrets, 1400);
             let theirs = Envelope::new("other", &secrets, 1400);
-            assert_eq!(ours.open(&theirs.seal(KIND_CORE, b"x", &mut rng())).unwrap_err(), RejectReason::Cluster);
+            assert_eq!(
+                ours.open(&theirs.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng())).unwrap_err(),
+                RejectReason::Cluster
+            );
         }
     }
 
     #[test]
     fn another_version_is_refused() {
         let envelope = Envelope::new("gw", &keys(&["a"]), 1400);
-        let mut packet = envelope.seal(KIND_CORE, b"x", &mut rng());
+        let mut packet = envelope.seal(WIRE_VERSION, KIND_CORE, b"x", &mut rng());
         packet[0] = WIRE_VERSION + 1;
         assert_eq!(envelope.open(&packet).unwrap_err(), RejectReason::Version);
+        packet[0] = OLDEST_WIRE_VERSION - 1;
+        assert_eq!(envelope.open(&packet).unwrap_err(), RejectReason::Version);
+        // The version before is taken, and said.
+        let older = envelope.seal(OLDEST_WIRE_VERSION, KIND_CORE, b"x", &mut rng());
+        assert_eq!(envelope.open(&older).unwrap().0, OLDEST_WIRE_VERSION);
         packet[0] = WIRE_VERSION;
         packet[1] = 9;
         assert_eq!(envelope.open(&packet).unwrap_err(), RejectReason::Version);
@@ -278,7 +295,7 @@ mod tests {
         for secrets in [keys(&[]), keys(&["a"])] {
             let envelope = Envelope::new("gw", &secrets, 1400);
             assert_eq!(envelope.open(&[]).unwrap_err(), RejectReason::Truncated);
-            let packet = envelope.seal(KIND_CORE, b"payload", &mut rng());
+            let packet = envelope.seal(WIRE_VERSION, KIND_CORE, b"payload", &mut rng());
             for cut in 1..packet.len() {
                 match envelope.open(&packet[..cut]) {
                     // Cut inside the header (or before the body's kind byte): truncated.
@@ -289,7 +306,7 @@ mod tests {
                     Err(reason) => assert_eq!(reason, RejectReason::Auth, "cut {cut}"),
                     // An open packet cannot tell; its body is shorter and fails to decode later
                     // (see the node's tests).
-                    Ok(body) => assert!(secrets.is_empty() && body.len() == cut - PREFIX_LEN, "cut {cut}"),
+                    Ok((_, body)) => assert!(secrets.is_empty() && body.len() == cut - PREFIX_LEN, "cut {cut}"),
                 }
             }
         }
@@ -298,10 +315,10 @@ mod tests {
     #[test]
     fn oversized_is_refused() {
         let envelope = Envelope::new("gw", &keys(&["a"]), 600);
-        let packet = envelope.seal(KIND_CORE, &[7u8; 700], &mut rng());
+        let packet = envelope.seal(WIRE_VERSION, KIND_CORE, &[7u8; 700], &mut rng());
         assert_eq!(envelope.open(&packet).unwrap_err(), RejectReason::Oversized);
         assert_eq!(envelope.open(&vec![0u8; 100_000]).unwrap_err(), RejectReason::Oversized);
-        let fits = envelope.seal(KIND_CORE, &vec![7u8; envelope.max_body() - 1], &mut rng());
+        let fits = envelope.seal(WIRE_VERSION, KIND_CORE, &vec![7u8; envelope.max_body() - 1], &mut rng());
         assert_eq!(fits.len(), 600);
         assert!(envelope.open(&fits).is_ok());
     }
@@ -309,7 +326,7 @@ mod tests {
     #[test]
     fn every_flipped_byte_of_a_sealed_packet_is_refused() {
         let envelope = Envelope::new("gw", &keys(&["a"]), 1400);
-        let packet = envelope.seal(KIND_CORE, b"some body to garble", &mut rng());
+        let packet = envelope.seal(WIRE_VERSION, KIND_CORE, b"some body to garble", &mut rng());
         for i in 0..packet.len() {
             for flip in [0x01u8, 0x80, 0xFF] {
                 let mut garbled = packet.clone();

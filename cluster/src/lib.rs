@@ -7,7 +7,8 @@
 //!
 //! How the parts fit, from the wire up:
 //! - `codec`: bincode 2 for everything on the wire (foca's headers and member updates, this
-//!   crate's own frames); the wire version byte that starts every packet.
+//!   crate's own frames); the wire version byte that starts every packet. `codec_v1`: the
+//!   version before, still spoken to nodes not yet upgraded.
 //! - `envelope`: the cluster tag and, with a keyring, XChaCha20-Poly1305 sealing of every packet;
 //!   what fails is dropped and counted by reason ([`RejectReason`], [`Rejections`]).
 //! - `identity`: a member's identity is new at every start, so a restarted node rejoins at once
@@ -45,6 +46,7 @@
 //! ```
 
 mod codec;
+mod codec_v1;
 mod config;
 mod counters;
 mod envelope;

@@ -9,7 +9,7 @@
 //! and `membership` (member lists and recent changes exchanged besides foca's gossip).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     sync::{
         atomic::{AtomicU16, Ordering},
@@ -23,7 +23,8 @@ use rand::{rngs::SmallRng, Rng, RngExt, SeedableRng};
 use tracing::{debug, info, warn};
 
 use crate::{
-    codec::{self, CoreFrame, SwimCodec, KIND_CORE, KIND_SWIM},
+    codec::{self, CoreFrame, SwimCodec, KIND_CORE, KIND_SWIM, OLDEST_WIRE_VERSION, WIRE_VERSION},
+    codec_v1,
     config::{max_transmissions, ClusterConfig},
     counters::{RejectReason, Rejections},
     envelope::Envelope,
@@ -140,6 +141,7 @@ impl Output {
 /// foca's window to the outside: seals what foca sends, records timers and notifications.
 struct SwimRuntime<'a> {
     envelope: &'a Envelope,
+    versions: &'a Versions,
     rng: &'a mut SmallRng,
     notes: &'a mut Vec<OwnedNotification<NodeIdentity>>,
     out: &'a mut Output,
@@ -151,7 +153,8 @@ impl foca::Runtime<NodeIdentity> for SwimRuntime<'_> {
     }
 
     fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
-        let packet = self.envelope.seal(KIND_SWIM, data, self.rng);
+        // SWIM packets are the same in both wire versions: only the version byte differs.
+        let packet = self.envelope.seal(self.versions.of(to.socket()), KIND_SWIM, data, self.rng);
         self.out.packets.push((to.socket(), packet));
     }
 
@@ -163,7 +166,13 @@ impl foca::Runtime<NodeIdentity> for SwimRuntime<'_> {
 /// Builds a [`SwimRuntime`] from disjoint fields of a [`Node`].
 macro_rules! runtime {
     ($node:ident, $out:ident) => {
-        SwimRuntime { envelope: &$node.envelope, rng: &mut $node.rng, notes: &mut $node.notes, out: $out }
+        SwimRuntime {
+            envelope: &$node.envelope,
+            versions: &$node.versions,
+            rng: &mut $node.rng,
+            notes: &mut $node.notes,
+            out: $out,
+        }
     };
 }
 
@@ -174,6 +183,30 @@ use membership::{CHANGES_KEPT, LIST_BURST};
 pub use suspicion::CONFIRM_ATTEMPTS;
 #[cfg(test)]
 mod tests;
+
+/// The wire version each peer speaks, by address: the newest it sent this node. A peer not
+/// heard from yet is spoken to in the newest version (and greeted in both, see [`Node::join`]).
+#[derive(Debug)]
+struct Versions {
+    newest: u8,
+    peers: HashMap<SocketAddr, u8>,
+}
+
+impl Versions {
+    fn of(&self, peer: SocketAddr) -> u8 {
+        self.peers.get(&peer).copied().unwrap_or(self.newest)
+    }
+
+    fn heard(&mut self, peer: SocketAddr, version: u8) {
+        let known = self.peers.entry(peer).or_insert(version);
+        *known = (*known).max(version);
+    }
+
+    /// Forgets a peer that went down: it may come back speaking another version.
+    fn forget(&mut self, peer: SocketAddr) {
+        self.peers.remove(&peer);
+    }
+}
 
 /// Settings a node reads after start.
 #[derive(Debug)]
@@ -191,6 +224,7 @@ pub struct Node {
     foca: Swim,
     foca_config: foca::Config,
     envelope: Envelope,
+    versions: Versions,
     rng: SmallRng,
     store: MessageStore,
     state: StateTable,
@@ -250,6 +284,7 @@ impl Node {
             foca,
             foca_config,
             envelope,
+            versions: Versions { newest: WIRE_VERSION, peers: HashMap::new() },
             rng,
             store: MessageStore::new(config.message_retention),
             state: StateTable::new(config.state_retention),
@@ -344,7 +379,11 @@ impl Node {
         let hello = CoreFrame::Hello { from: self.foca.identity().clone() };
         let own = self.advertise();
         for &seed in seeds.iter().filter(|&&seed| seed != own) {
+            // A seed not heard from may run the version before: greet it in both.
             self.send_frame(seed, &hello, out);
+            if self.versions.of(seed) > OLDEST_WIRE_VERSION && !self.versions.peers.contains_key(&seed) {
+                self.send_frame_as(OLDEST_WIRE_VERSION, seed, &hello, out);
+            }
         }
     }
 
@@ -421,6 +460,14 @@ impl Node {
     /// How many durable state entries this node holds.
     pub fn state_len(&self) -> usize {
         self.state.len()
+    }
+
+    /// A node that speaks only the wire version before this one: a stand-in, in tests, for a
+    /// node not yet upgraded.
+    #[cfg(test)]
+    pub(crate) fn speaking_only_the_previous_version(mut self) -> Self {
+        self.versions.newest = OLDEST_WIRE_VERSION;
+        self
     }
 
     /// Replaces the keyring while running (a key rotation: see `ClusterConfig::keys`). A node
@@ -531,10 +578,12 @@ impl Node {
         if self.left {
             return;
         }
-        let body = match self.envelope.open(packet) {
-            Ok(body) => body,
+        let (version, body) = match self.envelope.open(packet) {
+            Ok((version, _)) if version > self.versions.newest => return self.reject(RejectReason::Version, from, now),
+            Ok(opened) => opened,
             Err(reason) => return self.reject(reason, from, now),
         };
+        self.versions.heard(from, version);
         let Some((&kind, payload)) = body.split_first() else {
             return self.reject(RejectReason::Truncated, from, now);
         };
@@ -551,8 +600,13 @@ impl Node {
                     self.reject(reason, from, now);
                 }
             }
-            KIND_CORE => match codec::from_exact::<CoreFrame>(payload) {
+            KIND_CORE if version == WIRE_VERSION => match codec::from_exact::<CoreFrame>(payload) {
                 Ok(frame) => self.handle_frame(frame, from, now, out),
+                Err(_) => self.reject(RejectReason::Decode, from, now),
+            },
+            KIND_CORE => match codec_v1::decode(payload) {
+                Ok(Some(frame)) => self.handle_frame(frame, from, now, out),
+                Ok(None) => debug!(%from, "a message of the previous wire version; not readable here"),
                 Err(_) => self.reject(RejectReason::Decode, from, now),
             },
             _ => self.reject(RejectReason::Decode, from, now),
@@ -730,6 +784,7 @@ impl Node {
                 OwnedNotification::MemberDown(id) => {
                     info!(member = id.node(), addr = %id.socket(), "cluster member down");
                     self.down.down(id.node(), now);
+                    self.versions.forget(id.socket());
                     self.changes.record(&id, now);
                     out.events.push(NodeEvent::MemberDown { id: id.node().to_owned(), addr: id.socket() });
                 }
@@ -788,9 +843,22 @@ impl Node {
     }
 
     fn send_frame(&mut self, to: SocketAddr, frame: &CoreFrame, out: &mut Output) {
-        match codec::to_vec(frame) {
+        self.send_frame_as(self.versions.of(to), to, frame, out);
+    }
+
+    /// Sends `frame` to `to` in wire `version`; what that version does not have is not sent.
+    fn send_frame_as(&mut self, version: u8, to: SocketAddr, frame: &CoreFrame, out: &mut Output) {
+        let encoded = if version == WIRE_VERSION {
+            codec::to_vec(frame)
+        } else {
+            match codec_v1::encode(frame) {
+                Some(encoded) => encoded,
+                None => return,
+            }
+        };
+        match encoded {
             Ok(payload) if payload.len() <= self.max_body() => {
-                out.packets.push((to, self.envelope.seal(KIND_CORE, &payload, &mut self.rng)));
+                out.packets.push((to, self.envelope.seal(version, KIND_CORE, &payload, &mut self.rng)));
             }
             Ok(payload) => debug!(len = payload.len(), "frame too large to send"),
             Err(error) => debug!(%error, "cannot encode frame"),

@@ -15,7 +15,7 @@ fn node(name: &str, last: u8, keys: &[&str]) -> Node {
 
 fn sealed(cluster: &str, keys: &[&str], kind: u8, payload: &[u8]) -> Vec<u8> {
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-    Envelope::new(cluster, &keys, 1400).seal(kind, payload, &mut SmallRng::seed_from_u64(1))
+    Envelope::new(cluster, &keys, 1400).seal(WIRE_VERSION, kind, payload, &mut SmallRng::seed_from_u64(1))
 }
 
 fn hello(keys: &[&str]) -> Vec<u8> {
@@ -41,7 +41,7 @@ fn each_bad_packet_is_dropped_and_counted_under_its_reason() {
     let last = flipped.len() - 20;
     flipped[last] ^= 0x40;
     let mut other_version = good.clone();
-    other_version[0] = 2;
+    other_version[0] = WIRE_VERSION + 1;
     let own_name = foca::Header {
         src: NodeIdentity::new("n", addr(7), 5, 5),
         src_incarnation: 0,
@@ -264,4 +264,31 @@ fn the_keyring_is_replaced_while_running_but_never_emptied() {
     }
     let mut open = node("o", 2, &[]);
     assert!(matches!(open.set_keys(&["A".into()]), Err(ClusterError::Config(_))));
+}
+
+/// A rolling upgrade's middle: a node of the previous wire version and a new one join each
+/// other (either way round) and keep one membership; the new one's durable state and messages
+/// are not sent to the old one, which reads none of them.
+#[test]
+fn a_node_one_wire_version_older_is_a_member() {
+    let now = Instant::now();
+    for old_joins_new in [true, false] {
+        let mut nodes = vec![node("new", 1, &["k"]), node("old", 2, &["k"]).speaking_only_the_previous_version()];
+        let (joiner, seed) = if old_joins_new { (1, 0) } else { (0, 1) };
+        let mut out = Output::default();
+        nodes[joiner].join(&[addr(seed as u8 + 1)], &mut out);
+        exchange(&mut nodes, joiner, out, now);
+        assert!(nodes.iter().all(|n| n.is_active() && n.live_members() == 1), "old joins new: {old_joins_new}");
+        assert_eq!(nodes[1].rejections().total(), if old_joins_new { 0 } else { 1 }, "the new hello");
+        // Everything the new node sends the old one is in the old version.
+        let mut out = Output::default();
+        nodes[0].set_state("health/u/t:80".into(), vec![0], now, &mut out).unwrap();
+        nodes[0].broadcast(Message(b"purge".to_vec()), now, &mut out).unwrap();
+        nodes[0].handle_timer(NodeTimer(TimerKind::Exchange), now, &mut out);
+        assert!(out.packets.iter().all(|(_, packet)| packet[0] == OLDEST_WIRE_VERSION), "{:?}", out.packets);
+        let before = nodes[1].rejections().total();
+        assert!(exchange(&mut nodes, 0, out, now).is_empty());
+        assert_eq!(nodes[1].rejections().total(), before, "the old node refused nothing it was sent");
+        assert_eq!(nodes[1].state_len(), 0);
+    }
 }
