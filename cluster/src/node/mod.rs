@@ -154,7 +154,7 @@ impl foca::Runtime<NodeIdentity> for SwimRuntime<'_> {
 
     fn send_to(&mut self, to: NodeIdentity, data: &[u8]) {
         // SWIM packets are the same in both wire versions: only the version byte differs.
-        let packet = self.envelope.seal(self.versions.of(to.socket()), KIND_SWIM, data, self.rng);
+        let packet = self.envelope.seal(self.versions.swim_of(to.socket()), KIND_SWIM, data, self.rng);
         self.out.packets.push((to.socket(), packet));
     }
 
@@ -184,8 +184,10 @@ pub use suspicion::CONFIRM_ATTEMPTS;
 #[cfg(test)]
 mod tests;
 
-/// The wire version each peer speaks, by address: the newest it sent this node. A peer not
-/// heard from yet is spoken to in the newest version (and greeted in both, see [`Node::join`]).
+/// The wire version each peer speaks, by address: the newest of the core frames it sent this
+/// node (SWIM packets do not tell: they go to a peer not heard from yet in the oldest version,
+/// which every node takes, and would hide a newer one). Core frames go to a peer not heard from
+/// yet in the newest version (and a seed is greeted in both, see [`Node::join`]).
 #[derive(Debug)]
 struct Versions {
     newest: u8,
@@ -195,6 +197,10 @@ struct Versions {
 impl Versions {
     fn of(&self, peer: SocketAddr) -> u8 {
         self.peers.get(&peer).copied().unwrap_or(self.newest)
+    }
+
+    fn swim_of(&self, peer: SocketAddr) -> u8 {
+        self.peers.get(&peer).copied().unwrap_or(OLDEST_WIRE_VERSION)
     }
 
     fn heard(&mut self, peer: SocketAddr, version: u8) {
@@ -583,10 +589,12 @@ impl Node {
             Ok(opened) => opened,
             Err(reason) => return self.reject(reason, from, now),
         };
-        self.versions.heard(from, version);
         let Some((&kind, payload)) = body.split_first() else {
             return self.reject(RejectReason::Truncated, from, now);
         };
+        if kind == KIND_CORE {
+            self.versions.heard(from, version);
+        }
         match kind {
             KIND_SWIM => {
                 let result = self.foca.handle_data(payload, runtime!(self, out));
