@@ -65,6 +65,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     live.start_probes();
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -145,6 +146,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             cluster: Some(cluster.clone()),
             limiters: limiters.clone(),
             caches: caches.clone(),
+            draining: drain_rx,
         },
         &settings,
     ));
@@ -195,6 +197,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     });
 
     stop_signal.await;
+    let _ = drain_tx.send(true);
+    if !serving.shutdown_drain.is_zero() {
+        // Serving on, not ready, for as long as load balancers need to take the node out.
+        tracing::info!(drain = ?serving.shutdown_drain, "shutting down: not ready; serving on while load balancers notice");
+        tokio::time::sleep(serving.shutdown_drain).await;
+    }
     let deadline = tokio::time::Instant::now() + serving.shutdown_grace;
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_server, admin_server);

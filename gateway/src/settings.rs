@@ -126,6 +126,11 @@ pub(crate) struct Serving {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default 30000 ms.
     #[serde(rename = "shutdown_grace_ms", with = "millis")]
     pub(crate) shutdown_grace: Duration,
+    /// On SIGTERM/SIGINT, how long the node goes on serving with `/status/ready` answering 503,
+    /// before it stops accepting: time for a load balancer's readiness checks to take it out.
+    /// Default 0 ms.
+    #[serde(rename = "shutdown_drain_ms", with = "millis")]
+    pub(crate) shutdown_drain: Duration,
 }
 
 impl Default for Serving {
@@ -140,6 +145,7 @@ impl Default for Serving {
             max_header_bytes: 32 * 1024,
             max_connections: 16_384,
             shutdown_grace: Duration::from_secs(30),
+            shutdown_drain: Duration::ZERO,
         }
     }
 }
@@ -933,6 +939,7 @@ mod tests {
             "cluster_probe_period_ms",
             "cluster_suspect_timeout_ms",
             "cluster_push_pull_interval_ms",
+            "shutdown_drain_ms",
             "log_format",
             "log_level",
             "worker_threads",

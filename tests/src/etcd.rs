@@ -1,6 +1,7 @@
 //! A real etcd server (Debian's `etcd-server`) on free loopback ports, in a temp dir, for one
 //! test; and a TCP relay that can cut one client's connection to it.
 
+use crate::free_port;
 use crate::tempdir::TempDir;
 use crate::tls::Ca;
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
@@ -46,10 +47,6 @@ pub struct SecureFiles {
     pub user: &'static str,
     /// Its password.
     pub password: &'static str,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 impl Etcd {

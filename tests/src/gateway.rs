@@ -92,12 +92,25 @@ impl Gateway {
         let file = config_path.to_string_lossy().into_owned();
         let mut args = vec!["--node-id", node_id, "--config-file", &file];
         args.extend_from_slice(flags);
-        let place = Place { netns: Some(network.namespace(i)), ip: network.node_ip(i), gossip_port: 7946 };
+        let place = Place { netns: Some(network.namespace(i)), ip: network.node_ip(i), ports: [0, 0, 7946] };
+        Gateway::launch(place, dir, config_path.clone(), &args, &[]).await
+    }
+
+    /// Starts a node named `node_id` serving `yaml` on loopback with its proxy and admin
+    /// listeners on the given ports (to start it again where a load balancer expects it).
+    pub async fn start_at(node_id: &str, yaml: &str, flags: &[&str], proxy_port: u16, admin_port: u16) -> Gateway {
+        let dir = TempDir::new();
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, yaml).expect("write the config");
+        let file = config_path.to_string_lossy().into_owned();
+        let mut args = vec!["--node-id", node_id, "--config-file", &file];
+        args.extend_from_slice(flags);
+        let place = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), ports: [proxy_port, admin_port, 0] };
         Gateway::launch(place, dir, config_path.clone(), &args, &[]).await
     }
 
     async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let loopback = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), gossip_port: 0 };
+        let loopback = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), ports: [0, 0, 0] };
         Gateway::launch(loopback, dir, config_path, args, env).await
     }
 
@@ -105,8 +118,7 @@ impl Gateway {
         // A test's own `--log-level` replaces the default (the flag may be given once).
         let level = log_level();
         let default_level = if args.contains(&"--log-level") { vec![] } else { vec!["--log-level", level.as_str()] };
-        let any_port = SocketAddr::new(place.ip, 0).to_string();
-        let gossip = SocketAddr::new(place.ip, place.gossip_port).to_string();
+        let [proxy, admin, gossip] = place.ports.map(|port| SocketAddr::new(place.ip, port).to_string());
         let mut command = match &place.netns {
             None => Command::new(binary()),
             Some(ns) => {
@@ -116,7 +128,7 @@ impl Gateway {
             }
         };
         let mut child = command
-            .args(["run", "--proxy-listen", &any_port, "--admin-listen", &any_port, "--log-format", "json"])
+            .args(["run", "--proxy-listen", &proxy, "--admin-listen", &admin, "--log-format", "json"])
             .args(default_level)
             .args(["--cluster-bind", &gossip])
             .args(args)
@@ -231,11 +243,12 @@ fn log_level() -> String {
     std::env::var("GATEWAY_TEST_LOG_LEVEL").unwrap_or_else(|_| "info,gateway=debug,config_sync=debug".into())
 }
 
-/// Where a node runs: on loopback, or in a network namespace with its own address.
+/// Where a node runs: on loopback, or in a network namespace with its own address; its proxy,
+/// admin and gossip ports (0: any free one).
 struct Place {
     netns: Option<String>,
     ip: IpAddr,
-    gossip_port: u16,
+    ports: [u16; 3],
 }
 
 /// The addresses a node listens on, as its `listening` log line names them.

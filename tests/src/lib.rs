@@ -36,6 +36,11 @@ pub use upstream::{closed_port, Upstream};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A TCP port on 127.0.0.1 free a moment ago, for a server that must be told its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
 /// A process's peak resident memory so far, KiB (`VmHWM` of `/proc/PID/status`); none once it
 /// has exited.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {

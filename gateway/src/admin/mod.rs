@@ -56,6 +56,7 @@ pub struct Admin {
     cluster: Option<Arc<ClusterHandle>>,
     limiters: Arc<Limiters>,
     caches: Arc<Caches>,
+    draining: watch::Receiver<bool>,
 }
 
 /// What the admin API reads and acts on.
@@ -72,6 +73,8 @@ pub struct Parts {
     pub limiters: Arc<Limiters>,
     /// Cache stores, to purge.
     pub caches: Arc<Caches>,
+    /// True once the node is shutting down: `/status/ready` answers 503.
+    pub draining: watch::Receiver<bool>,
 }
 
 impl Admin {
@@ -87,6 +90,25 @@ impl Admin {
             cluster: parts.cluster,
             limiters: parts.limiters,
             caches: parts.caches,
+            draining: parts.draining,
+        }
+    }
+
+    /// `GET /status/ready`: 200 while this node serves a config and is not shutting down, else
+    /// 503 with the reason: what a load balancer in front checks.
+    fn readiness(&self) -> Response<ProxyBody> {
+        let not_ready = if *self.draining.borrow() {
+            Some("shutting down")
+        } else if self.live.load().snapshot.version == 0 {
+            Some("no config applied yet")
+        } else {
+            None
+        };
+        match not_ready {
+            Some(reason) => {
+                json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({ "ready": false, "reason": reason }))
+            }
+            None => json_response(StatusCode::OK, &serde_json::json!({ "ready": true })),
         }
     }
 
@@ -108,6 +130,12 @@ impl Admin {
                     response.headers_mut().insert(header::CONTENT_TYPE, kind);
                     response
                 }
+                _ => method_not_allowed("GET, HEAD"),
+            };
+        }
+        if let ["status", "ready"] = segments[..] {
+            return match parts.method {
+                Method::GET | Method::HEAD => self.readiness(),
                 _ => method_not_allowed("GET, HEAD"),
             };
         }

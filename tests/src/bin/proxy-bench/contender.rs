@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::{Gateway, TempDir};
+use tests::{free_port, Gateway, TempDir};
 
 /// A proxy process in front of the upstream.
 pub struct Contender {
@@ -216,10 +216,6 @@ impl BenchCertificate {
 }
 
 /// A port free at the time of asking, for servers that cannot bind port 0 and report it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 /// `name` on the PATH or in /usr/sbin (not on a normal user's PATH).
 fn binary(name: &str) -> std::path::PathBuf {
     let sbin = std::path::Path::new("/usr/sbin").join(name);
