@@ -65,13 +65,7 @@ impl Gateway {
 
     /// Starts a node named `node_id` serving `yaml`, with extra flags and environment variables.
     pub async fn start_node(node_id: &str, yaml: &str, flags: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let dir = TempDir::new();
-        let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, yaml).expect("write the config");
-        let file = config_path.to_string_lossy().into_owned();
-        let mut args = vec!["--node-id", node_id, "--config-file", &file];
-        args.extend_from_slice(flags);
-        Gateway::spawn(dir, config_path.clone(), &args, env).await
+        Gateway::serving(yaml, node_id, flags, Place::loopback([0, 0, 0]), env).await
     }
 
     /// Starts a node named `node_id` on the config in etcd at `endpoints` under `/gateway`.
@@ -86,32 +80,29 @@ impl Gateway {
     /// Starts a node named `node_id` serving `yaml` in node `i`'s namespace of `network`, at its
     /// address: gossip on port 7946, proxy and admin on free ports.
     pub async fn start_in(network: &Network, i: usize, node_id: &str, yaml: &str, flags: &[&str]) -> Gateway {
-        let dir = TempDir::new();
-        let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, yaml).expect("write the config");
-        let file = config_path.to_string_lossy().into_owned();
-        let mut args = vec!["--node-id", node_id, "--config-file", &file];
-        args.extend_from_slice(flags);
         let place = Place { netns: Some(network.namespace(i)), ip: network.node_ip(i), ports: [0, 0, 7946] };
-        Gateway::launch(place, dir, config_path.clone(), &args, &[]).await
+        Gateway::serving(yaml, node_id, flags, place, &[]).await
     }
 
     /// Starts a node named `node_id` serving `yaml` on loopback with its proxy and admin
     /// listeners on the given ports (to start it again where a load balancer expects it).
     pub async fn start_at(node_id: &str, yaml: &str, flags: &[&str], proxy_port: u16, admin_port: u16) -> Gateway {
+        Gateway::serving(yaml, node_id, flags, Place::loopback([proxy_port, admin_port, 0]), &[]).await
+    }
+
+    /// A node named `node_id` at `place`, serving `yaml` from a file of its own.
+    async fn serving(yaml: &str, node_id: &str, flags: &[&str], place: Place, env: &[(&str, &str)]) -> Gateway {
         let dir = TempDir::new();
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).expect("write the config");
         let file = config_path.to_string_lossy().into_owned();
         let mut args = vec!["--node-id", node_id, "--config-file", &file];
         args.extend_from_slice(flags);
-        let place = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), ports: [proxy_port, admin_port, 0] };
-        Gateway::launch(place, dir, config_path.clone(), &args, &[]).await
+        Gateway::launch(place, dir, config_path.clone(), &args, env).await
     }
 
     async fn spawn(dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let loopback = Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), ports: [0, 0, 0] };
-        Gateway::launch(loopback, dir, config_path, args, env).await
+        Gateway::launch(Place::loopback([0, 0, 0]), dir, config_path, args, env).await
     }
 
     async fn launch(place: Place, dir: TempDir, config_path: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Gateway {
@@ -249,6 +240,12 @@ struct Place {
     netns: Option<String>,
     ip: IpAddr,
     ports: [u16; 3],
+}
+
+impl Place {
+    fn loopback(ports: [u16; 3]) -> Place {
+        Place { netns: None, ip: IpAddr::from([127, 0, 0, 1]), ports }
+    }
 }
 
 /// The addresses a node listens on, as its `listening` log line names them.
