@@ -101,7 +101,7 @@ impl Registry {
     /// Brings probes and records in line with the `upstreams` a runtime serves, once it serves:
     /// probes start for new targets, stop for removed ones, and restart where the upstream's
     /// active settings changed; the others are not disturbed. Health of targets no longer
-    /// configured is forgotten.
+    /// configured is forgotten, and so is the operators' word on them.
     pub fn sync<'a>(&self, upstreams: impl Iterator<Item = Watched<'a>>) {
         let mut configured = HashSet::new();
         let mut wanted = HashMap::new();
@@ -140,7 +140,17 @@ impl Registry {
             let handle = active::spawn(health, policy.clone(), entry.1.clone());
             probes.insert(key, Probe { policy, handle });
         }
-        lock(&self.targets).retain(|key, _| configured.contains(key));
+        // A target removed starts afresh if added again (as in Kong): the operators' word on it
+        // goes with it. Words on targets not configured yet stay, for when they are.
+        let mut targets = lock(&self.targets);
+        let mut operator = lock(&self.operator);
+        targets.retain(|key, _| {
+            let keep = configured.contains(key);
+            if !keep {
+                operator.remove(key);
+            }
+            keep
+        });
     }
 
     /// Stops every probe.
