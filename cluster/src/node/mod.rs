@@ -387,7 +387,7 @@ impl Node {
         for &seed in seeds.iter().filter(|&&seed| seed != own) {
             // A seed not heard from may run the version before: greet it in both.
             self.send_frame(seed, &hello, out);
-            if self.versions.of(seed) > OLDEST_WIRE_VERSION && !self.versions.peers.contains_key(&seed) {
+            if self.versions.newest > OLDEST_WIRE_VERSION && !self.versions.peers.contains_key(&seed) {
                 self.send_frame_as(OLDEST_WIRE_VERSION, seed, &hello, out);
             }
         }
@@ -415,9 +415,7 @@ impl Node {
         let node = me.node().to_owned();
         let wire = self.store.originate(&node, boot, probe.message, now);
         debug!(seq = wire.id.seq, "broadcasting a cluster message");
-        for peer in self.pick_members(self.settings.broadcast_fanout, None) {
-            self.send_messages(peer, std::slice::from_ref(&wire), true, out);
-        }
+        self.push_to_fanout(std::slice::from_ref(&wire), None, out, relayed_messages);
         Ok(())
     }
 
@@ -446,9 +444,7 @@ impl Node {
         }
         let wall_ms = self.wall_ms(now);
         let entry = self.state.set(probe.key, probe.value, &probe.version.origin, wall_ms);
-        for peer in self.pick_members(self.settings.broadcast_fanout, None) {
-            self.send_state(peer, std::slice::from_ref(&entry), true, out);
-        }
+        self.push_to_fanout(std::slice::from_ref(&entry), None, out, relayed_state);
         Ok(entry.version)
     }
 
@@ -686,11 +682,11 @@ impl Node {
                     self.send_frame(from, &CoreFrame::Pull(pull), out);
                 }
                 let lacking = self.store.lacking(&digest, now);
-                self.send_messages(from, &lacking, false, out);
+                self.send_messages(from, &lacking, out);
             }
             CoreFrame::Pull(request) => {
                 let found = self.store.get(&request, now);
-                self.send_messages(from, &found, false, out);
+                self.send_messages(from, &found, out);
             }
             CoreFrame::SuspectCheck { target, incarnation, from: checker } => {
                 self.answer_suspect_check(target, incarnation, checker, now, out)
@@ -700,7 +696,7 @@ impl Node {
                 let differing = self.state.differing(&digest);
                 if !differing.is_empty() {
                     let ours = self.state.entries_in(&differing);
-                    self.send_state(from, &ours, false, out);
+                    self.send_state(from, &ours, out);
                     self.send_frame(from, &CoreFrame::StateWant(differing), out);
                 }
             }
@@ -711,7 +707,7 @@ impl Node {
             CoreFrame::StateWant(mut buckets) => {
                 buckets.retain(|&bucket| usize::from(bucket) < BUCKETS);
                 let ours = self.state.entries_in(&buckets);
-                self.send_state(from, &ours, false, out);
+                self.send_state(from, &ours, out);
             }
         }
     }
@@ -733,11 +729,7 @@ impl Node {
                 fresh.extend(forward);
             }
         }
-        if !fresh.is_empty() {
-            for peer in self.pick_members(self.settings.broadcast_fanout, Some(from)) {
-                self.send_state(peer, &fresh, true, out);
-            }
-        }
+        self.push_to_fanout(&fresh, Some(from), out, relayed_state);
     }
 
     fn receive_messages(
@@ -759,11 +751,7 @@ impl Node {
                 fresh.extend(forward);
             }
         }
-        if !fresh.is_empty() {
-            for peer in self.pick_members(self.settings.broadcast_fanout, Some(from)) {
-                self.send_messages(peer, &fresh, true, out);
-            }
-        }
+        self.push_to_fanout(&fresh, Some(from), out, relayed_messages);
     }
 
     fn process_notes(&mut self, now: Instant, out: &mut Output) {
@@ -873,14 +861,32 @@ impl Node {
         }
     }
 
-    /// Sends `messages` to `to`, as many `Push` frames as it takes.
-    fn send_messages(&mut self, to: SocketAddr, messages: &[WireMessage], relay: bool, out: &mut Output) {
-        self.send_batched(to, messages, out, |messages| CoreFrame::Push { messages, relay });
+    /// Sends `messages` to `to` (not to be relayed), as many `Push` frames as it takes.
+    fn send_messages(&mut self, to: SocketAddr, messages: &[WireMessage], out: &mut Output) {
+        self.send_batched(to, messages, out, |messages| CoreFrame::Push { messages, relay: false });
     }
 
-    /// Sends durable state `entries` to `to`, as many `State` frames as it takes.
-    fn send_state(&mut self, to: SocketAddr, entries: &[StateEntry], relay: bool, out: &mut Output) {
-        self.send_batched(to, entries, out, |entries| CoreFrame::State { entries, relay });
+    /// Sends durable state `entries` to `to` (not to be relayed), as many `State` frames as it
+    /// takes.
+    fn send_state(&mut self, to: SocketAddr, entries: &[StateEntry], out: &mut Output) {
+        self.send_batched(to, entries, out, |entries| CoreFrame::State { entries, relay: false });
+    }
+
+    /// Pushes `items` (none: nothing) to `broadcast_fanout` random members other than `except`,
+    /// in frames made by `frame` that tell them to relay what is new to them.
+    fn push_to_fanout<T: serde::Serialize + Clone>(
+        &mut self,
+        items: &[T],
+        except: Option<SocketAddr>,
+        out: &mut Output,
+        frame: fn(Vec<T>) -> CoreFrame,
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        for peer in self.pick_members(self.settings.broadcast_fanout, except) {
+            self.send_batched(peer, items, out, frame);
+        }
     }
 
     /// Sends `items` to `to` in as few frames made by `frame` as fit in packets; an item too
@@ -930,4 +936,14 @@ impl Node {
     fn jittered(&mut self, period: Duration) -> Duration {
         period.mul_f64(self.rng.random_range(0.9..1.1))
     }
+}
+
+/// Messages pushed eagerly: receivers relay them.
+fn relayed_messages(messages: Vec<WireMessage>) -> CoreFrame {
+    CoreFrame::Push { messages, relay: true }
+}
+
+/// Durable state pushed eagerly: receivers relay it.
+fn relayed_state(entries: Vec<StateEntry>) -> CoreFrame {
+    CoreFrame::State { entries, relay: true }
 }
