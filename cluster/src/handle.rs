@@ -19,7 +19,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, Output},
-    query::{IncomingQuery, QueryResult},
+    query::{IncomingQuery, QueryResult, QUERIES_WAITING},
     state::{StateUpdate, Version},
     worker::{announce_to_seeds, Command, Worker, WorkerChannels},
     ClusterConfig, ClusterError,
@@ -42,7 +42,7 @@ pub struct ClusterHandle {
     active: watch::Receiver<bool>,
     messages: Mutex<Option<mpsc::UnboundedReceiver<Delivered>>>,
     state: Mutex<Option<mpsc::UnboundedReceiver<StateUpdate>>>,
-    queries: Mutex<Option<mpsc::UnboundedReceiver<IncomingQuery>>>,
+    queries: Mutex<Option<mpsc::Receiver<IncomingQuery>>>,
     rejections: Arc<Rejections>,
     worker: Option<JoinHandle<()>>,
     announcer: Option<JoinHandle<()>>,
@@ -68,7 +68,7 @@ impl ClusterHandle {
         let (active_tx, active_rx) = watch::channel(false);
         let (message_tx, message_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = mpsc::unbounded_channel();
-        let (query_tx, query_rx) = mpsc::unbounded_channel();
+        let (query_tx, query_rx) = mpsc::channel(QUERIES_WAITING);
         let channels = WorkerChannels {
             commands: command_rx,
             members: members_tx,
@@ -182,12 +182,13 @@ impl ClusterHandle {
     }
 
     /// Other members' queries, for this node to answer with [`ClusterHandle::answer`]. One
-    /// stream per node, as [`ClusterHandle::messages`].
-    pub fn queries(&self) -> mpsc::UnboundedReceiver<IncomingQuery> {
+    /// stream per node, as [`ClusterHandle::messages`]. At most [`QUERIES_WAITING`] wait to be
+    /// taken; queries past that go unanswered (their asker lists this node as not answering).
+    pub fn queries(&self) -> mpsc::Receiver<IncomingQuery> {
         let taken = self.queries.lock().map(|mut slot| slot.take()).unwrap_or(None);
         taken.unwrap_or_else(|| {
             warn!("ClusterHandle::queries called twice; the second receiver is closed");
-            mpsc::unbounded_channel().1
+            mpsc::channel(1).1
         })
     }
 

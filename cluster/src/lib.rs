@@ -67,5 +67,5 @@ pub use handle::ClusterHandle;
 pub use members::{Member, MemberState};
 pub use messages::{Delivered, Message};
 pub use node::{Node, NodeEvent, NodeTimer, Output, CONFIRM_ATTEMPTS};
-pub use query::{AnswerPart, IncomingQuery, QueryResult};
+pub use query::{AnswerPart, IncomingQuery, QueryResult, QUERIES_WAITING};
 pub use state::{Hlc, StateChange, StateUpdate, Version};

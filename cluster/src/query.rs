@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 /// is cut and its member listed as not having answered.
 pub(crate) const MAX_PARTS: usize = 64;
 
+/// The most queries from other members waiting for this node's user to take them.
+pub const QUERIES_WAITING: usize = 256;
+
 /// A question from another member, for this node's user to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingQuery {

@@ -25,6 +25,13 @@ use sha2::{Digest as _, Sha256};
 pub(crate) const BUCKETS: usize = 256;
 /// The most bytes one bucket hash takes on the wire (a varint `u64`).
 pub(crate) const HASH_BYTES: usize = 9;
+/// The most entries a table holds: a peer's new keys past it are refused (changes to keys held
+/// are taken). Far above what a cluster's operators write (one entry per target they set).
+pub(crate) const MAX_ENTRIES: usize = 100_000;
+/// How far ahead of this node's wall clock a peer's write may be stamped. A write from further
+/// ahead comes from a node whose clock is wrong; taken, it would carry this node's clock along,
+/// and its entry would never grow old enough to expire.
+pub(crate) const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(3_600);
 
 /// A hybrid logical clock time: wall-clock milliseconds, and a counter that orders events within
 /// one millisecond or while the wall clock lags a time seen from another node.
@@ -51,6 +58,19 @@ pub(crate) struct StateEntry {
     pub(crate) key: String,
     pub(crate) version: Version,
     pub(crate) value: Vec<u8>,
+}
+
+/// What merging a peer's entry did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Merged {
+    /// It was newer: the change now holds.
+    Changed(StateChange),
+    /// This node holds it or a newer one, or it expired.
+    Stale,
+    /// Refused: its time is more than [`MAX_CLOCK_AHEAD`] ahead of this node's clock.
+    FromTheFuture,
+    /// Refused: a new key, and the table holds [`MAX_ENTRIES`].
+    Full,
 }
 
 /// A change to this node's table made by another node's write.
@@ -156,22 +176,24 @@ impl StateTable {
         entry
     }
 
-    /// Takes `entry` if it is newer than what this node holds (and in scope, or young enough);
-    /// the change when it was.
-    pub(crate) fn merge(&mut self, entry: StateEntry, wall_ms: u64) -> Option<StateChange> {
-        if let Some(held) = self.entries.get(&entry.key) {
-            if held.version >= entry.version {
-                return None;
-            }
+    /// Takes `entry` if it is newer than what this node holds (and in scope, or young enough),
+    /// unless it is stamped too far ahead or would grow the table past its bound.
+    pub(crate) fn merge(&mut self, entry: StateEntry, wall_ms: u64) -> Merged {
+        let held = self.entries.get(&entry.key);
+        if held.is_some_and(|held| held.version >= entry.version) || self.expired(&entry.key, &entry.version, wall_ms) {
+            return Merged::Stale;
         }
-        if self.expired(&entry.key, &entry.version, wall_ms) {
-            return None;
+        if entry.version.time.ms > wall_ms.saturating_add(MAX_CLOCK_AHEAD.as_millis() as u64) {
+            return Merged::FromTheFuture;
+        }
+        if held.is_none() && self.entries.len() >= MAX_ENTRIES {
+            return Merged::Full;
         }
         // Later writes here must win over what was seen.
         self.clock = self.clock.max(entry.version.time);
         let change = StateChange { key: entry.key.clone(), value: entry.value.clone(), version: entry.version.clone() };
         self.store(entry);
-        Some(change)
+        Merged::Changed(change)
     }
 
     fn store(&mut self, entry: StateEntry) {
@@ -253,6 +275,16 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
+    impl Merged {
+        fn changed(&self) -> bool {
+            matches!(self, Merged::Changed(_))
+        }
+
+        fn stale(&self) -> bool {
+            *self == Merged::Stale
+        }
+    }
+
     /// Makes `to` hold what `from` holds, the way two nodes do: digests, then the differing
     /// buckets' entries both ways. Returns the entries sent.
     fn push_pull(from: &mut StateTable, to: &mut StateTable, wall_ms: u64) -> usize {
@@ -274,10 +306,10 @@ mod tests {
         let (mut a, mut b, mut c) = (StateTable::new(DAY), StateTable::new(DAY), StateTable::new(DAY));
         let first = a.set("k".into(), b"down".to_vec(), "a", 1_000);
         let second = b.set("k".into(), b"up".to_vec(), "b", 2_000);
-        assert!(c.merge(second.clone(), 2_000).is_some());
-        assert!(c.merge(first.clone(), 2_000).is_none(), "an older write never replaces a newer one");
-        assert!(a.merge(second.clone(), 2_000).is_some());
-        assert!(a.merge(second, 2_000).is_none(), "a write changes a table once");
+        assert!(c.merge(second.clone(), 2_000).changed());
+        assert!(c.merge(first.clone(), 2_000).stale(), "an older write never replaces a newer one");
+        assert!(a.merge(second.clone(), 2_000).changed());
+        assert!(a.merge(second, 2_000).stale(), "a write changes a table once");
         for table in [&a, &c] {
             assert_eq!(table.get("k").unwrap().0, b"up");
         }
@@ -285,18 +317,18 @@ mod tests {
         let x = a.set("t".into(), b"x".to_vec(), "a", 5_000);
         let y = c.set("t".into(), b"y".to_vec(), "c", 5_000);
         assert!(y.version > x.version);
-        assert!(a.merge(y, 5_000).is_some() && c.merge(x, 5_000).is_none());
+        assert!(a.merge(y, 5_000).changed() && c.merge(x, 5_000).stale());
     }
 
     #[test]
     fn a_write_after_seeing_a_newer_clock_is_newer_still() {
-        // b's wall clock is an hour behind a's; its write after seeing a's must still win.
+        // b's wall clock is half an hour behind a's; its write after seeing a's must still win.
         let (mut a, mut b) = (StateTable::new(DAY), StateTable::new(DAY));
-        let ahead = a.set("k".into(), b"down".to_vec(), "a", 3_600_000);
+        let ahead = a.set("k".into(), b"down".to_vec(), "a", 1_800_000);
         b.merge(ahead.clone(), 0);
         let after = b.set("k".into(), b"up".to_vec(), "b", 1);
         assert!(after.version > ahead.version);
-        assert!(a.merge(after, 3_600_000).is_some());
+        assert!(a.merge(after, 1_800_000).changed());
         assert_eq!(a.get("k").unwrap().0, b"up");
     }
 
@@ -332,7 +364,7 @@ mod tests {
         // b never narrowed its scope and offers the entry again: refused.
         push_pull(&mut b, &mut a, 61_000);
         assert!(a.get("gone").is_none());
-        assert!(a.merge(old, 61_000).is_none());
+        assert!(a.merge(old, 61_000).stale());
         // In scope, an entry lives however old it is.
         assert!(a.expire(10 * 86_400_000).is_empty());
     }
@@ -344,5 +376,32 @@ mod tests {
         assert!(table.differing(&hostile).is_empty());
         let long = StateDigest { first: (BUCKETS - 2) as u16, hashes: vec![1; 1000] };
         assert_eq!(table.differing(&long), [(BUCKETS - 2) as u16, (BUCKETS - 1) as u16]);
+    }
+
+    #[test]
+    fn a_write_stamped_far_ahead_is_refused_and_leaves_the_clock_alone() {
+        let (mut a, mut b) = (StateTable::new(DAY), StateTable::new(DAY));
+        let hour = MAX_CLOCK_AHEAD.as_millis() as u64;
+        let wrong = a.set("k".into(), b"down".to_vec(), "a", 10_000 + hour + 1);
+        assert_eq!(b.merge(wrong, 10_000), Merged::FromTheFuture);
+        assert!(b.get("k").is_none());
+        let own = b.set("j".into(), vec![1], "b", 10_000);
+        assert_eq!(own.version.time, Hlc { ms: 10_000, counter: 0 }, "b's clock did not follow");
+        // Within the bound, it is taken.
+        let skewed = a.set("k".into(), b"up".to_vec(), "a", 10_000 + hour + 1);
+        assert!(b.merge(skewed, 20_000).changed());
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_keys_from_peers_but_takes_changes_to_held_ones() {
+        let (mut a, mut b) = (StateTable::new(DAY), StateTable::new(DAY));
+        for i in 0..MAX_ENTRIES {
+            b.set(format!("k{i}"), vec![1], "b", 1_000);
+        }
+        let new = a.set("another".into(), vec![1], "a", 2_000);
+        assert_eq!(b.merge(new, 2_000), Merged::Full);
+        let change = a.set("k7".into(), vec![0], "a", 2_000);
+        assert!(b.merge(change, 2_000).changed());
+        assert_eq!((b.len(), b.get("k7").unwrap().0), (MAX_ENTRIES, &[0u8][..]));
     }
 }

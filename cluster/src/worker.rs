@@ -23,7 +23,7 @@ use crate::{
     members::Member,
     messages::{Delivered, Message},
     node::{Node, NodeTimer, Output},
-    query::{Answers, IncomingQuery, QueryResult},
+    query::{Answers, IncomingQuery, QueryResult, QUERIES_WAITING},
     state::{StateUpdate, Version},
     ClusterError,
 };
@@ -87,7 +87,7 @@ pub(crate) struct WorkerChannels {
     pub(crate) active: watch::Sender<bool>,
     pub(crate) messages: mpsc::UnboundedSender<Delivered>,
     pub(crate) state: mpsc::UnboundedSender<StateUpdate>,
-    pub(crate) queries: mpsc::UnboundedSender<IncomingQuery>,
+    pub(crate) queries: mpsc::Sender<IncomingQuery>,
 }
 
 /// A query of this node's, waiting for answers.
@@ -228,7 +228,9 @@ impl Worker {
             let _ = self.channels.state.send(StateUpdate::Expired(key));
         }
         for query in self.out.queries.drain(..) {
-            let _ = self.channels.queries.send(query);
+            if let Err(mpsc::error::TrySendError::Full(query)) = self.channels.queries.try_send(query) {
+                debug!(from = %query.from, "a query left unanswered: {QUERIES_WAITING} are waiting already");
+            }
         }
         if !self.out.answers.is_empty() {
             for part in self.out.answers.drain(..) {

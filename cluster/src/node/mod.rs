@@ -32,7 +32,7 @@ use crate::{
     members::{ChangeLog, DownLog, Member, MemberState},
     messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
     query::{AnswerPart, IncomingQuery, MAX_PARTS},
-    state::{Hlc, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES},
+    state::{Hlc, Merged, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES, MAX_CLOCK_AHEAD, MAX_ENTRIES},
     ClusterError,
 };
 
@@ -722,12 +722,25 @@ impl Node {
     ) {
         let wall_ms = self.wall_ms(now);
         let mut fresh = Vec::new();
+        let (mut ahead, mut full) = (0, 0);
         for entry in entries {
             let forward = relay.then(|| entry.clone());
-            if let Some(change) = self.state.merge(entry, wall_ms) {
-                out.state_changes.push(change);
-                fresh.extend(forward);
+            match self.state.merge(entry, wall_ms) {
+                Merged::Changed(change) => {
+                    out.state_changes.push(change);
+                    fresh.extend(forward);
+                }
+                Merged::Stale => {}
+                Merged::FromTheFuture => ahead += 1,
+                Merged::Full => full += 1,
             }
+        }
+        if ahead + full > 0 {
+            warn!(
+                %from, stamped_ahead = ahead, over_the_bound = full,
+                "refused durable state entries: stamped more than {MAX_CLOCK_AHEAD:?} ahead of this node's clock \
+                 (a node's clock is wrong), or new keys past the table's {MAX_ENTRIES}"
+            );
         }
         self.push_to_fanout(&fresh, Some(from), out, relayed_state);
     }
