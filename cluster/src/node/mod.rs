@@ -32,7 +32,9 @@ use crate::{
     members::{ChangeLog, DownLog, Member, MemberState},
     messages::{Delivered, Message, MessageId, MessageStore, WireMessage},
     query::{AnswerPart, IncomingQuery, MAX_PARTS},
-    state::{Hlc, Merged, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES, MAX_CLOCK_AHEAD, MAX_ENTRIES},
+    state::{
+        Hlc, Merged, StateChange, StateEntry, StateTable, Version, BUCKETS, HASH_BYTES, MAX_CLOCK_AHEAD, MAX_ENTRIES,
+    },
     ClusterError,
 };
 
