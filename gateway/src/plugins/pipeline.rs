@@ -161,20 +161,27 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The plugins a route runs, in the order they run; each with its position in the registry's
-/// order, which is also the order they run in.
+/// A plugin in a chain: its position in the registry's order (also the order plugins run in)
+/// and its name.
+pub(crate) struct Link {
+    pub(crate) position: u8,
+    pub(crate) name: &'static str,
+    pub(crate) plugin: Arc<dyn Plugin>,
+}
+
+/// The plugins a route runs, in the order they run.
 #[derive(Default)]
 pub(crate) struct Chain {
-    links: Vec<(u8, Arc<dyn Plugin>)>,
+    links: Vec<Link>,
     /// Every plugin's [`Plugin::query_secrets`].
     query_secrets: Vec<String>,
 }
 
 impl Chain {
     /// A chain of `links`, given in any order.
-    pub(crate) fn new(mut links: Vec<(u8, Arc<dyn Plugin>)>) -> Chain {
-        links.sort_by_key(|(position, _)| *position);
-        let query_secrets = links.iter().flat_map(|(_, plugin)| plugin.query_secrets()).cloned().collect();
+    pub(crate) fn new(mut links: Vec<Link>) -> Chain {
+        links.sort_by_key(|link| link.position);
+        let query_secrets = links.iter().flat_map(|link| link.plugin.query_secrets()).cloned().collect();
         Chain { links, query_secrets }
     }
 
@@ -189,26 +196,26 @@ impl Chain {
 
     /// The first plugin at `from` or later: the consumer's, where it has one at that position,
     /// else the route's.
-    fn next<'c>(&'c self, from: u8, consumer: Option<&'c Chain>) -> Option<(u8, &'c Arc<dyn Plugin>)> {
-        let first = |chain: &'c Chain| chain.links.iter().find(|(at, _)| *at >= from);
-        let route = first(self);
-        match (route, consumer.and_then(first)) {
-            (Some((r, _)), Some((c, plugin))) if c <= r => Some((*c, plugin)),
-            (Some((r, plugin)), _) => Some((*r, plugin)),
-            (None, Some((c, plugin))) => Some((*c, plugin)),
-            (None, None) => None,
+    fn next<'c>(&'c self, from: u8, consumer: Option<&'c Chain>) -> Option<&'c Link> {
+        let first = |chain: &'c Chain| chain.links.iter().find(|link| link.position >= from);
+        match (first(self), consumer.and_then(first)) {
+            (Some(route), Some(own)) if own.position <= route.position => Some(own),
+            (Some(route), _) => Some(route),
+            (None, own) => own,
         }
     }
 
     /// Runs the access phase: each plugin in order until one answers. Once a plugin has
     /// identified the consumer, the consumer's own configs replace the route's for the rest.
+    /// Refusals are counted by plugin.
     pub(crate) async fn access(&self, ctx: &mut Ctx<'_>) -> Flow {
         let mut from = 0u8;
         loop {
             let consumer = if from >= ctx.consumer_from { ctx.consumer_chain() } else { None };
-            let Some((at, plugin)) = self.next(from, consumer.as_deref()) else { return Flow::Continue };
+            let Some(link) = self.next(from, consumer.as_deref()) else { return Flow::Continue };
+            let at = link.position;
             ctx.current = at;
-            let flow = match plugin.access(ctx) {
+            let flow = match link.plugin.access(ctx) {
                 Access::Ready(flow) => flow,
                 Access::Later(decision) => decision.await,
             };
@@ -217,6 +224,10 @@ impl Chain {
             }
             match flow {
                 Flow::Continue => from = at + 1,
+                Flow::Refuse(refusal) => {
+                    ctx.metrics.refusal(link.name, refusal.status.as_u16());
+                    return Flow::Refuse(refusal);
+                }
                 answered => return answered,
             }
         }
@@ -230,10 +241,10 @@ impl Chain {
         let mut from = 0u8;
         loop {
             let own = consumer.as_deref().filter(|_| from >= ctx.consumer_from);
-            let Some((at, plugin)) = self.next(from, own) else { return filters };
-            ctx.current = at;
-            filters.extend(plugin.response(ctx, head));
-            from = at + 1;
+            let Some(link) = self.next(from, own) else { return filters };
+            ctx.current = link.position;
+            filters.extend(link.plugin.response(ctx, head));
+            from = link.position + 1;
         }
     }
 }
@@ -267,8 +278,8 @@ mod tests {
         }
     }
 
-    fn probe(log: &Arc<Mutex<Vec<String>>>, name: &'static str, answer: bool) -> Arc<dyn Plugin> {
-        Arc::new(Probe { name, log: log.clone(), answer })
+    fn probe(log: &Arc<Mutex<Vec<String>>>, position: u8, name: &'static str, answer: bool) -> Link {
+        Link { position, name, plugin: Arc::new(Probe { name, log: log.clone(), answer }) }
     }
 
     /// Runs both phases; whether the access phase answered.
@@ -287,14 +298,14 @@ mod tests {
     #[test]
     fn plugins_run_in_order_and_every_response_phase_runs_after_an_answer() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let chain = Chain::new(vec![(5, probe(&log, "late", false)), (1, probe(&log, "early", false))]);
+        let chain = Chain::new(vec![probe(&log, 5, "late", false), probe(&log, 1, "early", false)]);
         assert!(!run(&chain));
         assert_eq!(
             *log.lock().unwrap(),
             ["access early", "access late", "response early kept early", "response late kept late"]
         );
         log.lock().unwrap().clear();
-        let chain = Chain::new(vec![(1, probe(&log, "refuses", true)), (5, probe(&log, "after", false))]);
+        let chain = Chain::new(vec![probe(&log, 1, "refuses", true), probe(&log, 5, "after", false)]);
         assert!(run(&chain));
         assert_eq!(
             *log.lock().unwrap(),

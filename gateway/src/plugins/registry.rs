@@ -7,7 +7,7 @@
 
 use super::auth::{Acl, BasicAuth, Consumers, Jwt, KeyAuth};
 use super::cache::{CachePlugin, Caches};
-use super::pipeline::{Chain, Plugin};
+use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
 use config_sync::model::{PluginConfig, Plugins};
 use std::sync::Arc;
@@ -115,7 +115,7 @@ impl Builder<'_> {
             let set =
                 [(route.1, Scope::Route(route.0)), (service.1, Scope::Service(service.0)), (global, Scope::Global)];
             if let Some((config, scope)) = set.into_iter().find_map(|(p, scope)| Some((p.get(name)?, scope))) {
-                links.push((position(name), self.build(config, scope)));
+                links.push(Link { position: position(name), name: config.name(), plugin: self.build(config, scope) });
             }
         }
         Chain::new(links)
@@ -123,7 +123,12 @@ impl Builder<'_> {
 
     /// The chain of a consumer's own configs.
     pub(crate) fn consumer_chain(&self, username: &str, plugins: &Plugins) -> Chain {
-        let links = plugins.iter().map(|c| (position(c.name()), self.build(c, Scope::Consumer(username)))).collect();
+        let link = |c: &PluginConfig| Link {
+            position: position(c.name()),
+            name: c.name(),
+            plugin: self.build(c, Scope::Consumer(username)),
+        };
+        let links = plugins.iter().map(link).collect();
         Chain::new(links)
     }
 }

@@ -53,6 +53,15 @@ pub struct Metrics {
     upstream_latency: Family<ServiceLabel, Histogram>,
     rate_limits: Family<RateLimitLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+}
+
+/// `gateway_plugin_refusals_total` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    route: Name,
+    plugin: &'static str,
+    code: u16,
 }
 
 /// `gateway_cache_total` labels.
@@ -109,8 +118,14 @@ impl Metrics {
         );
         let cache = Family::<CacheLabels, Counter>::default();
         registry.register("gateway_cache", "Proxy-cache outcomes by X-Cache-Status", cache.clone());
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "gateway_plugin_refusals",
+            "Requests a plugin refused (401, 403, 413, 429, ...) by route, plugin and status code",
+            refusals.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache }
+        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache, refusals }
     }
 
     /// Adds metrics read at each scrape.
@@ -130,6 +145,7 @@ impl Metrics {
             upstream_latency: self.upstream_latency.get_or_create(&label).clone(),
             rate_limits: Few::new(&self.rate_limits),
             cache: self.cache.clone(),
+            refusals: Few::new(&self.refusals),
         }
     }
 
@@ -159,6 +175,8 @@ pub struct RouteMetrics {
     /// By outcome and store.
     rate_limits: Few<(&'static str, &'static str), RateLimitLabels>,
     cache: Family<CacheLabels, Counter>,
+    /// By plugin and status code.
+    refusals: Few<(&'static str, u16), RefusalLabels>,
 }
 
 impl RouteMetrics {
@@ -177,6 +195,12 @@ impl RouteMetrics {
     pub fn rate_limit(&self, outcome: &'static str, store: &'static str) {
         let labels = || RateLimitLabels { route: self.route.clone(), outcome, store };
         self.rate_limits.get((outcome, store), labels).inc();
+    }
+
+    /// Counts a request `plugin` refused on this route with `code`.
+    pub fn refusal(&self, plugin: &'static str, code: u16) {
+        let labels = || RefusalLabels { route: self.route.clone(), plugin, code };
+        self.refusals.get((plugin, code), labels).inc();
     }
 
     /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
