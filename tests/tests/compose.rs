@@ -4,15 +4,26 @@
 //! Redis from Debian's packages, and the OTLP receiver standing in for Jaeger. Each image is the
 //! binaries and the shared libraries they load, on an empty base.
 //!
+//! Then, beyond the quickstart, a rolling restart of the three nodes under load behind HAProxy
+//! (tests/compose/load-balancer.yml, its image from Debian's HAProxy): no request fails.
+//!
 //! Runs wherever a Docker engine answers; elsewhere it says so and passes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
-use tests::http::HttpClient;
-use tests::{eventually, gateway_binary, TempDir};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tests::http::{HttpClient, Reply};
+use tests::{eventually, free_port, gateway_binary, TempDir};
 
 const WAIT: Duration = Duration::from_secs(90);
+/// The compose file that adds HAProxy in front of the nodes, relative to the repository.
+const LOAD_BALANCER: &str = "tests/compose/load-balancer.yml";
+const HAPROXY: &str = "/usr/sbin/haproxy";
+/// Each node's service and its admin port on the host.
+const NODES: [(&str, u16); 3] = [("gateway-1", 8001), ("gateway-2", 8011), ("gateway-3", 8021)];
 
 fn run(command: &mut Command) -> Output {
     let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
@@ -72,6 +83,17 @@ fn image(dir: &Path, tag: &str, files: &[(PathBuf, &str)], cmd: &[&str]) {
     run(Command::new("docker").args(["build", "-q", "-t", tag]).arg(&context));
 }
 
+/// Local images, removed when dropped.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", tag]).output();
+        }
+    }
+}
+
 /// The compose project; taken down (with its volumes) when dropped.
 struct Compose {
     project: String,
@@ -79,18 +101,40 @@ struct Compose {
 }
 
 impl Compose {
+    /// `docker-compose` on docker-compose.yml alone.
     fn command(&self) -> Command {
         let mut command = Command::new("docker-compose");
         command.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")).args(["-p", &self.project]);
         command.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         command
     }
+
+    /// `docker-compose` on docker-compose.yml with the load balancer added.
+    fn with_load_balancer(&self) -> Command {
+        let mut command = self.command();
+        command.args(["-f", "docker-compose.yml", "-f", LOAD_BALANCER]);
+        command
+    }
+
+    /// Runs `docker-compose <args>` (with the load balancer) to its end, on a thread of its own
+    /// so the test's other tasks go on meanwhile.
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.with_load_balancer();
+        command.args(args);
+        tokio::task::spawn_blocking(move || run(&mut command)).await.unwrap()
+    }
 }
 
 impl Drop for Compose {
     fn drop(&mut self) {
-        let _ = self.command().args(["down", "-v", "--remove-orphans", "-t", "2"]).output();
+        let _ = self.with_load_balancer().args(["down", "-v", "--remove-orphans", "-t", "2"]).output();
     }
+}
+
+/// GET `url`; none when the exchange fails or takes over 3 s (until a node listens, Docker's
+/// port forwarder takes connections and closes them).
+async fn try_get(client: &HttpClient, url: &str) -> Option<Reply> {
+    tokio::time::timeout(Duration::from_secs(3), client.try_get(url)).await.ok()?.ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,12 +146,14 @@ async fn the_quickstart_on_docker_compose() {
     let dir = TempDir::new();
     let bins = gateway_binary().parent().unwrap().to_path_buf();
     let tag = std::process::id();
-    let (gateway, etcd, redis, jaeger) = (
+    let (gateway, etcd, redis, jaeger, haproxy) = (
         format!("gwtest/gateway:{tag}"),
         format!("gwtest/etcd:{tag}"),
         format!("gwtest/redis:{tag}"),
         format!("gwtest/jaeger:{tag}"),
+        format!("gwtest/haproxy:{tag}"),
     );
+    let _images = Images(vec![gateway.clone(), etcd.clone(), redis.clone(), jaeger.clone(), haproxy.clone()]);
     image(
         dir.path(),
         &gateway,
@@ -127,13 +173,21 @@ async fn the_quickstart_on_docker_compose() {
         &[(bins.join("otlp-sink"), "/usr/bin/otlp-sink")],
         &["otlp-sink", "--listen", "0.0.0.0:4317"],
     );
+    let with_haproxy = Path::new(HAPROXY).exists();
+    if with_haproxy {
+        let cmd = ["haproxy", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"];
+        image(dir.path(), &haproxy, &[(PathBuf::from(HAPROXY), HAPROXY)], &cmd);
+    }
+    let balancer_port = free_port();
     let compose = Compose {
         project: format!("gwtest{tag}"),
         env: vec![
-            ("GATEWAY_IMAGE".into(), gateway.clone()),
-            ("ETCD_IMAGE".into(), etcd.clone()),
-            ("REDIS_IMAGE".into(), redis.clone()),
-            ("JAEGER_IMAGE".into(), jaeger.clone()),
+            ("GATEWAY_IMAGE".into(), gateway),
+            ("ETCD_IMAGE".into(), etcd),
+            ("REDIS_IMAGE".into(), redis),
+            ("JAEGER_IMAGE".into(), jaeger),
+            ("HAPROXY_IMAGE".into(), haproxy),
+            ("LOAD_BALANCER_PORT".into(), balancer_port.to_string()),
         ],
     };
 
@@ -142,8 +196,7 @@ async fn the_quickstart_on_docker_compose() {
     let c = HttpClient::new();
     let get = |url: String| {
         let c = c.clone();
-        // Until a node listens, Docker's port forwarder takes connections and closes them.
-        async move { tokio::time::timeout(Duration::from_secs(3), c.try_get(&url)).await.ok()?.ok() }
+        async move { try_get(&c, &url).await }
     };
     // The loader applied examples/cluster.yaml: the demo answers at once, on every node.
     for port in [8000, 8010, 8020] {
@@ -213,8 +266,142 @@ async fn the_quickstart_on_docker_compose() {
         .arg("https://localhost:8443/demo"));
     assert_eq!(String::from_utf8_lossy(&https.stdout), "200");
 
-    drop(compose);
-    for tag in [gateway, etcd, redis, jaeger] {
-        let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    // Beyond the quickstart: the nodes restarted one at a time behind a load balancer.
+    if !with_haproxy {
+        eprintln!("no {HAPROXY} here: the rolling restart behind a load balancer is not run");
+        return;
+    }
+    rolling_restart_behind_a_load_balancer(&compose, balancer_port).await;
+    // The health set of step 5 outlived every node's restart.
+    for (_, admin) in NODES {
+        eventually(WAIT, "echo-2 still set unhealthy", || async {
+            let health = get(format!("http://127.0.0.1:{admin}/upstreams/orders-up/health")).await?.json();
+            let echo2 = health["data"].as_array()?.iter().find(|t| t["target"] == "echo-2:8080")?.clone();
+            (echo2["health"] == "UNHEALTHY").then_some(())
+        })
+        .await;
+    }
+}
+
+/// HAProxy in front of the three nodes, checking their readiness; steady load through it while
+/// each node in turn is stopped (SIGTERM: it drains) and started again, the next one once it is
+/// ready, a member of the cluster and sent requests again. No request fails.
+async fn rolling_restart_behind_a_load_balancer(compose: &Compose, port: u16) {
+    let begun = Instant::now();
+    compose.run(&["up", "-d", "--no-build", "--no-deps", "load-balancer"]).await;
+    let url = format!("http://127.0.0.1:{port}/orders");
+    let client = HttpClient::new();
+    eventually(WAIT, "the load balancer serving", || async {
+        try_get(&client, &url).await.filter(|r| r.status == 200).map(|_| ())
+    })
+    .await;
+    let load = Load::start(&url, 4);
+    for (node, _) in NODES {
+        eventually(WAIT, "every node sent requests", || async { (load.served_by(node) > 0).then_some(()) }).await;
+    }
+    for (node, admin) in NODES {
+        let stop_took = stop_draining(compose, node).await;
+        let stopped = Instant::now();
+        let served = load.served_by(node);
+        compose.run(&["start", node]).await;
+        let ready = format!("http://127.0.0.1:{admin}/status/ready");
+        eventually(WAIT, "the restarted node ready", || async {
+            try_get(&client, &ready).await.filter(|r| r.status == 200).map(|_| ())
+        })
+        .await;
+        eventually(WAIT, "three members on every node", || async {
+            for (_, admin) in NODES {
+                let status = try_get(&client, &format!("http://127.0.0.1:{admin}/status")).await?.json();
+                (status["cluster"]["members"] == 3).then_some(())?;
+            }
+            Some(())
+        })
+        .await;
+        eventually(WAIT, "the restarted node sent requests again", || async {
+            (load.served_by(node) > served).then_some(())
+        })
+        .await;
+        eprintln!("{node}: stopped in {stop_took:.1?}, back in the rotation {:.1?} later", stopped.elapsed());
+    }
+    let tally = load.stop().await;
+    eprintln!(
+        "rolling restart behind HAProxy: {} requests sent, {} failed, served by {:?}; {:.1?} in all",
+        tally.sent,
+        tally.failures.len(),
+        tally.served_by,
+        begun.elapsed()
+    );
+    assert!(tally.failures.is_empty(), "{} of {} failed: {:?}", tally.failures.len(), tally.sent, tally.failures);
+}
+
+/// Stops `node` as `docker compose stop` and `restart` do, with SIGTERM: the gateway, PID 1 of
+/// its container, must have handled it, drained and exited 0 (Docker's SIGKILL after the
+/// stop timeout would make it 137). Returns how long the stop took.
+async fn stop_draining(compose: &Compose, node: &str) -> Duration {
+    let id = String::from_utf8(compose.run(&["ps", "-q", node]).await.stdout).unwrap();
+    let stopping = Instant::now();
+    compose.run(&["stop", node]).await;
+    let took = stopping.elapsed();
+    let inspect = run(Command::new("docker").args(["inspect", "-f", "{{.State.ExitCode}}", id.trim()]));
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), "0", "{node}'s exit code");
+    let logs = compose.run(&["logs", "--no-color", node]).await;
+    let drained = String::from_utf8_lossy(&logs.stdout).contains("serving on while load balancers notice");
+    assert!(drained, "{node} did not log its drain");
+    took
+}
+
+/// Steady GETs of one URL from a few clients at once, each one counted by the node that served
+/// it (its `Via`), or as a failure.
+struct Load {
+    tally: Arc<Mutex<Tally>>,
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    served_by: BTreeMap<String, u64>,
+    failures: Vec<String>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize) -> Load {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients =
+            (0..clients).map(|_| tokio::spawn(send_until(url.to_owned(), tally.clone(), stop.clone()))).collect();
+        Load { tally, stop, clients }
+    }
+
+    fn served_by(&self, node: &str) -> u64 {
+        self.tally.lock().unwrap().served_by.get(node).copied().unwrap_or(0)
+    }
+
+    async fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        for client in self.clients {
+            client.await.unwrap();
+        }
+        Arc::into_inner(self.tally).unwrap().into_inner().unwrap()
+    }
+}
+
+/// One client of [`Load`], on a keep-alive connection of its own, until `stop`.
+async fn send_until(url: String, tally: Arc<Mutex<Tally>>, stop: Arc<AtomicBool>) {
+    let client = HttpClient::new();
+    while !stop.load(Ordering::Relaxed) {
+        let reply = tokio::time::timeout(Duration::from_secs(10), client.try_get(&url)).await;
+        let mut tally = tally.lock().unwrap();
+        tally.sent += 1;
+        match reply {
+            Ok(Ok(reply)) if reply.status == 200 => {
+                let node = reply.header("via").trim_start_matches("1.1 ").to_owned();
+                *tally.served_by.entry(node).or_default() += 1;
+            }
+            Ok(Ok(reply)) => tally.failures.push(format!("{}: {}", reply.status, String::from_utf8_lossy(&reply.body))),
+            Ok(Err(e)) => tally.failures.push(e),
+            Err(_) => tally.failures.push("no reply in 10 s".into()),
+        }
     }
 }
