@@ -24,8 +24,9 @@ pub use healthchecks::{
     PassiveUnhealthy,
 };
 pub use plugins::{
-    Acl, BasicAuth, CacheStrategy, Claim, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy,
-    RateLimitWindow, RateLimiting,
+    exact_origin, parse_ip_or_cidr, Acl, BasicAuth, CacheStrategy, Claim, CorrelationId, Cors, IdGenerator,
+    IpRestriction, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy, RateLimitWindow,
+    RateLimiting, DEFAULT_CORS_METHODS,
 };
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};

@@ -6,12 +6,18 @@
 //! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`; [`identity`]: who they
 //!   found the caller to be.
 //! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`.
+//! - [`cors`], [`ip_restriction`], [`correlation_id`]: the traffic plugins of the same names.
 
 pub mod auth;
 pub mod cache;
+pub mod correlation_id;
+pub mod cors;
 pub mod identity;
+pub mod ip_restriction;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod registry;
+#[cfg(test)]
+mod testing;
 
 pub use registry::Shared;

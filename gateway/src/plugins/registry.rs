@@ -7,6 +7,9 @@
 
 use super::auth::{Acl, BasicAuth, Consumers, Jwt, KeyAuth};
 use super::cache::{CachePlugin, Caches};
+use super::correlation_id::CorrelationId;
+use super::cors::Cors;
+use super::ip_restriction::IpRestriction;
 use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
 use config_sync::model::{PluginConfig, Plugins};
@@ -104,6 +107,9 @@ impl Builder<'_> {
             PluginConfig::ProxyCache(c) => {
                 Arc::new(CachePlugin::new(c, self.shared.caches.clone(), self.shared.limiters.clone()))
             }
+            PluginConfig::Cors(c) => Arc::new(Cors::new(c)),
+            PluginConfig::IpRestriction(c) => Arc::new(IpRestriction::new(c)),
+            PluginConfig::CorrelationId(c) => Arc::new(CorrelationId::new(c)),
         }
     }
 

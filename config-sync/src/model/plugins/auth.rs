@@ -206,7 +206,7 @@ fn check_anonymous(anonymous: Option<&str>, path: &str, errors: &mut Errors) {
 }
 
 /// Whether `name` is an HTTP token (RFC 9110 §5.6.2), as header names must be.
-fn is_token(name: &str) -> bool {
+pub(super) fn is_token(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 

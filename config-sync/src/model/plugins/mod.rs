@@ -10,10 +10,16 @@
 //! `plugins!` table below; then its code in the gateway's plugin registry.
 
 mod auth;
+mod correlation_id;
+mod cors;
+mod ip_restriction;
 mod proxy_cache;
 mod rate_limiting;
 
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
+pub use correlation_id::{CorrelationId, IdGenerator};
+pub use cors::{exact_origin, Cors, DEFAULT_CORS_METHODS};
+pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 
@@ -75,10 +81,19 @@ plugins! {
     "acl" => Acl(Acl),
     "rate-limiting" => RateLimiting(RateLimiting),
     "proxy-cache" => ProxyCache(ProxyCache),
+    "cors" => Cors(Cors),
+    "ip-restriction" => IpRestriction(IpRestriction),
+    "correlation-id" => CorrelationId(CorrelationId),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
 const NOT_ON_CONSUMERS: [&str; 4] = ["key-auth", "basic-auth", "jwt", "acl"];
+
+/// The plugins that run before any auth plugin (see the gateway's order), so before the consumer
+/// is known: a consumer's config of them could never apply. Kong refuses `cors` and
+/// `correlation-id` on consumers too; its `ip-restriction` runs after authentication, this one
+/// before (the contract's order), so it is refused as well rather than silently ignored.
+const BEFORE_IDENTIFICATION: [&str; 3] = ["correlation-id", "ip-restriction", "cors"];
 
 /// The plugins set on one entity (or globally), by name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -124,6 +139,9 @@ impl Plugins {
         self.validate(path, errors);
         for name in self.0.keys().filter(|name| NOT_ON_CONSUMERS.contains(name)) {
             errors.push(format!("{path}.{name}"), "cannot be set on a consumer: it decides who the consumer is");
+        }
+        for name in self.0.keys().filter(|name| BEFORE_IDENTIFICATION.contains(name)) {
+            errors.push(format!("{path}.{name}"), "cannot be set on a consumer: it runs before the consumer is known");
         }
     }
 }
@@ -260,5 +278,35 @@ mod tests {
         plugins.validate_on_consumer("consumers/ann.plugins", &mut errors);
         let got: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(got, ["consumers/ann.plugins.key-auth"]);
+    }
+
+    #[test]
+    fn consumers_may_not_carry_plugins_that_run_before_they_are_known() {
+        let value = serde_json::json!({"cors": {}, "ip-restriction": {"deny": ["10.0.0.0/8"]}, "correlation-id": {}});
+        let plugins: Plugins = serde_json::from_value(value).unwrap();
+        let mut errors = Errors::default();
+        plugins.validate_on_consumer("consumers/ann.plugins", &mut errors);
+        let got: Vec<_> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "consumers/ann.plugins.correlation-id: cannot be set on a consumer: it runs before the consumer is known",
+                "consumers/ann.plugins.cors: cannot be set on a consumer: it runs before the consumer is known",
+                "consumers/ann.plugins.ip-restriction: cannot be set on a consumer: it runs before the consumer is known",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_cidr_or_regex_in_a_route_config_carries_its_path() {
+        let value = serde_json::json!({
+            "ip-restriction": {"allow": ["10.0.0.0/8", "10.0.0/8"]},
+            "cors": {"origins": ["~(unclosed"]},
+        });
+        let plugins = from_value::<Plugins>(value, "routes/r.plugins").unwrap();
+        let mut errors = Errors::default();
+        plugins.validate("routes/r.plugins", &mut errors);
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["routes/r.plugins.cors.origins[0]", "routes/r.plugins.ip-restriction.allow[1]"]);
     }
 }
