@@ -24,8 +24,8 @@ pub use healthchecks::{
     PassiveUnhealthy,
 };
 pub use plugins::{
-    Acl, BasicAuth, CacheStrategy, Claim, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy,
-    RateLimitWindow, RateLimiting,
+    redact_secrets, Acl, BasicAuth, CacheStrategy, Claim, Endpoint, HttpLog, Jwt, KeyAuth, LimitBy, LogMethod,
+    LogQueue, PluginConfig, Plugins, ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting,
 };
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};

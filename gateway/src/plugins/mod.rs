@@ -5,10 +5,12 @@
 //! - [`registry`]: the order plugins run in, and how a config becomes a running plugin.
 //! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`; [`identity`]: who they
 //!   found the caller to be.
-//! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`.
+//! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`; [`http_log`]: `http-log`
+//!   (its records are made by `crate::request_log`).
 
 pub mod auth;
 pub mod cache;
+pub mod http_log;
 pub mod identity;
 pub mod pipeline;
 pub mod rate_limit;

@@ -7,6 +7,7 @@
 
 use super::auth::{Acl, BasicAuth, Consumers, Jwt, KeyAuth};
 use super::cache::{CachePlugin, Caches};
+use super::http_log::{HttpLogPlugin, HttpLogs};
 use super::pipeline::{Chain, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
 use config_sync::model::{PluginConfig, Plugins};
@@ -46,12 +47,16 @@ pub struct Shared {
     pub caches: Arc<Caches>,
     /// The cluster's members, once gossip has started.
     pub members: Arc<Members>,
+    /// `http-log` queues, one per config in use.
+    pub http_logs: Arc<HttpLogs>,
 }
 
 impl Shared {
-    /// Plugins' shared parts, before gossip has started.
+    /// Plugins' shared parts, before gossip has started; `http-log` queues count what they
+    /// send and drop in a set of counters of their own ([`HttpLogs::counters`]).
     pub fn new(limiters: Arc<Limiters>, caches: Arc<Caches>) -> Shared {
-        Shared { limiters, caches, members: Arc::default() }
+        let http_logs = Arc::new(HttpLogs::new(Arc::default()));
+        Shared { limiters, caches, members: Arc::default(), http_logs }
     }
 
     /// Stores in this node's memory alone, as on a node without Redis.
@@ -104,6 +109,7 @@ impl Builder<'_> {
             PluginConfig::ProxyCache(c) => {
                 Arc::new(CachePlugin::new(c, self.shared.caches.clone(), self.shared.limiters.clone()))
             }
+            PluginConfig::HttpLog(c) => Arc::new(HttpLogPlugin::new(c, &self.shared.http_logs)),
         }
     }
 

@@ -10,10 +10,12 @@
 //! `plugins!` table below; then its code in the gateway's plugin registry.
 
 mod auth;
+mod http_log;
 mod proxy_cache;
 mod rate_limiting;
 
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
+pub use http_log::{redact_secrets, Endpoint, HttpLog, LogMethod, LogQueue};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 
@@ -75,6 +77,7 @@ plugins! {
     "acl" => Acl(Acl),
     "rate-limiting" => RateLimiting(RateLimiting),
     "proxy-cache" => ProxyCache(ProxyCache),
+    "http-log" => HttpLog(HttpLog),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
