@@ -144,29 +144,35 @@ impl Proxy {
         served.route = Some(metrics.clone());
         let names = (&*entry.route.name, &*entry.route.service);
         let mut ctx = Ctx::new(&mut parts, client, names, (host.as_deref(), &path), metrics);
-        let scheme = other_scheme(&entry.route, client, host.as_deref(), uri);
-        if !matches!(scheme, Ok(None)) {
-            served.log = self.logs.matched(entry, &ctx, uri, received);
-        }
-        if let Some(answer) = scheme? {
-            let mut answer = answer.map(ProxyBody::full);
-            headers::append_via(answer.headers_mut(), &self.via);
-            return Ok(answer);
+        // In blocks of their own, here and below: a variable still in scope at the upstream's
+        // `.await` would take room in the request's future even once moved out.
+        {
+            let scheme = other_scheme(&entry.route, client, host.as_deref(), uri);
+            if !matches!(scheme, Ok(None)) {
+                served.log = self.logs.matched(entry, &ctx, uri, received);
+            }
+            if let Some(answer) = scheme? {
+                let mut answer = answer.map(ProxyBody::full);
+                headers::append_via(answer.headers_mut(), &self.via);
+                return Ok(answer);
+            }
         }
 
         let plugins = &entry.plugins;
-        let answer = if plugins.is_empty() {
-            None
-        } else {
-            match plugins.access(&mut ctx).await {
-                Flow::Continue => None,
-                Flow::Refuse(refusal) => Some(refused(refusal)),
-                Flow::Respond(response) => Some(response),
+        {
+            let answer = if plugins.is_empty() {
+                None
+            } else {
+                match plugins.access(&mut ctx).await {
+                    Flow::Continue => None,
+                    Flow::Refuse(refusal) => Some(refused(refusal)),
+                    Flow::Respond(response) => Some(response),
+                }
+            };
+            served.log = self.logs.matched(entry, &ctx, uri, received);
+            if let Some(answer) = answer {
+                return Ok(self.finish(plugins, &mut ctx, answer.map(ProxyBody::full)));
             }
-        };
-        served.log = self.logs.matched(entry, &ctx, uri, received);
-        if let Some(answer) = answer {
-            return Ok(self.finish(plugins, &mut ctx, answer.map(ProxyBody::full)));
         }
 
         // The plugins may have changed the query (a key hidden from the upstream).
