@@ -85,8 +85,8 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
 
 /// Writes a config as a declarative document that [`parse`] reads back to the same config.
 /// Fields equal to their defaults are left out, so the document reads like one a person wrote.
-/// Without `with_secrets`, key-auth keys, basic-auth passwords, jwt secrets and the private
-/// keys of certificates read `<redacted>` (and such a document does not parse: it cannot be applied by mistake).
+/// Without `with_secrets`, key-auth keys, basic-auth passwords, jwt secrets, the private
+/// keys of certificates and the passwords in `http-log` endpoints read `<redacted>` (and such a document does not parse: it cannot be applied by mistake).
 /// Credentials of consumers not in `config` are left out.
 pub fn to_yaml(config: &Config, with_secrets: bool) -> String {
     let defaults = Defaults::new();
@@ -171,7 +171,11 @@ pub fn to_yaml(config: &Config, with_secrets: bool) -> String {
         let cas = config.ca_certificates.values().map(|c| serde_json::to_value(c).expect("entities serialize"));
         root.insert("ca_certificates".into(), Value::Array(cas.collect()));
     }
-    serde_yaml_ng::to_string(&Value::Object(root)).expect("JSON values serialize to YAML")
+    let mut root = Value::Object(root);
+    if !with_secrets {
+        crate::model::redact_secrets(&mut root);
+    }
+    serde_yaml_ng::to_string(&root).expect("JSON values serialize to YAML")
 }
 
 /// The lists of credentials nested under a consumer, decK's names.

@@ -265,4 +265,8 @@ pub struct Flags {
     #[arg(long, value_name = "MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_drain_ms: Option<u64>,
+    /// `off`, `stdout` or a file: one JSON line per request (a file is reopened on SIGUSR1).
+    #[arg(long, value_name = "WHERE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<String>,
 }

@@ -12,6 +12,7 @@
 //! - [`proxy`]: forwarding, retries, the upstream connection pool, header rewriting.
 //! - [`server`]: accepting connections, client limits, graceful shutdown.
 //! - [`client_address`]: the client's real address behind trusted proxies.
+//! - [`request_log`]: the log phase: each request's record, for `http-log` and `access_log`.
 //! - [`admin`]: the admin API.
 //! - [`cluster_link`]: gossip membership, and health resets sent to and received from the
 //!   other nodes.
@@ -28,6 +29,7 @@ pub mod health;
 pub mod node;
 pub mod plugins;
 pub mod proxy;
+pub mod request_log;
 pub mod router;
 pub mod runtime;
 pub mod server;

@@ -7,6 +7,7 @@ use crate::plugins::cache::Caches;
 use crate::plugins::rate_limit::Limiters;
 use crate::plugins::Shared;
 use crate::proxy::{self, Pool, Proxy};
+use crate::request_log::{self, AccessLog};
 use crate::runtime::Live;
 use crate::server::{self, Limits};
 use crate::settings::{ConfigSource, Settings};
@@ -56,6 +57,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
     let caches = Arc::new(Caches::new(settings.cache.memory_bytes, connect_redis()?, redis_config.timeout));
     let plugins = Arc::new(Shared::new(limiters.clone(), caches.clone()));
+    // Before the listeners, as the other signals: SIGUSR1 (reopen) must never kill the node.
+    let log_counters = plugins.http_logs.counters().clone();
+    let (access_log, access_writer) =
+        match AccessLog::start(&settings.request_logs.access_log, log_counters.clone()).await.context("access_log")? {
+            Some((log, writer)) => (Some(log), Some(writer)),
+            None => (None, None),
+        };
     let initial_version = if settings.config.source == ConfigSource::File { 1 } else { 0 };
     let snapshot = Arc::new(Snapshot::new(config, initial_version, Vec::new()));
     let live = Arc::new(Live::new(snapshot, plugins.clone())?);
@@ -129,12 +137,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let mut metrics = Metrics::new();
     metrics.register(Box::new(state_metrics::StateCollector(sources)));
+    metrics.register(Box::new(request_log::LogCollector(log_counters)));
     let metrics = Arc::new(metrics);
     let proxy = Arc::new(Proxy::new(proxy::Parts {
         live: live.clone(),
         pool,
         metrics: metrics.clone(),
         node_id: settings.node.node_id.clone(),
+        logs: request_log::Logs::new(&settings.node.node_id, access_log),
     }));
     let tunnels = proxy.tunnels().clone();
     let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());
@@ -216,6 +226,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         let _ = follower.await;
     }
     let _ = receiver.await;
+    if let Some(writer) = access_writer {
+        // The proxy's handle went with the servers; what is queued is written, briefly.
+        if tokio::time::timeout(std::time::Duration::from_secs(2), writer).await.is_err() {
+            tracing::warn!("access_log: lines still queued at shutdown were not all written");
+        }
+    }
     live.health().shutdown();
     // Leave the cluster once nothing else holds the handle.
     match Arc::into_inner(cluster) {

@@ -69,6 +69,8 @@ pub struct Settings {
     pub(crate) clients: Clients,
     #[serde(flatten)]
     pub(crate) upstream_keepalive: UpstreamKeepalive,
+    #[serde(flatten)]
+    pub(crate) request_logs: RequestLogs,
 }
 
 /// This node: its name, runtime and logs.
@@ -382,6 +384,49 @@ impl Default for UpstreamKeepalive {
     }
 }
 
+/// Where the access log goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// No access log.
+    #[default]
+    Off,
+    /// One JSON line per request on standard output.
+    Stdout,
+    /// One JSON line per request appended to this file, reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+impl Serialize for AccessLog {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AccessLog::Off => s.serialize_str("off"),
+            AccessLog::Stdout => s.serialize_str("stdout"),
+            AccessLog::File(path) => path.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = lenient::string(d)?;
+        Ok(match text.trim() {
+            "" => return Err(serde::de::Error::custom("may not be empty: off, stdout or a file path")),
+            "off" => AccessLog::Off,
+            "stdout" => AccessLog::Stdout,
+            path => AccessLog::File(PathBuf::from(path)),
+        })
+    }
+}
+
+/// The log of every request this node serves (the `http-log` plugin's records, written here).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub(crate) struct RequestLogs {
+    /// `off`, `stdout`, or a file path: one JSON line per request, written by a task of its
+    /// own (a line that finds its queue full is dropped and counted, never waited for). A file
+    /// is opened for appending, and reopened on SIGUSR1 (log rotation). Default off.
+    pub(crate) access_log: AccessLog,
+}
+
 /// Strings written without quotes: environment values are parsed as TOML-like values, so
 /// `GATEWAY_ADMIN_TOKEN=123456` arrives as a number and `GATEWAY_NODE_ID=true` as a boolean.
 mod lenient {
@@ -605,6 +650,7 @@ impl Settings {
             cluster: concern(figment, &mut problems),
             clients: concern(figment, &mut problems),
             upstream_keepalive: concern(figment, &mut problems),
+            request_logs: concern(figment, &mut problems),
         };
         settings.validate(&mut problems);
         if problems.is_empty() {
@@ -841,6 +887,24 @@ mod tests {
     }
 
     #[test]
+    fn the_access_log_is_off_stdout_or_a_file() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Settings::load(None, no_flags()).map_err(|e| e.to_string())?.request_logs.access_log,
+                AccessLog::Off
+            );
+            jail.set_env("GATEWAY_ACCESS_LOG", "stdout");
+            let s = Settings::load(None, no_flags()).map_err(|e| e.to_string())?;
+            assert_eq!(s.request_logs.access_log, AccessLog::Stdout);
+            let s = Settings::load(None, flags(&["--access-log", "/var/log/gw.log"])).map_err(|e| e.to_string())?;
+            assert_eq!(s.request_logs.access_log, AccessLog::File("/var/log/gw.log".into()));
+            let e = Settings::load(None, json!({ "access_log": " " })).unwrap_err().to_string();
+            assert!(e.contains("access_log: may not be empty: off, stdout or a file path"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn redis_is_one_server_or_a_cluster_named_by_its_seeds() {
         let load = |flags: serde_json::Value| Settings::load(None, flags).and_then(|s| Ok(s.redis.target()?));
         assert_eq!(load(json!({})).unwrap(), None);
@@ -958,6 +1022,7 @@ mod tests {
             "upstream_keepalive_max",
             "upstream_keepalive_idle_ms",
             "shutdown_grace_ms",
+            "access_log",
         ];
         flat.sort_unstable();
         assert_eq!(keys, flat);

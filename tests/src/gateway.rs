@@ -25,6 +25,8 @@ pub struct Gateway {
     /// The declarative file it reads.
     pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
+    /// What it wrote on standard output (the access log with `--access-log stdout`).
+    stdout: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
 
@@ -130,12 +132,20 @@ impl Gateway {
             .env_remove("OTEL_TRACES_SAMPLER")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start the gateway");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let mut out_lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let out_sink = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out_lines.next_line().await {
+                out_sink.lock().expect("stdout lock").push(line);
+            }
+        });
         let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sink = logs.clone();
@@ -159,7 +169,7 @@ impl Gateway {
                     panic!("the gateway did not start (exit: {status:?}); its log:\n{logs}");
                 }
             };
-        Gateway { child, proxy, proxy_tls, admin, gossip, config_path, logs, _dir: dir }
+        Gateway { child, proxy, proxy_tls, admin, gossip, config_path, logs, stdout, _dir: dir }
     }
 
     /// `http://<proxy><path>`.
@@ -189,7 +199,7 @@ impl Gateway {
         self.child.id().expect("the gateway is running")
     }
 
-    /// Sends `signal` (`HUP`, `TERM`, `INT`) to the process.
+    /// Sends `signal` (`HUP`, `TERM`, `INT`, `USR1`) to the process.
     pub fn signal(&self, signal: &str) {
         // The shell's own `kill`: a minimal Debian has no procps.
         let status = std::process::Command::new("sh")
@@ -220,6 +230,11 @@ impl Gateway {
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Every line written on standard output so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lock").clone()
     }
 
     /// Whether some log line contains `needle`.

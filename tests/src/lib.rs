@@ -10,12 +10,14 @@
 //! - [`Redis`]: a real redis-server on a free port, stoppable and restartable; [`RedisCluster`]:
 //!   three of them forming one Redis Cluster.
 //! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
+//! - [`collector`]: an HTTP log collector for `http-log`, that can hang, fail or be stopped.
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`tls`]: a private CA and the certificates it signs, and a TLS client.
 //! - [`netns`]: a network the test makes, a namespace and an address per node, whose links
 //!   can be cut.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
+pub mod collector;
 pub mod echo;
 mod etcd;
 mod gateway;

@@ -106,7 +106,7 @@ pub struct ClosedPort {
 impl ClosedPort {
     /// Binds `addr` without listening. `SO_REUSEADDR` lets it take a port whose earlier
     /// connections linger in `TIME_WAIT`.
-    fn hold(addr: SocketAddr) -> ClosedPort {
+    pub(crate) fn hold(addr: SocketAddr) -> ClosedPort {
         let socket = TcpSocket::new_v4().expect("a socket");
         socket.set_reuseaddr(true).expect("SO_REUSEADDR");
         socket.bind(addr).unwrap_or_else(|e| panic!("hold {addr}: {e}"));

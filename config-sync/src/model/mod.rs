@@ -24,9 +24,9 @@ pub use healthchecks::{
     PassiveUnhealthy,
 };
 pub use plugins::{
-    exact_origin, parse_ip_or_cidr, Acl, BasicAuth, CacheStrategy, Claim, CorrelationId, Cors, IdGenerator,
-    IpRestriction, Jwt, KeyAuth, LimitBy, PluginConfig, Plugins, ProxyCache, RateLimitPolicy, RateLimitWindow,
-    RateLimiting, DEFAULT_CORS_METHODS,
+    exact_origin, parse_ip_or_cidr, redact_secrets, Acl, BasicAuth, CacheStrategy, Claim, CorrelationId, Cors,
+    Endpoint, HttpLog, IdGenerator, IpRestriction, Jwt, KeyAuth, LimitBy, LogMethod, LogQueue, PluginConfig, Plugins,
+    ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting, DEFAULT_CORS_METHODS,
 };
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};

@@ -142,11 +142,18 @@ pub(super) fn unknown_target(rt: &Runtime, upstream: &str, target: &str) -> Opti
 }
 
 fn list<'a, T: Serialize + 'a>(items: impl Iterator<Item = &'a T>) -> Value {
-    json!({ "data": items.map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).collect::<Vec<_>>() })
+    json!({ "data": items.map(shown).collect::<Vec<_>>() })
 }
 
 fn one<T: Serialize>(item: Option<&T>, kind: &str, name: &str) -> Result<Value, String> {
-    item.map(|i| serde_json::to_value(i).unwrap_or(Value::Null)).ok_or_else(|| format!("{kind} {name:?} not found"))
+    item.map(shown).ok_or_else(|| format!("{kind} {name:?} not found"))
+}
+
+/// An entity as reads show it: the passwords of its `http-log` endpoints redacted.
+fn shown<T: Serialize>(item: &T) -> Value {
+    let mut value = serde_json::to_value(item).unwrap_or(Value::Null);
+    config_sync::model::redact_secrets(&mut value);
+    value
 }
 
 fn target(upstream: &str, target: &config_sync::model::Target) -> Value {

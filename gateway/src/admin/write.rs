@@ -89,6 +89,7 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
                 // A private key goes in, never out.
                 fields.remove("key");
             }
+            config_sync::model::redact_secrets(&mut shown);
             answer(cx, revision, json!({ "revision": revision, "data": shown })).await
         }
         Ok(None) => {

@@ -5,13 +5,15 @@
 //! - [`registry`]: the order plugins run in, and how a config becomes a running plugin.
 //! - [`auth`]: consumers and `key-auth`, `basic-auth`, `jwt`, `acl`; [`identity`]: who they
 //!   found the caller to be.
-//! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`.
+//! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`; [`http_log`]: `http-log`
+//!   (its records are made by `crate::request_log`).
 //! - [`cors`], [`ip_restriction`], [`correlation_id`]: the traffic plugins of the same names.
 
 pub mod auth;
 pub mod cache;
 pub mod correlation_id;
 pub mod cors;
+pub mod http_log;
 pub mod identity;
 pub mod ip_restriction;
 pub mod pipeline;

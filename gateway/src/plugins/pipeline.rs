@@ -3,9 +3,11 @@
 //!
 //! A request goes through the phases in order: `access` before the upstream is contacted (a
 //! plugin may answer the request itself: a 401, a 429, a cache hit), then `response` on the way
-//! back (the head, and the body wrapped if a plugin asks). The response phase runs for every
-//! plugin of the chain, also when an earlier one answered, so that a 429 still carries its
-//! rate-limit headers and a cache hit its `X-RateLimit-*`.
+//! back (the head, and the body wrapped if a plugin asks), then `log` once the response has been
+//! sent (a record of the request, made only when a plugin of the chain logs: `crate::request_log`).
+//! The response and log phases run for every plugin of the chain, also when an earlier one
+//! answered, so that a 429 still carries its rate-limit headers and a cache hit its
+//! `X-RateLimit-*`, and both are logged.
 //!
 //! Plugins run by priority, highest first ([`super::registry`]). For each plugin name the most
 //! specific config wins: consumer, then route, then service, then global. The route, service and
@@ -15,6 +17,7 @@
 
 use super::identity::Identity;
 use crate::exchange::{BoxBody, ClientInfo};
+use crate::request_log::Record;
 use crate::telemetry::RouteMetrics;
 use bytes::Bytes;
 use http::{request, response, HeaderMap, Response, StatusCode};
@@ -45,7 +48,21 @@ pub(crate) trait Plugin: Send + Sync + 'static {
         let _ = (ctx, head);
         None
     }
+
+    /// Whether the plugin has a log phase: only then is a record made for its requests.
+    fn logs(&self) -> bool {
+        false
+    }
+
+    /// Once the response has been sent (or the client went away): the request's record. Runs
+    /// on the request's task: it must not wait (a push into a queue).
+    fn log(&self, record: &Arc<Record>) {
+        let _ = record;
+    }
 }
+
+/// The plugins with a log phase that one request runs.
+pub(crate) type Loggers = SmallVec<[Arc<dyn Plugin>; 1]>;
 
 /// What the access phase decided, now or later.
 pub(crate) enum Access<'a> {
@@ -175,6 +192,8 @@ pub(crate) struct Chain {
     links: Vec<Link>,
     /// Every plugin's [`Plugin::query_secrets`].
     query_secrets: Vec<String>,
+    /// Whether a plugin of the chain has a log phase ([`Plugin::logs`]).
+    logs: bool,
 }
 
 impl Chain {
@@ -182,7 +201,34 @@ impl Chain {
     pub(crate) fn new(mut links: Vec<Link>) -> Chain {
         links.sort_by_key(|link| link.position);
         let query_secrets = links.iter().flat_map(|link| link.plugin.query_secrets()).cloned().collect();
-        Chain { links, query_secrets }
+        let logs = links.iter().any(|link| link.plugin.logs());
+        Chain { links, query_secrets, logs }
+    }
+
+    /// Whether a plugin this request runs may log it: one of this chain's, or of the identified
+    /// consumer's own. Two flag checks: what a request nobody logs pays.
+    #[inline]
+    pub(crate) fn may_log(&self, ctx: &Ctx<'_>) -> bool {
+        self.logs || ctx.consumer_plugins.as_ref().is_some_and(|c| c.logs)
+    }
+
+    /// The plugins with a log phase this request runs, the consumer's config over the route's
+    /// from the plugin after the one that identified it, as in the other phases.
+    pub(crate) fn loggers(&self, ctx: &Ctx<'_>) -> Loggers {
+        let mut loggers = Loggers::new();
+        if !self.may_log(ctx) {
+            return loggers;
+        }
+        let consumer = ctx.consumer_chain();
+        let mut from = 0u8;
+        loop {
+            let own = consumer.as_deref().filter(|_| from >= ctx.consumer_from);
+            let Some(link) = self.next(from, own) else { return loggers };
+            if link.plugin.logs() {
+                loggers.push(link.plugin.clone());
+            }
+            from = link.position + 1;
+        }
     }
 
     /// Query parameters whose values are secrets.

@@ -9,6 +9,7 @@ use super::auth::{Acl, BasicAuth, Consumers, Jwt, KeyAuth};
 use super::cache::{CachePlugin, Caches};
 use super::correlation_id::CorrelationId;
 use super::cors::Cors;
+use super::http_log::{HttpLogPlugin, HttpLogs};
 use super::ip_restriction::IpRestriction;
 use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
@@ -49,12 +50,16 @@ pub struct Shared {
     pub caches: Arc<Caches>,
     /// The cluster's members, once gossip has started.
     pub members: Arc<Members>,
+    /// `http-log` queues, one per config in use.
+    pub http_logs: Arc<HttpLogs>,
 }
 
 impl Shared {
-    /// Plugins' shared parts, before gossip has started.
+    /// Plugins' shared parts, before gossip has started; `http-log` queues count what they
+    /// send and drop in a set of counters of their own ([`HttpLogs::counters`]).
     pub fn new(limiters: Arc<Limiters>, caches: Arc<Caches>) -> Shared {
-        Shared { limiters, caches, members: Arc::default() }
+        let http_logs = Arc::new(HttpLogs::new(Arc::default()));
+        Shared { limiters, caches, members: Arc::default(), http_logs }
     }
 
     /// Stores in this node's memory alone, as on a node without Redis.
@@ -110,6 +115,7 @@ impl Builder<'_> {
             PluginConfig::Cors(c) => Arc::new(Cors::new(c)),
             PluginConfig::IpRestriction(c) => Arc::new(IpRestriction::new(c)),
             PluginConfig::CorrelationId(c) => Arc::new(CorrelationId::new(c)),
+            PluginConfig::HttpLog(c) => Arc::new(HttpLogPlugin::new(c, &self.shared.http_logs)),
         }
     }
 

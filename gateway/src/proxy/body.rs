@@ -1,11 +1,13 @@
 //! What goes to the client ([`ProxyBody`]): the upstream's body, a small generated one, or one a
 //! plugin wrapped. Bodies stream frame by frame; nothing here buffers a whole body. When an
 //! upstream body ends, its connection goes back to the pool and its balancer hears that the
-//! request finished.
+//! request finished. The body of a request someone logs ([`crate::request_log`]) counts the
+//! bytes it sends and finishes the request's record when it ends or is dropped.
 
 use super::pool::Pool;
 use super::request_body::IdleTimeout;
 use crate::exchange::{BoxBody, BoxError};
+use crate::request_log::Draft;
 use crate::runtime::UpstreamState;
 use bytes::Bytes;
 use http::Response;
@@ -52,6 +54,25 @@ pub enum ProxyBody {
         /// Done at the end.
         completion: Completion,
     },
+    /// Any of the above, for a request that is logged: its bytes counted, its record finished
+    /// at its end. Only requests someone logs pay for it.
+    Logged(Box<Logged>),
+}
+
+/// A logged request's body, the bytes it has sent, and its record until it is finished.
+pub struct Logged {
+    body: ProxyBody,
+    sent: u64,
+    draft: Option<Box<Draft>>,
+}
+
+impl Logged {
+    /// Finishes the record, once.
+    fn finish(&mut self) {
+        if let Some(draft) = self.draft.take() {
+            draft.finish(self.sent);
+        }
+    }
 }
 
 impl ProxyBody {
@@ -68,6 +89,22 @@ impl ProxyBody {
     /// No body.
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(Full::new(Bytes::new()))
+    }
+
+    /// `body`, whose request `draft` records once it has been sent.
+    pub(crate) fn logged(body: ProxyBody, draft: Box<Draft>) -> ProxyBody {
+        ProxyBody::Logged(Box::new(Logged { body, sent: 0, draft: Some(draft) }))
+    }
+
+    /// The target an upstream's body comes from (`host:port`); none for other bodies, and for a
+    /// protocol switch.
+    pub(crate) fn target(&self) -> Option<&Arc<str>> {
+        match self {
+            ProxyBody::Upstream { completion: Completion { connection: Some((_, (target, _), _)), .. }, .. } => {
+                Some(target)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -89,6 +126,20 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(frame)
             }
+            ProxyBody::Logged(logged) => {
+                let frame = ready!(Pin::new(&mut logged.body).poll_frame(cx));
+                match &frame {
+                    Some(Ok(data)) => {
+                        logged.sent += data.data_ref().map_or(0, |d| d.len() as u64);
+                        if logged.body.is_end_stream() {
+                            logged.finish();
+                        }
+                    }
+                    // The end, or a broken body: either way nothing more will be sent.
+                    None | Some(Err(_)) => logged.finish(),
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
@@ -97,6 +148,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(full) => full.is_end_stream(),
             ProxyBody::Wrapped(body) => body.is_end_stream(),
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Logged(logged) => logged.body.is_end_stream(),
         }
     }
 
@@ -105,16 +157,22 @@ impl Body for ProxyBody {
             ProxyBody::Full(full) => full.size_hint(),
             ProxyBody::Wrapped(body) => body.size_hint(),
             ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Logged(logged) => logged.body.size_hint(),
         }
     }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let ProxyBody::Upstream { body, completion } = self {
-            // A body with nothing to read (204, HEAD) may never be polled; it is still clean.
-            let clean = body.is_end_stream();
-            completion.complete(clean, None);
+        match self {
+            ProxyBody::Upstream { body, completion } => {
+                // A body with nothing to read (204, HEAD) may never be polled; it is still clean.
+                let clean = body.is_end_stream();
+                completion.complete(clean, None);
+            }
+            // Sent, never polled (a HEAD), or the client went away: the record says how far.
+            ProxyBody::Logged(logged) => logged.finish(),
+            _ => {}
         }
     }
 }

@@ -4,7 +4,8 @@
 //! answer it), rewrite the request (path, hop-by-hop headers, `X-Forwarded-*`, `Via`, `Host`),
 //! then [`forward`] it with retries, and stream the response back through the plugins' response
 //! phase with the latency headers. The proxy names no plugin: it runs the route's chain. Every failure becomes a [`ProxyError`], mapped to a
-//! status in one place.
+//! status in one place. A request someone logs (`http-log`, `access_log`) carries a draft of its
+//! record ([`crate::request_log`]) along, finished by its body once sent.
 
 mod body;
 mod error;
@@ -24,6 +25,7 @@ pub use upgrade::Tunnels;
 
 use crate::exchange::{number_header, BoxBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
+use crate::request_log::{Draft, Logs};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use config_sync::model::{Protocol, Route};
@@ -44,6 +46,8 @@ pub struct Proxy {
     /// The metrics of the requests no route matched (empty service and route labels), made by
     /// the first of them.
     unmatched: OnceLock<Arc<RouteMetrics>>,
+    /// Where request records go.
+    logs: Logs,
 }
 
 impl Proxy {
@@ -58,6 +62,7 @@ impl Proxy {
             via,
             tunnels: Tunnels::default(),
             unmatched: OnceLock::new(),
+            logs: parts.logs,
         }
     }
 
@@ -104,7 +109,10 @@ impl Proxy {
             self.unmatched.get_or_init(|| Arc::new(self.metrics.route(&unmatched(), &unmatched()))).clone()
         });
         route.request(status.as_u16(), received.elapsed(), served.upstream_latency);
-        response
+        match served.log {
+            Some(draft) => draft.attach(response),
+            None => response,
+        }
     }
 
     async fn serve(
@@ -127,25 +135,41 @@ impl Proxy {
             let secrets = found.as_ref().map_or(&[][..], |f| runtime.routes[f.route].plugins.query_secrets());
             span::query(&tracing::Span::current(), uri.query(), secrets);
         }
-        let found = found.ok_or(ProxyError::NoRoute)?;
+        let Some(found) = found else {
+            served.log = self.logs.unmatched(&parts, uri, host.as_deref(), client, received);
+            return Err(ProxyError::NoRoute);
+        };
         let entry = &runtime.routes[found.route];
         let metrics = entry.metrics.get_or_init(|| Arc::new(self.metrics.route(&entry.service_name, &entry.name)));
         served.route = Some(metrics.clone());
-        if let Some(answer) = other_scheme(&entry.route, client, host.as_deref(), uri)? {
-            let mut answer = answer.map(ProxyBody::full);
-            headers::append_via(answer.headers_mut(), &self.via);
-            return Ok(answer);
-        }
-
         let names = (&*entry.route.name, &*entry.route.service);
         let mut ctx = Ctx::new(&mut parts, client, names, (host.as_deref(), &path), metrics);
+        // In blocks of their own, here and below: a variable still in scope at the upstream's
+        // `.await` would take room in the request's future even once moved out.
+        {
+            let scheme = other_scheme(&entry.route, client, host.as_deref(), uri);
+            if !matches!(scheme, Ok(None)) {
+                served.log = self.logs.matched(entry, &ctx, uri, received);
+            }
+            if let Some(answer) = scheme? {
+                let mut answer = answer.map(ProxyBody::full);
+                headers::append_via(answer.headers_mut(), &self.via);
+                return Ok(answer);
+            }
+        }
+
         let plugins = &entry.plugins;
-        if !plugins.is_empty() {
-            let answer = match plugins.access(&mut ctx).await {
-                Flow::Continue => None,
-                Flow::Refuse(refusal) => Some(refused(refusal)),
-                Flow::Respond(response) => Some(response),
+        {
+            let answer = if plugins.is_empty() {
+                None
+            } else {
+                match plugins.access(&mut ctx).await {
+                    Flow::Continue => None,
+                    Flow::Refuse(refusal) => Some(refused(refusal)),
+                    Flow::Respond(response) => Some(response),
+                }
             };
+            served.log = self.logs.matched(entry, &ctx, uri, received);
             if let Some(answer) = answer {
                 return Ok(self.finish(plugins, &mut ctx, answer.map(ProxyBody::full)));
             }
@@ -169,6 +193,9 @@ impl Proxy {
         }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
+        if let Some(log) = &mut served.log {
+            log.upstream_uri(&parts.uri);
+        }
 
         let attempt = forward::Attempt {
             pool: &self.pool,
@@ -182,6 +209,10 @@ impl Proxy {
         let outcome = Box::pin(forward::forward(attempt, body)).await?;
 
         served.upstream_latency = Some(outcome.upstream_latency);
+        if let Some(log) = &mut served.log {
+            let proxy = outcome.sent_at.saturating_duration_since(received);
+            log.forwarded(proxy, outcome.upstream_latency, outcome.response.body().target());
+        }
         let mut response = outcome.response;
         headers::remove_hop_by_hop(response.headers_mut(), outcome.upgrade.is_some());
         ctx.upstream_answered = true;
@@ -269,6 +300,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// This node's id, for `Via`.
     pub node_id: String,
+    /// Where request records go (`access_log`; `http-log` plugins are in the routes' chains).
+    pub logs: Logs,
 }
 
 /// What serving a request found out, for its metrics and span.
@@ -278,6 +311,8 @@ struct Served {
     route: Option<Arc<RouteMetrics>>,
     /// The upstream's time to the response head.
     upstream_latency: Option<std::time::Duration>,
+    /// The request's record, when someone logs it.
+    log: Option<Box<Draft>>,
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.

@@ -12,6 +12,7 @@
 mod auth;
 mod correlation_id;
 mod cors;
+mod http_log;
 mod ip_restriction;
 mod proxy_cache;
 mod rate_limiting;
@@ -19,6 +20,7 @@ mod rate_limiting;
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
 pub use correlation_id::{CorrelationId, IdGenerator};
 pub use cors::{exact_origin, Cors, DEFAULT_CORS_METHODS};
+pub use http_log::{redact_secrets, Endpoint, HttpLog, LogMethod, LogQueue};
 pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
@@ -84,6 +86,7 @@ plugins! {
     "cors" => Cors(Cors),
     "ip-restriction" => IpRestriction(IpRestriction),
     "correlation-id" => CorrelationId(CorrelationId),
+    "http-log" => HttpLog(HttpLog),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
