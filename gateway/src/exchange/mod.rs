@@ -2,9 +2,11 @@
 //! bodies plugins may wrap, the answers they may give, query strings, and header values made
 //! cheaply.
 
+mod body;
 mod client;
 pub(crate) mod query;
 
+pub(crate) use body::ClientBody;
 pub use client::ClientInfo;
 
 use bytes::Bytes;

@@ -7,7 +7,8 @@
 //!   found the caller to be.
 //! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`; [`http_log`]: `http-log`
 //!   (its records are made by `crate::request_log`).
-//! - [`cors`], [`ip_restriction`], [`correlation_id`]: the traffic plugins of the same names.
+//! - [`cors`], [`ip_restriction`], [`correlation_id`], [`request_size_limiting`]: the traffic
+//!   plugins of the same names.
 
 pub mod auth;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod ip_restriction;
 pub mod pipeline;
 pub mod rate_limit;
 pub mod registry;
+pub mod request_size_limiting;
 #[cfg(test)]
 mod testing;
 

@@ -16,7 +16,7 @@
 //! plugins that run after it.
 
 use super::identity::Identity;
-use crate::exchange::{BoxBody, ClientInfo};
+use crate::exchange::{BoxBody, ClientBody, ClientInfo};
 use crate::request_log::Record;
 use crate::telemetry::RouteMetrics;
 use bytes::Bytes;
@@ -110,6 +110,8 @@ pub(crate) type BodyFilter = Box<dyn FnOnce(BoxBody) -> BoxBody + Send>;
 pub(crate) struct Ctx<'a> {
     /// The request head, as it will go upstream; plugins may change it.
     pub(crate) request: &'a mut request::Parts,
+    /// The request body, as it will go upstream; plugins may wrap it or read it whole.
+    pub(crate) body: ClientBody,
     pub(crate) client: &'a ClientInfo,
     /// The matched route and its service, by name.
     pub(crate) route: &'a str,
@@ -143,6 +145,7 @@ impl<'a> Ctx<'a> {
     ) -> Ctx<'a> {
         Ctx {
             request,
+            body: ClientBody::Empty,
             client,
             route,
             service,

@@ -13,6 +13,7 @@ use super::http_log::{HttpLogPlugin, HttpLogs};
 use super::ip_restriction::IpRestriction;
 use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
+use super::request_size_limiting::RequestSizeLimiting;
 use config_sync::model::{PluginConfig, Plugins};
 use std::sync::Arc;
 
@@ -115,6 +116,7 @@ impl Builder<'_> {
             PluginConfig::Cors(c) => Arc::new(Cors::new(c)),
             PluginConfig::IpRestriction(c) => Arc::new(IpRestriction::new(c)),
             PluginConfig::CorrelationId(c) => Arc::new(CorrelationId::new(c)),
+            PluginConfig::RequestSizeLimiting(c) => Arc::new(RequestSizeLimiting::new(c)),
             PluginConfig::HttpLog(c) => Arc::new(HttpLogPlugin::new(c, &self.shared.http_logs)),
         }
     }

@@ -28,6 +28,9 @@ pub enum ProxyError {
     /// The client stopped sending its request body for longer than the write timeout.
     #[error("the client did not send its request body in time")]
     ClientTimeout,
+    /// The request body went past a plugin's size limit while it streamed.
+    #[error("Request size limit exceeded")]
+    PayloadTooLarge,
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -43,6 +46,7 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

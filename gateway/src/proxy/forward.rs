@@ -13,7 +13,7 @@ use super::pool::{ConnectError, Pool, Sender};
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
 use crate::balance::Pick;
-use crate::exchange::ClientInfo;
+use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
 use crate::telemetry::traces;
@@ -21,6 +21,7 @@ use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
+use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
@@ -99,7 +100,7 @@ pub(super) enum Failure {
 }
 
 /// Forwards the request, retrying as the module doc says.
-pub async fn forward(attempt: Attempt<'_>, client_body: Incoming) -> Result<Forwarded, ProxyError> {
+pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Result<Forwarded, ProxyError> {
     let service = &attempt.service.service;
     let replayable = client_body.is_end_stream();
     let (mut body, progress) = if replayable {
@@ -319,13 +320,16 @@ fn respond(
 }
 
 /// The error to answer with when an exchange failed because of the client's body (it stalled:
-/// 408; it was malformed: 400), not because of the upstream.
+/// 408; it went past a plugin's size limit: 413; it was malformed: 400), not because of the
+/// upstream.
 fn client_fault(error: &hyper::Error) -> Option<ProxyError> {
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
         if let Some(ClientBodyError(inner)) = e.downcast_ref::<ClientBodyError>() {
             return Some(if inner.is::<IdleTimedOut>() {
                 ProxyError::ClientTimeout
+            } else if inner.is::<LengthLimitError>() {
+                ProxyError::PayloadTooLarge
             } else {
                 ProxyError::BadRequest("the request body is malformed")
             });

@@ -23,7 +23,7 @@ pub use error::{json_error, ProxyError};
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
-use crate::exchange::{number_header, BoxBody, ClientInfo};
+use crate::exchange::{number_header, BoxBody, ClientBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
 use crate::request_log::{Draft, Logs};
 use crate::runtime::{Live, RouteEntry};
@@ -144,6 +144,7 @@ impl Proxy {
         served.route = Some(metrics.clone());
         let names = (&*entry.route.name, &*entry.route.service);
         let mut ctx = Ctx::new(&mut parts, client, names, (host.as_deref(), &path), metrics);
+        ctx.body = ClientBody::Incoming(body);
         // In blocks of their own, here and below: a variable still in scope at the upstream's
         // `.await` would take room in the request's future even once moved out.
         {
@@ -197,6 +198,7 @@ impl Proxy {
             log.upstream_uri(&parts.uri);
         }
 
+        let body = std::mem::take(&mut ctx.body);
         let attempt = forward::Attempt {
             pool: &self.pool,
             service: &entry.service,

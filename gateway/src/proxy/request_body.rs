@@ -3,10 +3,9 @@
 //! next frame (the service's `write_timeout` for requests, `read_timeout` for responses). Only
 //! time spent waiting on the sender counts, not time the receiver took to ask for more.
 
-use crate::exchange::BoxError;
+use crate::exchange::{BoxError, ClientBody};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -149,7 +148,7 @@ pub enum RequestBody {
     /// The client's body, streamed.
     Stream {
         /// The client's body, failing when the client stalls.
-        body: IdleTimeout<Incoming>,
+        body: IdleTimeout<ClientBody>,
         /// Shared with the attempt.
         progress: Arc<Progress>,
     },
@@ -157,7 +156,7 @@ pub enum RequestBody {
 
 impl RequestBody {
     /// Streams `body` with `write_timeout` between the client's frames.
-    pub fn stream(body: Incoming, write_timeout: Duration) -> (RequestBody, Arc<Progress>) {
+    pub fn stream(body: ClientBody, write_timeout: Duration) -> (RequestBody, Arc<Progress>) {
         let progress = Arc::new(Progress::new());
         (RequestBody::Stream { body: IdleTimeout::new(body, write_timeout), progress: progress.clone() }, progress)
     }

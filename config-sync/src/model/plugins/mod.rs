@@ -16,6 +16,7 @@ mod http_log;
 mod ip_restriction;
 mod proxy_cache;
 mod rate_limiting;
+mod request_size_limiting;
 
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
 pub use correlation_id::{CorrelationId, IdGenerator};
@@ -24,6 +25,7 @@ pub use http_log::{redact_secrets, Endpoint, HttpLog, LogMethod, LogQueue};
 pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
+pub use request_size_limiting::{RequestSizeLimiting, SizeUnit};
 
 use crate::validate::Errors;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, Visitor};
@@ -87,6 +89,7 @@ plugins! {
     "ip-restriction" => IpRestriction(IpRestriction),
     "correlation-id" => CorrelationId(CorrelationId),
     "http-log" => HttpLog(HttpLog),
+    "request-size-limiting" => RequestSizeLimiting(RequestSizeLimiting),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
