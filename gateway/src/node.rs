@@ -144,7 +144,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool,
         metrics: metrics.clone(),
         node_id: settings.node.node_id.clone(),
-        logs: request_log::Logs::new(&settings.node.node_id, access_log),
+        logs: crate::proxy::Logs::new(&settings.node.node_id, access_log),
     }));
     let tunnels = proxy.tunnels().clone();
     let etcd_link = etcd.as_ref().map(|(_, link)| link.clone());

@@ -4,10 +4,10 @@
 //! request finished. The body of a request someone logs ([`crate::request_log`]) counts the
 //! bytes it sends and finishes the request's record when it ends or is dropped.
 
+use super::log::Draft;
 use super::pool::Pool;
 use super::request_body::IdleTimeout;
 use crate::exchange::{BoxBody, BoxError};
-use crate::request_log::Draft;
 use crate::runtime::UpstreamState;
 use bytes::Bytes;
 use http::Response;

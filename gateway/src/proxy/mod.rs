@@ -12,6 +12,7 @@ mod error;
 mod forward;
 mod hash_key;
 mod headers;
+mod log;
 mod path;
 mod pool;
 mod request_body;
@@ -20,17 +21,18 @@ mod upgrade;
 
 pub use body::ProxyBody;
 pub use error::{json_error, ProxyError};
+pub use log::Logs;
 pub use pool::Pool;
 pub use upgrade::Tunnels;
 
 use crate::exchange::{number_header, BoxBody, ClientBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
-use crate::request_log::{Draft, Logs};
 use crate::runtime::{Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use config_sync::model::{Protocol, Route};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use log::Draft;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tracing::Instrument as _;
@@ -110,7 +112,11 @@ impl Proxy {
         });
         route.request(status.as_u16(), received.elapsed(), served.upstream_latency);
         match served.log {
-            Some(draft) => draft.attach(response),
+            Some(mut draft) => {
+                let (head, body) = response.into_parts();
+                draft.respond(&head);
+                Response::from_parts(head, ProxyBody::logged(body, draft))
+            }
             None => response,
         }
     }
