@@ -47,6 +47,10 @@ pub enum EntityRef {
     Target(String, String),
     /// A credential: consumer username, kind, id.
     Credential(String, CredentialKind, String),
+    /// A consumer.
+    Consumer(String),
+    /// A global plugin, by its name.
+    Plugin(String),
 }
 
 impl EntityRef {
@@ -57,6 +61,8 @@ impl EntityRef {
             EntityRef::Route(name) => format!("routes/{name}"),
             EntityRef::Target(upstream, name) => format!("upstreams/{upstream}/targets/{name}"),
             EntityRef::Credential(username, kind, id) => format!("consumers/{username}/{kind}/{id}"),
+            EntityRef::Consumer(username) => format!("consumers/{username}"),
+            EntityRef::Plugin(name) => format!("plugins/{name}"),
         }
     }
 }
@@ -128,10 +134,11 @@ impl Config {
     }
 
     /// The entities that refer to something missing: a route to an unknown service, targets of
-    /// an unknown upstream, a service to an unknown CA or client certificate. A service whose url
-    /// host is not an upstream is not at fault: that host is a literal address.
+    /// an unknown upstream, a service to an unknown CA or client certificate, a plugin (on a
+    /// route, a service, a consumer, or global) to an unknown upstream (`traffic-split`). A
+    /// service whose url host is not an upstream is not at fault: that host is a literal address.
     pub fn dangling(&self) -> Vec<(EntityRef, FieldError)> {
-        let mut found = Vec::new();
+        let mut found = self.unknown_plugin_upstreams();
         for (name, service) in &self.services {
             let unknown_cas =
                 service.ca_certificates.iter().enumerate().filter(|(_, ca)| !self.ca_certificates.contains_key(*ca));
@@ -178,6 +185,29 @@ impl Config {
                     found.push((entity, error));
                 }
             }
+        }
+        found
+    }
+
+    /// The entities whose plugins name an upstream that is not configured: the route, service or
+    /// consumer carrying the plugin, or the global plugin itself (a global plugin left out leaves
+    /// every route as it would be without it, rather than every route left out).
+    fn unknown_plugin_upstreams(&self) -> Vec<(EntityRef, FieldError)> {
+        let routes = self.routes.iter().map(|(name, r)| (EntityRef::Route(name.clone()), &r.plugins));
+        let services = self.services.iter().map(|(name, s)| (EntityRef::Service(name.clone()), &s.plugins));
+        let consumers = self.consumers.iter().map(|(name, c)| (EntityRef::Consumer(name.clone()), &c.plugins));
+        let mut found = Vec::new();
+        for (entity, plugins) in routes.chain(services).chain(consumers) {
+            for (field, upstream) in plugins.upstreams().filter(|(_, u)| !self.upstreams.contains_key(*u)) {
+                let path = format!("{}.plugins.{field}", entity.path());
+                found.push((entity.clone(), FieldError { path, message: format!("unknown upstream {upstream:?}") }));
+            }
+        }
+        for (field, upstream) in self.plugins.upstreams().filter(|(_, u)| !self.upstreams.contains_key(*u)) {
+            let name = field.split('.').next().unwrap_or_default().to_owned();
+            let error =
+                FieldError { path: format!("plugins/{field}"), message: format!("unknown upstream {upstream:?}") };
+            found.push((EntityRef::Plugin(name), error));
         }
         found
     }
@@ -246,6 +276,10 @@ impl Config {
                     }
                 }
             }
+            EntityRef::Consumer(username) => {
+                self.consumers.remove(username);
+            }
+            EntityRef::Plugin(name) => self.plugins.remove(name),
         }
     }
 

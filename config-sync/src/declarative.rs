@@ -71,11 +71,12 @@ pub fn parse(text: &str) -> Result<Config, Vec<FieldError>> {
     config.validate_entities(&mut errors);
     // A route nested under a service that did not parse is not also "dangling": its service's
     // own error already says what is wrong.
-    let dangling = config.dangling().into_iter().filter(|(entity, _)| match entity {
-        EntityRef::Service(_) => true,
-        EntityRef::Route(name) => !broken.contains(&config.routes[name].service),
-        EntityRef::Target(..) => true,
+    let dangling = config.dangling().into_iter().filter(|(entity, error)| match entity {
+        EntityRef::Route(name) => {
+            error.path != format!("routes/{name}.service") || !broken.contains(&config.routes[name].service)
+        }
         EntityRef::Credential(username, ..) => !broken_consumers.contains(username),
+        EntityRef::Service(_) | EntityRef::Target(..) | EntityRef::Consumer(_) | EntityRef::Plugin(_) => true,
     });
     errors.extend(dangling.map(|(_, e)| e));
     errors.extend(config.duplicate_credentials(|_| 0).into_iter().map(|(_, e)| e));
@@ -550,6 +551,45 @@ extra: 1
             assert!(got.iter().any(|g| g.starts_with(e)), "missing {e:?} in {got:#?}");
         }
         assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn a_traffic_split_round_trips_and_an_unknown_upstream_is_refused_with_its_path() {
+        let text = r#"
+services:
+  - name: orders
+    url: http://orders-v1
+    routes:
+      - name: orders
+        paths: [/orders]
+        plugins:
+          traffic-split:
+            rules:
+              - match: { headers: { x-canary: "1" } }
+                weighted_upstreams: [{ upstream: orders-v2 }]
+              - weighted_upstreams: [{ upstream: orders-v2, weight: 10 }, { weight: 90 }]
+upstreams:
+  - { name: orders-v1, targets: [{ target: "10.0.0.1:80" }] }
+  - { name: orders-v2, targets: [{ target: "10.0.0.2:80" }] }
+"#;
+        let config = parse(text).unwrap();
+        let yaml = to_yaml(&config, false);
+        assert_eq!(parse(&yaml).unwrap(), config, "{yaml}");
+        assert!(yaml.contains("x-canary: '1'") || yaml.contains("x-canary: \"1\""), "{yaml}");
+        let errors =
+            parse(&text.replace("upstream: orders-v2, weight: 10", "upstream: orders-v3, weight: 10")).unwrap_err();
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["routes/orders.plugins.traffic-split.rules[1].weighted_upstreams[0].upstream: unknown upstream \"orders-v3\""]
+        );
+        let errors = parse(&text.replace("weight: 90", "weight: 0").replace("weight: 10", "weight: 0")).unwrap_err();
+        let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            ["routes/orders.plugins.traffic-split.rules[1].weighted_upstreams: the weights are all zero: the rule's \
+              requests could go nowhere"]
+        );
     }
 
     #[test]

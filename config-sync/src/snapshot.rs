@@ -131,6 +131,45 @@ mod tests {
     }
 
     #[test]
+    fn a_traffic_split_to_an_unknown_upstream_leaves_out_what_carries_it() {
+        let split = |upstream: &str| serde_json::json!({"traffic-split": {"rules": [{"weighted_upstreams": [{"upstream": upstream}, {}]}]}});
+        let mut config = Config::default();
+        let upstream = serde_json::from_value(serde_json::json!({"name": "v2"})).unwrap();
+        config.upstreams.insert("v2".into(), upstream);
+        config.services.insert("s".into(), service("s"));
+        let mut bad_service = service("bad-s");
+        bad_service.plugins = serde_json::from_value(split("gone")).unwrap();
+        config.services.insert("bad-s".into(), bad_service);
+        config.routes.insert("under-bad-s".into(), route("under-bad-s", "bad-s"));
+        for (name, upstream) in [("ok", "v2"), ("bad", "nope")] {
+            let mut r = route(name, "s");
+            r.plugins = serde_json::from_value(split(upstream)).unwrap();
+            config.routes.insert(name.into(), r);
+        }
+        let consumer = serde_json::json!({"username": "ann", "plugins": split("gone")});
+        config.consumers.insert("ann".into(), serde_json::from_value(consumer).unwrap());
+        config.plugins = serde_json::from_value(split("gone")).unwrap();
+
+        let snap = Snapshot::new(config, 1, vec![]);
+        let routes: Vec<&str> = snap.config.routes.keys().map(String::as_str).collect();
+        assert_eq!(routes, ["ok"]);
+        assert_eq!(snap.config.services.keys().collect::<Vec<_>>(), ["s"]);
+        assert!(snap.config.consumers.is_empty());
+        assert!(snap.config.plugins.is_empty(), "the global plugin is left out, not every route");
+        let errors: Vec<String> = snap.errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect();
+        assert_eq!(
+            errors,
+            [
+                "routes/bad.plugins.traffic-split.rules[0].weighted_upstreams[0].upstream: unknown upstream \"nope\"",
+                "services/bad-s.plugins.traffic-split.rules[0].weighted_upstreams[0].upstream: unknown upstream \"gone\"",
+                "consumers/ann.plugins.traffic-split.rules[0].weighted_upstreams[0].upstream: unknown upstream \"gone\"",
+                "plugins/traffic-split.rules[0].weighted_upstreams[0].upstream: unknown upstream \"gone\"",
+                "routes/under-bad-s.service: unknown service \"bad-s\"",
+            ]
+        );
+    }
+
+    #[test]
     fn a_config_without_consumers_hashes_as_before_they_existed() {
         let json = serde_json::to_string(&Config::default()).unwrap();
         assert_eq!(json, r#"{"services":{},"routes":{},"upstreams":{},"targets":{},"plugins":{}}"#);

@@ -26,7 +26,8 @@ pub use healthchecks::{
 pub use plugins::{
     exact_origin, parse_ip_or_cidr, redact_secrets, Acl, BasicAuth, CacheStrategy, Claim, CorrelationId, Cors,
     Endpoint, HttpLog, IdGenerator, IpRestriction, Jwt, KeyAuth, LimitBy, LogMethod, LogQueue, PluginConfig, Plugins,
-    ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting, RequestSizeLimiting, SizeUnit, DEFAULT_CORS_METHODS,
+    ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting, RequestSizeLimiting, SizeUnit, SplitMatch, SplitRule,
+    TrafficSplit, WeightedUpstream, DEFAULT_CORS_METHODS,
 };
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};

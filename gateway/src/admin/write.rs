@@ -17,7 +17,7 @@ use super::{json_response, EtcdLink};
 use crate::proxy::{json_error, ProxyBody};
 use crate::runtime::Live;
 use config_sync::etcd::{parse_submitted, Deleted, Entity, EntityKey, WriteError};
-use config_sync::model::{Credential, CredentialKind};
+use config_sync::model::{Credential, CredentialKind, Plugins, Service};
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -64,7 +64,7 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
     // What the entity refers to must exist in etcd when it is written: checked in the same
     // transaction, so neither this node's view nor a concurrent delete can let a dangling
     // reference through.
-    let (value, requires) = match &entity {
+    let (value, mut requires) = match &entity {
         Entity::Route(route) => (to_json(route), vec![EntityKey::Service(route.service.clone())]),
         Entity::Target(target) => {
             let EntityKey::Target(upstream, _) = key else { unreachable!("a target key") };
@@ -82,6 +82,20 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Entity::CaCertificate(ca) => (to_json(ca), vec![]),
         Entity::Credential(_) => unreachable!("written by put_credential"),
     };
+    // The upstreams its plugins name (`traffic-split`).
+    let plugins = match &entity {
+        Entity::Route(route) => Some(&route.plugins),
+        Entity::Service(service) => Some(&service.plugins),
+        Entity::Consumer(consumer) => Some(&consumer.plugins),
+        Entity::Plugin(plugins) => Some(plugins),
+        _ => None,
+    };
+    for (_, upstream) in plugins.into_iter().flat_map(|p| p.upstreams()) {
+        let upstream = EntityKey::Upstream(upstream.to_owned());
+        if !requires.contains(&upstream) {
+            requires.push(upstream);
+        }
+    }
     match cx.link.writer.put(key, &value, &requires).await {
         Ok(Some(revision)) => {
             let mut shown = value;
@@ -95,7 +109,7 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Ok(None) => {
             let missing: Vec<String> = requires.iter().map(EntityKey::path).collect();
             let field = match key {
-                EntityKey::Route(_) => format!("{}.service", key.path()),
+                EntityKey::Route(_) if requires.len() == 1 => format!("{}.service", key.path()),
                 _ => key.path(),
             };
             let message = match &missing[..] {
@@ -164,10 +178,12 @@ fn holder_of(config: &config_sync::Config, username: &str, credential: &Credenti
 /// and check again.
 pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
     // Routes use services; services use upstreams (by the host of their URL), CA certificates
-    // and client certificates.
+    // and client certificates; the plugins of routes, services, consumers and global ones use
+    // upstreams (`traffic-split`), so an upstream's users may be anywhere under the prefix.
     let users_under = match key {
         EntityKey::Service(_) => Some("routes/"),
-        EntityKey::Upstream(_) | EntityKey::Certificate(_) | EntityKey::CaCertificate(_) => Some("services/"),
+        EntityKey::Upstream(_) => Some(""),
+        EntityKey::Certificate(_) | EntityKey::CaCertificate(_) => Some("services/"),
         _ => None,
     };
     for _ in 0..DELETE_ATTEMPTS {
@@ -210,7 +226,16 @@ fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
             config.routes.values().filter(|r| &r.service == name).map(|r| format!("routes/{}", r.name)).collect()
         }
         EntityKey::Upstream(name) => {
-            services_where(config, |s| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none()))
+            let by_url = |s: &Service| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none());
+            let split = |plugins: &Plugins| plugins.upstreams().any(|(_, u)| u == name);
+            let mut users = services_where(config, |s| by_url(s) || split(&s.plugins));
+            users.extend(config.routes.iter().filter(|(_, r)| split(&r.plugins)).map(|(n, _)| format!("routes/{n}")));
+            let consumers = config.consumers.iter().filter(|(_, c)| split(&c.plugins));
+            users.extend(consumers.map(|(n, _)| format!("consumers/{n}")));
+            let global = config.plugins.upstreams().filter(|(_, u)| u == name);
+            users.extend(global.map(|(field, _)| format!("plugins/{}", field.split('.').next().unwrap_or_default())));
+            users.dedup();
+            users
         }
         EntityKey::Certificate(name) => services_where(config, |s| s.client_certificate.as_ref() == Some(name)),
         EntityKey::CaCertificate(name) => services_where(config, |s| s.ca_certificates.contains(name)),
@@ -219,7 +244,7 @@ fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
 }
 
 /// The services of `config` that `uses` says use something, as `services/<name>`.
-fn services_where(config: &config_sync::Config, uses: impl Fn(&config_sync::model::Service) -> bool) -> Vec<String> {
+fn services_where(config: &config_sync::Config, uses: impl Fn(&Service) -> bool) -> Vec<String> {
     config.services.values().filter(|s| uses(s)).map(|s| format!("services/{}", s.name)).collect()
 }
 

@@ -7,8 +7,8 @@
 //!   found the caller to be.
 //! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`; [`http_log`]: `http-log`
 //!   (its records are made by `crate::request_log`).
-//! - [`cors`], [`ip_restriction`], [`correlation_id`], [`request_size_limiting`]: the traffic
-//!   plugins of the same names.
+//! - [`cors`], [`ip_restriction`], [`correlation_id`], [`request_size_limiting`],
+//!   [`traffic_split`]: the traffic plugins of the same names.
 
 pub mod auth;
 pub mod cache;
@@ -23,5 +23,6 @@ pub mod registry;
 pub mod request_size_limiting;
 #[cfg(test)]
 mod testing;
+pub mod traffic_split;
 
 pub use registry::Shared;

@@ -127,6 +127,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) consumer_plugins: Option<Arc<Chain>>,
     /// Whether the response came from the upstream (not from a plugin or the proxy).
     pub(crate) upstream_answered: bool,
+    /// The upstream, by name, a plugin chose for this request instead of the service's own
+    /// destination (`traffic-split`); the proxy forwards there with the service's settings.
+    pub(crate) upstream: Option<Arc<str>>,
     /// The position in the chain of the plugin running now.
     current: u8,
     /// Plugins from this position on use the consumer's own config where it has one.
@@ -155,6 +158,7 @@ impl<'a> Ctx<'a> {
             identity: None,
             consumer_plugins: None,
             upstream_answered: false,
+            upstream: None,
             current: 0,
             consumer_from: u8::MAX,
             kept: SmallVec::new(),

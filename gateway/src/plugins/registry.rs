@@ -14,6 +14,7 @@ use super::ip_restriction::IpRestriction;
 use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
 use super::request_size_limiting::RequestSizeLimiting;
+use super::traffic_split::TrafficSplit;
 use config_sync::model::{PluginConfig, Plugins};
 use std::sync::Arc;
 
@@ -118,6 +119,7 @@ impl Builder<'_> {
             PluginConfig::CorrelationId(c) => Arc::new(CorrelationId::new(c)),
             PluginConfig::RequestSizeLimiting(c) => Arc::new(RequestSizeLimiting::new(c)),
             PluginConfig::HttpLog(c) => Arc::new(HttpLogPlugin::new(c, &self.shared.http_logs)),
+            PluginConfig::TrafficSplit(c) => Arc::new(TrafficSplit::new(c)),
         }
     }
 

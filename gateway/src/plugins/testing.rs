@@ -24,6 +24,8 @@ pub(crate) struct Run {
     /// The response head after the response phase: the answer's, the refusal's, or a 200 from
     /// the upstream.
     pub(crate) response: HeaderMap,
+    /// The upstream a plugin chose instead of the service's destination.
+    pub(crate) upstream: Option<Arc<str>>,
 }
 
 /// Runs `plugin`'s access phase on `request` from `client`, then its response phase on the
@@ -52,8 +54,9 @@ pub(crate) fn run(plugin: &dyn Plugin, request: Request<()>, client: IpAddr) -> 
         }
     };
     plugin.response(&mut ctx, &mut head);
+    let upstream = ctx.upstream.take();
     drop(ctx);
-    Run { outcome, request: parts, response: head.headers }
+    Run { outcome, request: parts, response: head.headers, upstream }
 }
 
 /// A response head's header as text, "" when absent.

@@ -42,6 +42,28 @@ pub struct Attempt<'a> {
     pub client: &'a ClientInfo,
     /// Keep the client's `Host` instead of the target's.
     pub preserve_host: bool,
+    /// An upstream a plugin chose (`traffic-split`) instead of the service's destination: its
+    /// targets, balancer and health, with the service's timeouts, retries, TLS and path.
+    pub upstream: Option<&'a Arc<UpstreamState>>,
+}
+
+/// Where an attempt's requests go.
+#[derive(Clone, Copy)]
+enum To<'a> {
+    /// Balanced over an upstream's targets.
+    Upstream(&'a Arc<UpstreamState>),
+    /// One literal `host:port`.
+    Address(&'a TargetEntry),
+}
+
+impl<'a> Attempt<'a> {
+    /// The upstream a plugin chose, else the service's own destination.
+    fn destination(&self) -> To<'a> {
+        match (self.upstream, &self.service.destination) {
+            (Some(upstream), _) | (None, Destination::Upstream(upstream)) => To::Upstream(upstream),
+            (None, Destination::Address(target)) => To::Address(target),
+        }
+    }
 }
 
 /// The upstream's answer.
@@ -110,8 +132,9 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
         (Some(body), Some(progress))
     };
     let idempotent = is_idempotent(&attempt.parts.method);
-    let key = match &attempt.service.destination {
-        Destination::Upstream(up) if up.upstream.algorithm == Algorithm::ConsistentHashing => {
+    let destination = attempt.destination();
+    let key = match destination {
+        To::Upstream(up) if up.upstream.algorithm == Algorithm::ConsistentHashing => {
             hash_key(&up.upstream, attempt.parts, attempt.client)
         }
         _ => None,
@@ -120,7 +143,7 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
     for retry in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
-        let chosen = choose(&attempt.service.destination, key, &mut tried)?;
+        let chosen = choose(destination, key, &mut tried)?;
         let span = span::attempt(&attempt.parts.method, &chosen.target.authority, retry);
         let sending = send(&attempt, &chosen.target, request_body, progress.as_deref());
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
@@ -217,10 +240,10 @@ async fn send(
 }
 
 /// Picks the next target: one not tried yet by this request while there is one.
-fn choose(destination: &Destination, hash_key: Option<u64>, tried: &mut Vec<usize>) -> Result<Chosen, ProxyError> {
+fn choose(destination: To<'_>, hash_key: Option<u64>, tried: &mut Vec<usize>) -> Result<Chosen, ProxyError> {
     let upstream = match destination {
-        Destination::Address(target) => return Ok(Chosen { target: target.clone(), pick: None }),
-        Destination::Upstream(upstream) => upstream,
+        To::Address(target) => return Ok(Chosen { target: target.clone(), pick: None }),
+        To::Upstream(upstream) => upstream,
     };
     let no_target = || ProxyError::NoHealthyTarget(upstream.upstream.name.clone());
     if !upstream.above_threshold() {

@@ -205,12 +205,20 @@ impl Proxy {
         }
 
         let body = std::mem::take(&mut ctx.body);
+        // The upstream a plugin chose instead of the service's destination (`traffic-split`).
+        // Validation leaves out what names an unknown upstream: a miss cannot happen, and would
+        // answer as an upstream without targets does.
+        let upstream = match ctx.upstream.as_deref() {
+            Some(name) => Some(runtime.upstreams.get(name).ok_or_else(|| ProxyError::NoHealthyTarget(name.into()))?),
+            None => None,
+        };
         let attempt = forward::Attempt {
             pool: &self.pool,
             service: &entry.service,
             parts: ctx.request,
             client,
             preserve_host: entry.route.preserve_host,
+            upstream,
         };
         // Boxed: the upstream exchange is the largest part of the request's future, and held
         // inline it would be copied again at every level above it as each is made.

@@ -54,7 +54,18 @@ pub struct Metrics {
     rate_limits: Family<RateLimitLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    splits: Family<SplitLabels, Counter>,
 }
+
+/// `gateway_traffic_split_total` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SplitLabels {
+    route: Name,
+    upstream: Name,
+}
+
+/// The `upstream` label of the requests `traffic-split` left to the service's own destination.
+const SERVICE_DESTINATION: &str = "(service)";
 
 /// `gateway_plugin_refusals_total` labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -124,8 +135,14 @@ impl Metrics {
             "Requests a plugin refused (401, 403, 413, 429, ...) by route, plugin and status code",
             refusals.clone(),
         );
+        let splits = Family::<SplitLabels, Counter>::default();
+        registry.register(
+            "gateway_traffic_split",
+            "Requests traffic-split sent, by route and upstream ((service): the service's own destination)",
+            splits.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache, refusals }
+        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache, refusals, splits }
     }
 
     /// Adds metrics read at each scrape.
@@ -146,6 +163,7 @@ impl Metrics {
             rate_limits: Few::new(&self.rate_limits),
             cache: self.cache.clone(),
             refusals: Few::new(&self.refusals),
+            splits: Few::new(&self.splits),
         }
     }
 
@@ -177,6 +195,8 @@ pub struct RouteMetrics {
     cache: Family<CacheLabels, Counter>,
     /// By plugin and status code.
     refusals: Few<(&'static str, u16), RefusalLabels>,
+    /// By the upstream traffic-split chose (None: the service's own destination).
+    splits: Few<Option<Arc<str>>, SplitLabels>,
 }
 
 impl RouteMetrics {
@@ -203,6 +223,16 @@ impl RouteMetrics {
         self.refusals.get((plugin, code), labels).inc();
     }
 
+    /// Counts a request `traffic-split` sent to `upstream` (None: left to the service's own
+    /// destination).
+    pub fn traffic_split(&self, upstream: Option<&Arc<str>>) {
+        let make = || {
+            let label = upstream.cloned().unwrap_or_else(|| Arc::from(SERVICE_DESTINATION));
+            (upstream.cloned(), SplitLabels { route: self.route.clone(), upstream: Name(label) })
+        };
+        self.splits.find(|seen| seen.as_deref() == upstream.map(|u| &**u), make).inc();
+    }
+
     /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
     pub fn cache(&self, status: &'static str) {
         self.cache.get_or_create(&CacheLabels { status }).inc();
@@ -216,24 +246,35 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 /// The counters of a family for the few label sets one route uses (its status codes, its
-/// rate-limit outcomes), found by a short scan instead of hashing.
+/// rate-limit outcomes, its traffic-split destinations), found by a short scan instead of
+/// hashing.
 struct Few<K, L> {
     family: Family<L, Counter>,
     seen: Mutex<Vec<(K, Counter)>>,
 }
 
-impl<K: Copy + PartialEq, L: Clone + std::hash::Hash + Eq> Few<K, L> {
+impl<K, L: Clone + std::hash::Hash + Eq> Few<K, L> {
     fn new(family: &Family<L, Counter>) -> Few<K, L> {
         Few { family: family.clone(), seen: Mutex::new(Vec::new()) }
     }
 
     /// The counter for `key`, whose labels are `labels()`.
-    fn get(&self, key: K, labels: impl FnOnce() -> L) -> Counter {
+    fn get(&self, key: K, labels: impl FnOnce() -> L) -> Counter
+    where
+        K: Copy + PartialEq,
+    {
+        self.find(|seen| *seen == key, || (key, labels()))
+    }
+
+    /// The counter of the first key `is` accepts; the first time, of the key and labels `make()`
+    /// returns (for keys that are not `Copy`: made only then).
+    fn find(&self, is: impl Fn(&K) -> bool, make: impl FnOnce() -> (K, L)) -> Counter {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, counter)) = seen.iter().find(|(k, _)| *k == key) {
+        if let Some((_, counter)) = seen.iter().find(|(k, _)| is(k)) {
             return counter.clone();
         }
-        let counter = self.family.get_or_create(&labels()).clone();
+        let (key, labels) = make();
+        let counter = self.family.get_or_create(&labels).clone();
         seen.push((key, counter.clone()));
         counter
     }

@@ -17,6 +17,7 @@ mod ip_restriction;
 mod proxy_cache;
 mod rate_limiting;
 mod request_size_limiting;
+mod traffic_split;
 
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
 pub use correlation_id::{CorrelationId, IdGenerator};
@@ -26,6 +27,7 @@ pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 pub use request_size_limiting::{RequestSizeLimiting, SizeUnit};
+pub use traffic_split::{SplitMatch, SplitRule, TrafficSplit, WeightedUpstream};
 
 use crate::validate::Errors;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, Visitor};
@@ -90,6 +92,7 @@ plugins! {
     "correlation-id" => CorrelationId(CorrelationId),
     "http-log" => HttpLog(HttpLog),
     "request-size-limiting" => RequestSizeLimiting(RequestSizeLimiting),
+    "traffic-split" => TrafficSplit(TrafficSplit),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
@@ -124,6 +127,23 @@ impl Plugins {
     /// Sets a plugin, replacing any config of the same plugin.
     pub fn insert(&mut self, config: PluginConfig) {
         self.0.insert(config.name(), config);
+    }
+
+    /// Removes the plugin named `name`, if set.
+    pub fn remove(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+
+    /// Every upstream a plugin names (`traffic-split`), with the path of the field that names
+    /// it, after the plugins' own path: `traffic-split.rules[0].weighted_upstreams[1].upstream`.
+    pub fn upstreams(&self) -> impl Iterator<Item = (String, &str)> {
+        self.0.values().flat_map(|config| {
+            let named = match config {
+                PluginConfig::TrafficSplit(split) => Some(split.upstreams()),
+                _ => None,
+            };
+            named.into_iter().flatten().map(move |(field, name)| (format!("{}.{field}", config.name()), name))
+        })
     }
 
     /// Each plugin of `self`, or else of `fallback`: a route's plugins over its service's.
