@@ -1,11 +1,13 @@
 //! A demo and test upstream: answers every request with a JSON description of what it received
-//! and which instance it is. The body is read frame by frame and only counted, so uploads of any
-//! size cost no memory.
+//! (a header sent on several lines with its values joined by `, `) and which instance it is.
+//! The body is read frame by frame and only counted (kept only for `/body...`), so uploads of
+//! any size cost no memory.
 //!
 //! Paths with a meaning:
 //! - `/status/{code}`: answers with that status.
 //! - `/delay/{ms}`: waits that long before answering.
 //! - `/bytes/{n}`: answers with an `n`-byte body, streamed in 64 KiB chunks.
+//! - `/body...`: the answer also carries the request body as text (`body`, at most 1 MiB kept).
 //! - `/ws` with a WebSocket upgrade: echoes every message back.
 //!
 //! Every instance can also be told to wait `delay` before each answer.
@@ -142,24 +144,38 @@ async fn answer(mut req: Request<Incoming>, config: &EchoConfig, stats: &EchoSta
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
     let mut headers = serde_json::Map::new();
-    for (name, value) in req.headers() {
-        headers.insert(name.as_str().to_owned(), json!(String::from_utf8_lossy(value.as_bytes())));
+    for name in req.headers().keys() {
+        // A header sent on several lines reads as one, its values joined.
+        let values: Vec<_> =
+            req.headers().get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect();
+        headers.insert(name.as_str().to_owned(), json!(values.join(", ")));
     }
     let method = req.method().to_string();
     let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let version = format!("{:?}", req.version());
+    let keep = path.starts_with("/body");
     let mut body = req.into_body();
     let mut body_bytes = 0u64;
+    let mut kept = Vec::new();
     while let Some(frame) = body.frame().await {
         match frame {
-            Ok(frame) => body_bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Ok(frame) => {
+                let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+                body_bytes += data.len() as u64;
+                if keep && kept.len() + data.len() <= 1 << 20 {
+                    kept.extend_from_slice(data);
+                }
+            }
             Err(_) => break,
         }
     }
-    let answer = json!({
+    let mut answer = json!({
         "instance": config.name, "method": method, "uri": uri, "version": version,
         "headers": headers, "body_bytes": body_bytes,
     });
+    if keep {
+        answer["body"] = json!(String::from_utf8_lossy(&kept));
+    }
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")

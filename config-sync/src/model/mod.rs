@@ -29,6 +29,10 @@ pub use plugins::{
     ProxyCache, RateLimitPolicy, RateLimitWindow, RateLimiting, RequestSizeLimiting, SizeUnit, SplitMatch, SplitRule,
     TrafficSplit, WeightedUpstream, DEFAULT_CORS_METHODS,
 };
+pub use plugins::{
+    has_template, parse_template, split_entry, JsonType, RequestEntries, RequestRemove, RequestReplace,
+    RequestTransformer, ResponseEntries, ResponseRemove, ResponseRename, ResponseTransformer, TemplatePiece,
+};
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};
 pub use upstream::{Algorithm, HashOn, Target, Upstream};

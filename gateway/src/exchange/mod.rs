@@ -6,7 +6,7 @@ mod body;
 mod client;
 pub(crate) mod query;
 
-pub(crate) use body::ClientBody;
+pub(crate) use body::{ClientBody, ReadError};
 pub use client::ClientInfo;
 
 use bytes::Bytes;

@@ -12,7 +12,8 @@ pub(crate) fn values<'u>(uri: &'u Uri, name: &'u str) -> impl Iterator<Item = Co
     })
 }
 
-fn decode(text: &str) -> Cow<'_, str> {
+/// `text` percent-decoded, `+` as a space; borrowed when there is nothing to decode.
+pub(crate) fn decode(text: &str) -> Cow<'_, str> {
     if !text.contains(['%', '+']) {
         return Cow::Borrowed(text);
     }

@@ -8,7 +8,8 @@
 //! - [`rate_limit`]: `rate-limiting`; [`cache`]: `proxy-cache`; [`http_log`]: `http-log`
 //!   (its records are made by `crate::request_log`).
 //! - [`cors`], [`ip_restriction`], [`correlation_id`], [`request_size_limiting`],
-//!   [`traffic_split`]: the traffic plugins of the same names.
+//!   [`traffic_split`]: the traffic plugins of the same names; [`transformer`]:
+//!   `request-transformer` and `response-transformer`.
 
 pub mod auth;
 pub mod cache;
@@ -24,5 +25,6 @@ pub mod request_size_limiting;
 #[cfg(test)]
 mod testing;
 pub mod traffic_split;
+pub mod transformer;
 
 pub use registry::Shared;

@@ -130,6 +130,12 @@ pub(crate) struct Ctx<'a> {
     /// The upstream, by name, a plugin chose for this request instead of the service's own
     /// destination (`traffic-split`); the proxy forwards there with the service's settings.
     pub(crate) upstream: Option<Arc<str>>,
+    /// The whole upstream path, when a plugin set it (`request-transformer`'s `replace.uri`):
+    /// sent as is, instead of the service's path joined with the route's rest.
+    pub(crate) upstream_path: Option<Box<str>>,
+    /// Whether a plugin set the request's `Host` for the upstream: it is then sent as set,
+    /// as with the route's `preserve_host`.
+    pub(crate) host_set: bool,
     /// The position in the chain of the plugin running now.
     current: u8,
     /// Plugins from this position on use the consumer's own config where it has one.
@@ -159,6 +165,8 @@ impl<'a> Ctx<'a> {
             consumer_plugins: None,
             upstream_answered: false,
             upstream: None,
+            upstream_path: None,
+            host_set: false,
             current: 0,
             consumer_from: u8::MAX,
             kept: SmallVec::new(),

@@ -15,6 +15,7 @@ use super::pipeline::{Chain, Link, Plugin};
 use super::rate_limit::{Limiters, Members, RateLimit};
 use super::request_size_limiting::RequestSizeLimiting;
 use super::traffic_split::TrafficSplit;
+use super::transformer::{RequestTransformer, ResponseTransformer};
 use config_sync::model::{PluginConfig, Plugins};
 use std::sync::Arc;
 
@@ -120,6 +121,8 @@ impl Builder<'_> {
             PluginConfig::RequestSizeLimiting(c) => Arc::new(RequestSizeLimiting::new(c)),
             PluginConfig::HttpLog(c) => Arc::new(HttpLogPlugin::new(c, &self.shared.http_logs)),
             PluginConfig::TrafficSplit(c) => Arc::new(TrafficSplit::new(c)),
+            PluginConfig::RequestTransformer(c) => Arc::new(RequestTransformer::new(c)),
+            PluginConfig::ResponseTransformer(c) => Arc::new(ResponseTransformer::new(c)),
         }
     }
 

@@ -182,8 +182,13 @@ impl Proxy {
             }
         }
 
-        // The plugins may have changed the query (a key hidden from the upstream).
-        let uri = upstream_uri(entry, &path, ctx.request.uri.query(), found.matched_len)?;
+        // The plugins may have changed the query (a key hidden from the upstream), or set the
+        // whole path.
+        let uri = match ctx.upstream_path.take() {
+            Some(set) => path_and_query(&set, ctx.request.uri.query())?,
+            None => upstream_uri(entry, &path, ctx.request.uri.query(), found.matched_len)?,
+        };
+        let preserve_host = entry.route.preserve_host || ctx.host_set;
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
         let parts = &mut *ctx.request;
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
@@ -193,7 +198,7 @@ impl Proxy {
         headers::set_forwarded(&mut parts.headers, client, host.as_deref());
         headers::ForwardedPath::new(&path, stripped).apply(&mut parts.headers);
         headers::append_via(&mut parts.headers, &self.via);
-        if entry.route.preserve_host {
+        if entry.route.preserve_host && !ctx.host_set {
             if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
                 parts.headers.insert(header::HOST, h);
             }
@@ -217,7 +222,7 @@ impl Proxy {
             service: &entry.service,
             parts: ctx.request,
             client,
-            preserve_host: entry.route.preserve_host,
+            preserve_host,
             upstream,
         };
         // Boxed: the upstream exchange is the largest part of the request's future, and held
@@ -360,6 +365,15 @@ fn upstream_uri(entry: &RouteEntry, path: &str, query: Option<&str>, matched_len
         joined.push('?');
         joined.push_str(q);
     }
+    Uri::try_from(joined).map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))
+}
+
+/// A path a plugin set, with the request's query.
+fn path_and_query(path: &str, query: Option<&str>) -> Result<Uri, ProxyError> {
+    let joined = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
     Uri::try_from(joined).map_err(|_| ProxyError::BadRequest("the request path cannot be forwarded"))
 }
 

@@ -17,7 +17,10 @@ mod ip_restriction;
 mod proxy_cache;
 mod rate_limiting;
 mod request_size_limiting;
+mod request_transformer;
+mod response_transformer;
 mod traffic_split;
+mod transformers;
 
 pub use auth::{Acl, BasicAuth, Claim, Jwt, KeyAuth};
 pub use correlation_id::{CorrelationId, IdGenerator};
@@ -27,7 +30,10 @@ pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 pub use request_size_limiting::{RequestSizeLimiting, SizeUnit};
+pub use request_transformer::{RequestEntries, RequestRemove, RequestReplace, RequestTransformer};
+pub use response_transformer::{JsonType, ResponseEntries, ResponseRemove, ResponseRename, ResponseTransformer};
 pub use traffic_split::{SplitMatch, SplitRule, TrafficSplit, WeightedUpstream};
+pub use transformers::{has_template, parse_template, split_entry, TemplatePiece};
 
 use crate::validate::Errors;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, Visitor};
@@ -93,6 +99,8 @@ plugins! {
     "http-log" => HttpLog(HttpLog),
     "request-size-limiting" => RequestSizeLimiting(RequestSizeLimiting),
     "traffic-split" => TrafficSplit(TrafficSplit),
+    "request-transformer" => RequestTransformer(RequestTransformer),
+    "response-transformer" => ResponseTransformer(ResponseTransformer),
 }
 
 /// The plugins that tell who a caller is or check it: Kong does not let a consumer carry them.
