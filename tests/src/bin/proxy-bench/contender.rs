@@ -41,10 +41,16 @@ impl Drop for Process {
 impl Contender {
     /// A gateway node serving `yaml`, with one runtime worker.
     pub async fn gateway(yaml: &str, redis_url: Option<&str>, cpu: usize) -> Contender {
-        let mut flags = vec!["--worker-threads", "1"];
-        if let Some(url) = redis_url {
-            flags.extend(["--redis-url", url]);
+        match redis_url {
+            Some(url) => Contender::gateway_with(yaml, &["--redis-url", url], cpu).await,
+            None => Contender::gateway_with(yaml, &[], cpu).await,
         }
+    }
+
+    /// A gateway node serving `yaml` with one runtime worker and `extra` flags.
+    pub async fn gateway_with(yaml: &str, extra: &[&str], cpu: usize) -> Contender {
+        let mut flags = vec!["--worker-threads", "1"];
+        flags.extend(extra);
         let gateway = Gateway::start_with(yaml, &flags).await;
         let (addr, root) = (gateway.proxy, gateway.pid());
         Contender::ready(addr, root, Process::Gateway { _gateway: Box::new(gateway) }, cpu).await

@@ -8,7 +8,9 @@
 //! 100k requests at full load, and its peak resident memory. Extra rows: the gateway with rate
 //! limiting (redis and local policy, a limit never reached; redis, a client always over its limit,
 //! answered 429), with cache hits (redis and memory
-//! strategy), with key-auth and jwt, and with 10,000 routes. HTTPS rows: the gateway, nginx and
+//! strategy), with key-auth and jwt, and with 10,000 routes. The `plugins` case: the plain gateway
+//! beside the same with cors + request-transformer + correlation-id on its route, and with an
+//! access log file (`PROXY_BENCH_ONLY=plugins` runs only those). HTTPS rows: the gateway, nginx and
 //! HAProxy terminating TLS with one ECDSA P-256 certificate, on kept-alive connections and with a
 //! new connection (a full handshake) for every request; `PROXY_BENCH_ONLY=https` runs only
 //! those. Each measurement runs ROUNDS times, the contenders taking
@@ -123,6 +125,8 @@ async fn main() {
         rows.extend(main_rows(case, path, upstream).await);
     }
     rows.extend(gateway_variants(upstream, &redis.url()).await);
+    let logs = tests::TempDir::new();
+    rows.extend(traffic_plugin_rows(upstream, logs.path()).await);
     let certificate = BenchCertificate::new();
     for case in [HTTPS, NEW_CONNECTIONS] {
         rows.extend(https_rows(case, upstream, &certificate).await);
@@ -154,8 +158,10 @@ async fn main() {
         }
     }
     for case in cases {
-        let slowest =
-            rows.iter().filter(|r| r.case == case && r.main).map(Row::per_second).fold(f64::INFINITY, f64::min);
+        let of_case = || rows.iter().filter(move |r| r.case == case);
+        // A case without the main contenders (the plugins') is measured at its own slowest's rate.
+        let main = of_case().any(|r| r.main);
+        let slowest = of_case().filter(|r| r.main || !main).map(Row::per_second).fold(f64::INFINITY, f64::min);
         rates.push((case, (slowest * FIXED_RATE_SHARE) as u64));
     }
     for round in 1..=rounds {
@@ -248,6 +254,29 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
     rows
 }
 
+/// The traffic plugins' case: the plain gateway, the same with cors, request-transformer and
+/// correlation-id on its route, and with every request written to an access log file.
+const PLUGINS: &str = "plugins";
+const PLAIN: &str = "gateway, no plugin";
+const TRAFFIC_PLUGINS: &str = "gateway, cors + request-transformer + correlation-id";
+const ACCESS_LOG: &str = "gateway, access_log to a file";
+
+async fn traffic_plugin_rows(upstream: SocketAddr, dir: &std::path::Path) -> Vec<Row> {
+    let plain = service_yaml(upstream, "{ name: all, paths: [/], strip_path: false }");
+    let plugins = "cors: { origins: [\"https://app.example\"] }, correlation-id: {}, \
+                   request-transformer: { add: { headers: [\"x-bench:1\"] }, remove: { headers: [x-unused] } }";
+    let with_plugins =
+        service_yaml(upstream, &format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugins} }} }}"));
+    let log = dir.join("access.log");
+    let log = log.to_str().expect("a UTF-8 path");
+    let contenders = [
+        (PLAIN, Contender::gateway(&plain, None, PROXY_CPU).await),
+        (TRAFFIC_PLUGINS, Contender::gateway(&with_plugins, None, PROXY_CPU).await),
+        (ACCESS_LOG, Contender::gateway_with(&plain, &["--access-log", log], PROXY_CPU).await),
+    ];
+    contenders.into_iter().map(|(name, c)| Row::new(PLUGINS, name, c.addr, "/small", Some(c), false)).collect()
+}
+
 /// The rate-limited row whose client is always over its limit (every answer a 429).
 const OVER_THE_LIMIT: &str = "gateway, rate limiting (redis), all over the limit (429)";
 const KEY_AUTH: &str = "gateway, key-auth";
@@ -333,6 +362,15 @@ fn report(rows: &[Row], rates: &[(&str, u64)], connections: usize, seconds: u64,
                 by_round(gateway, nginx),
                 if ratio >= 1.0 { "met" } else { "MISSED" }
             );
+        }
+    }
+    if let Some(plain) = find(PLUGINS, PLAIN) {
+        let _ = writeln!(out, "\nTraffic plugins, each against the plain gateway measured beside it:");
+        for name in [TRAFFIC_PLUGINS, ACCESS_LOG] {
+            let row = find(PLUGINS, name).expect("a row");
+            let ratio = row.per_second() / plain.per_second();
+            let verdict = if ratio >= 0.9 { "met" } else { "MISSED" };
+            let _ = writeln!(out, "- {name}: {ratio:.2}× (≥ 0.9; {}): {verdict}", by_round(row, plain));
         }
     }
     if find("small", "gateway").is_none() {
