@@ -28,8 +28,11 @@ async fn pair(yaml: &str, redis: Option<&Redis>) -> (Gateway, Gateway) {
     flags.extend(["--cluster-seeds", &seed]);
     let second = Gateway::start_node("node-2", yaml, &flags, &[]).await;
     for gw in [&first, &second] {
-        eventually(WAIT, "two members", || async {
-            (HttpClient::new().get(&gw.admin_url("/status")).await.json()["cluster"]["members"] == 2).then_some(())
+        // Until a node has reached Redis, its cache answers Bypass.
+        eventually(WAIT, "two members, and Redis when given", || async {
+            let status = HttpClient::new().get(&gw.admin_url("/status")).await.json();
+            let redis = url.is_none() || status["redis"] == "connected";
+            (status["cluster"]["members"] == 2 && redis).then_some(())
         })
         .await;
     }
