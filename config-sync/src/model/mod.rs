@@ -30,8 +30,8 @@ pub use plugins::{
     TrafficSplit, WeightedUpstream, DEFAULT_CORS_METHODS,
 };
 pub use plugins::{
-    has_template, parse_template, split_entry, JsonType, RequestEntries, RequestRemove, RequestReplace,
-    RequestTransformer, ResponseEntries, ResponseRemove, ResponseRename, ResponseTransformer, TemplatePiece,
+    has_template, parse_template, split_entry, JsonType, RequestEntries, RequestReplace, RequestTransformer,
+    ResponseEntries, ResponseNames, ResponseTransformer, TemplatePiece,
 };
 pub use route::{Protocol, Route};
 pub use service::{Service, ServiceUrl};

@@ -30,8 +30,8 @@ pub use ip_restriction::{parse_ip_or_cidr, IpRestriction};
 pub use proxy_cache::{CacheStrategy, ProxyCache};
 pub use rate_limiting::{LimitBy, RateLimitPolicy, RateLimitWindow, RateLimiting};
 pub use request_size_limiting::{RequestSizeLimiting, SizeUnit};
-pub use request_transformer::{RequestEntries, RequestRemove, RequestReplace, RequestTransformer};
-pub use response_transformer::{JsonType, ResponseEntries, ResponseRemove, ResponseRename, ResponseTransformer};
+pub use request_transformer::{RequestEntries, RequestReplace, RequestTransformer};
+pub use response_transformer::{JsonType, ResponseEntries, ResponseNames, ResponseTransformer};
 pub use traffic_split::{SplitMatch, SplitRule, TrafficSplit, WeightedUpstream};
 pub use transformers::{has_template, parse_template, split_entry, TemplatePiece};
 

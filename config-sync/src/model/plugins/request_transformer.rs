@@ -14,32 +14,18 @@ use super::transformers::{
 use crate::validate::Errors;
 use serde::{Deserialize, Serialize};
 
-/// Names to remove.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RequestRemove {
-    /// Header names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<String>,
-    /// Query parameter names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub querystring: Vec<String>,
-    /// Body fields: top-level JSON fields, or form fields.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub body: Vec<String>,
-}
-
-/// `"name:value"` entries (`"old:new"` for `rename`).
+/// What one operation acts on: names for `remove`, `"name:value"` entries for `add` and
+/// `append`, `"old:new"` for `rename`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestEntries {
-    /// Header entries.
+    /// Headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
-    /// Query parameter entries.
+    /// Query parameters.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub querystring: Vec<String>,
-    /// Body field entries (string values).
+    /// Body fields: top-level JSON fields, or form fields (string values).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub body: Vec<String>,
 }
@@ -71,7 +57,7 @@ pub struct RequestTransformer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_method: Option<String>,
     /// Removed first.
-    pub remove: RequestRemove,
+    pub remove: RequestEntries,
     /// Then renamed, when present.
     pub rename: RequestEntries,
     /// Then replaced, only when present.

@@ -23,22 +23,10 @@ pub enum JsonType {
     Number,
 }
 
-/// Names to remove.
+/// Names to remove, or `"old:new"` entries to rename.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ResponseRemove {
-    /// Header names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<String>,
-    /// Top-level JSON field names.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub json: Vec<String>,
-}
-
-/// `"old:new"` entries.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResponseRename {
+pub struct ResponseNames {
     /// Header names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
@@ -90,9 +78,9 @@ fn json_text(value: &str, kind: JsonType) -> Option<String> {
 #[serde(deny_unknown_fields, default)]
 pub struct ResponseTransformer {
     /// Removed first.
-    pub remove: ResponseRemove,
+    pub remove: ResponseNames,
     /// Then renamed, when present.
-    pub rename: ResponseRename,
+    pub rename: ResponseNames,
     /// Then replaced, only when present.
     pub replace: ResponseEntries,
     /// Then added, only when absent.
