@@ -26,13 +26,22 @@ services:
 }
 
 /// Writes `head` then `chunks` (each as one chunk of a chunked body, then the last chunk) and
-/// reads the answer's status line.
-async fn chunked(gw: &Gateway, path: &str, chunks: usize, size: usize) -> String {
+/// reads the answer's status line. With `pause`, waits for its signal after that many chunks.
+async fn chunked(
+    gw: &Gateway,
+    path: &str,
+    (chunks, size): (usize, usize),
+    pause: Option<(usize, tokio::sync::oneshot::Receiver<()>)>,
+) -> String {
     let mut stream = TcpStream::connect(gw.proxy).await.unwrap();
     let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let chunk = format!("{size:x}\r\n{}\r\n", "x".repeat(size));
-    for _ in 0..chunks {
+    let (pause_at, mut signal) = pause.map_or((usize::MAX, None), |(at, signal)| (at, Some(signal)));
+    for i in 0..chunks {
+        if i == pause_at {
+            let _ = tokio::time::timeout(WAIT, signal.take().expect("one pause")).await;
+        }
         // The gateway may answer and close before the whole body is written.
         if stream.write_all(chunk.as_bytes()).await.is_err() {
             break;
@@ -56,9 +65,9 @@ async fn a_content_length_over_the_limit_is_refused_before_the_upstream() {
     let at = client.call(http::Method::POST, &gw.url("/small"), vec![b'x'; 4096]).await;
     assert_eq!((at.status.as_u16(), at.json()["body_bytes"].as_u64()), (200, Some(4096)));
     // Chunked and within the limit: streamed through.
-    assert!(chunked(&gw, "/small", 4, 1000).await.contains(" 200 "));
+    assert!(chunked(&gw, "/small", (4, 1000), None).await.contains(" 200 "));
     // Chunked, and no Content-Length where one is required.
-    assert!(chunked(&gw, "/strict", 1, 10).await.contains(" 411 "));
+    assert!(chunked(&gw, "/strict", (1, 10), None).await.contains(" 411 "));
     let metrics = String::from_utf8_lossy(&client.get(&gw.admin_url("/metrics")).await.body).into_owned();
     let refused = metrics.lines().find(|l| {
         l.starts_with("gateway_plugin_refusals_total")
@@ -70,18 +79,27 @@ async fn a_content_length_over_the_limit_is_refused_before_the_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_past_the_limit_is_cut_off_upstream_and_answered_413() {
-    // An upstream that reads what it is sent until the connection ends, and reports it.
+    // An upstream that reads what it is sent until the connection ends, and reports it; it
+    // signals once the request's head has come, so that the client sends the body past the
+    // limit only once the upstream request is under way.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream = listener.local_addr().unwrap();
     let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
-        let mut seen = Vec::new();
-        let _ = tokio::time::timeout(WAIT, socket.read_to_end(&mut seen)).await;
+        let (mut seen, mut head_tx) = (Vec::new(), Some(head_tx));
+        let mut buffer = [0u8; 8192];
+        while let Ok(Ok(n @ 1..)) = tokio::time::timeout(WAIT, socket.read(&mut buffer)).await {
+            seen.extend_from_slice(&buffer[..n]);
+            if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                head_tx.take().map(|tx| tx.send(()));
+            }
+        }
         let _ = seen_tx.send(seen);
     });
     let gw = Gateway::start(&config(&upstream.to_string())).await;
-    let status = chunked(&gw, "/small", 64, 1000).await;
+    let status = chunked(&gw, "/small", (64, 1000), Some((2, head_rx))).await;
     assert!(status.contains(" 413 "), "{status}");
     let seen = tokio::time::timeout(WAIT, seen_rx).await.unwrap().unwrap();
     let seen = String::from_utf8_lossy(&seen);
