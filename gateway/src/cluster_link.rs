@@ -7,7 +7,7 @@
 //! - a [`Question`] is a query every live member answers: each node's view of an upstream's
 //!   health, for `GET /cluster/health/{upstream}`.
 
-use crate::health::{Registry, Source, State};
+use crate::health::{Registry, SetOutcome, Source, State};
 use crate::plugins::cache::Caches;
 use crate::runtime::{Live, Runtime};
 use crate::settings::Settings;
@@ -172,11 +172,13 @@ fn apply_state(health: &Registry, update: StateUpdate) {
             );
             let _entered = span.enter();
             let healthy = state == State::Healthy;
-            if health.set(upstream, target, state, Source::Gossip) {
-                tracing::info!(origin = %version.origin, %upstream, %target, healthy, "health set received");
-            } else {
-                tracing::debug!(origin = %version.origin, %upstream, %target, healthy,
-                    "health set for a target not served here; kept for when it is");
+            let origin = version.origin.clone();
+            match health.set(upstream, target, state, Source::Gossip, Some(version)) {
+                SetOutcome::Applied => tracing::info!(%origin, %upstream, %target, healthy, "health set received"),
+                SetOutcome::Kept => tracing::debug!(%origin, %upstream, %target, healthy,
+                    "health set for a target not served here; kept for when it is"),
+                SetOutcome::Superseded => tracing::debug!(%origin, %upstream, %target, healthy,
+                    "health set older than one applied here; ignored"),
             }
         }
         StateUpdate::Expired(key) => {
@@ -221,20 +223,19 @@ mod tests {
     #[test]
     fn a_health_set_for_a_target_configured_later_applies_when_it_is() {
         let health = Registry::new();
-        let version = cluster::Version { time: cluster::Hlc { ms: 1, counter: 0 }, origin: "gw-2".into() };
-        let change = |value: u8| {
+        let change = |value: u8, ms: u64| {
             StateUpdate::Changed(StateChange {
                 key: health_key("api", "10.0.0.1:80"),
                 value: vec![value],
-                version: version.clone(),
+                version: cluster::Version { time: cluster::Hlc { ms, counter: 0 }, origin: "gw-2".into() },
             })
         };
-        apply_state(&health, change(0));
+        apply_state(&health, change(0, 1));
         assert!(!health.target("api", "10.0.0.1:80").is_healthy());
         assert!(health.target("api", "10.0.0.2:80").is_healthy());
-        apply_state(&health, change(1));
+        apply_state(&health, change(1, 2));
         assert!(health.target("api", "10.0.0.1:80").is_healthy());
-        apply_state(&health, change(7));
+        apply_state(&health, change(7, 3));
         assert!(health.target("api", "10.0.0.1:80").is_healthy(), "an unreadable value changes nothing");
     }
 

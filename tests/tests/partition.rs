@@ -141,8 +141,12 @@ async fn a_node_cut_off_past_the_message_retention_comes_back_with_every_health_
         took <= rejoined + Duration::from_millis(PUSH_PULL_MS) + Duration::from_millis(500),
         "the set took {took:?}, membership {rejoined:?}"
     );
-    for gw in &nodes {
-        assert_eq!(health_of(gw, &echo).await, HEALTHY);
+    for (i, gw) in nodes.iter().enumerate() {
+        let health = health_of(gw, &echo).await;
+        if health != HEALTHY {
+            let sets = gw.logs().into_iter().filter(|l| l.contains("health")).collect::<Vec<_>>().join("\n");
+            panic!("node-{} reads {health}; its health log:\n{sets}", i + 1);
+        }
         let states = states(gw).await;
         for id in ["node-1", "node-2", "node-3"] {
             assert_eq!(states.iter().filter(|(i, _)| i == id).count(), 1, "{id} listed once: {states:?}");

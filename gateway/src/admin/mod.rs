@@ -164,8 +164,8 @@ impl Admin {
                     Some(not_found) => not_found,
                     None => {
                         let state = if action == "healthy" { State::Healthy } else { State::Unhealthy };
-                        self.live.health().set(upstream, target, state, Source::Manual);
-                        self.share_health_set(upstream, target, state).await;
+                        let version = self.share_health_set(upstream, target, state).await;
+                        self.live.health().set(upstream, target, state, Source::Manual, version);
                         no_content()
                     }
                 },
@@ -318,13 +318,18 @@ impl Admin {
     }
 
     /// Writes a health set made here into the cluster's durable state, for every other node
-    /// (those away now included, when they are back). It already applies here; a failure
-    /// (the node is shutting down) is logged, not returned.
-    async fn share_health_set(&self, upstream: &str, target: &str, state: State) {
-        let Some(cluster) = &self.cluster else { return };
+    /// (those away now included, when they are back); the version it was given there, for it
+    /// to apply here in the same order as on every node. A failure (the node is shutting down)
+    /// is logged, not returned.
+    async fn share_health_set(&self, upstream: &str, target: &str, state: State) -> Option<cluster::Version> {
+        let cluster = self.cluster.as_ref()?;
         let key = cluster_link::health_key(upstream, target);
-        if let Err(e) = cluster.set_state(key, cluster_link::health_value(state)).await {
-            tracing::warn!(error = %e, %upstream, %target, "could not share the health set with the cluster");
+        match cluster.set_state(key, cluster_link::health_value(state)).await {
+            Ok(version) => Some(version),
+            Err(e) => {
+                tracing::warn!(error = %e, %upstream, %target, "could not share the health set with the cluster");
+                None
+            }
         }
     }
 

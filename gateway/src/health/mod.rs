@@ -20,6 +20,7 @@ pub use counters::{Counters, Outcome, State, Thresholds, Transition};
 pub use policy::{ActivePolicy, PassivePolicy, Policy};
 pub use target::{Source, TargetHealth};
 
+use cluster::Version;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::Semaphore;
@@ -42,13 +43,31 @@ pub struct Watched<'a> {
     pub targets: &'a [Arc<TargetHealth>],
 }
 
+/// An operator's set of one target, and the cluster's version of it (none without a cluster).
+#[derive(Clone)]
+struct OperatorSet {
+    state: State,
+    version: Option<Version>,
+}
+
+/// What [`Registry::set`] did with a set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetOutcome {
+    /// The target is served here and took it.
+    Applied,
+    /// Remembered for when the target is configured here.
+    Kept,
+    /// A later set has already applied here; this one changes nothing.
+    Superseded,
+}
+
 /// Every target's health on this node, and the probes that feed it.
 #[derive(Default)]
 pub struct Registry {
     targets: Mutex<HashMap<Key, Arc<TargetHealth>>>,
     /// The operators' latest word on each target, whether this node serves it yet or not: a
     /// target configured later starts in that state.
-    operator: Mutex<HashMap<Key, State>>,
+    operator: Mutex<HashMap<Key, OperatorSet>>,
     probes: Mutex<HashMap<Key, Probe>>,
     /// One semaphore per upstream, with the concurrency it was made for.
     permits: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
@@ -69,8 +88,8 @@ impl Registry {
             return health.clone();
         }
         let health = Arc::new(TargetHealth::new(upstream, address));
-        if let Some(&state) = lock(&self.operator).get(&key) {
-            health.set(state, Source::Gossip);
+        if let Some(set) = lock(&self.operator).get(&key) {
+            health.set(set.state, Source::Gossip);
         }
         targets.insert(key, health.clone());
         health
@@ -78,17 +97,41 @@ impl Registry {
 
     /// An operator's word: `address` in `upstream` takes `state` and its counters are cleared,
     /// here (made here, `Source::Manual`, or on another node, `Source::Gossip`). Remembered for
-    /// when the target is configured here later; whether it is served here now.
-    pub fn set(&self, upstream: &str, address: &str, state: State, source: Source) -> bool {
+    /// when the target is configured here later.
+    ///
+    /// With the cluster's `version` of the set, the latest set wins here as in the cluster's
+    /// table, whatever order this node's own sets and its peers' reach it in: one older than a
+    /// set already applied is [`SetOutcome::Superseded`]. A set without a version (no cluster)
+    /// always applies.
+    pub fn set(
+        &self,
+        upstream: &str,
+        address: &str,
+        state: State,
+        source: Source,
+        version: Option<Version>,
+    ) -> SetOutcome {
         let key = (upstream.to_owned(), address.to_owned());
-        lock(&self.operator).insert(key.clone(), state);
-        let health = lock(&self.targets).get(&key).cloned();
+        // Both held across the target's update (taken in the order `target` and `sync` take
+        // them), so that two sets apply in their versions' order and a target made meanwhile
+        // starts from the latest.
+        let targets = lock(&self.targets);
+        let mut operator = lock(&self.operator);
+        let held = operator.get(&key).and_then(|set| set.version.as_ref());
+        if let (Some(held), Some(new)) = (held, version.as_ref()) {
+            if held >= new {
+                return SetOutcome::Superseded;
+            }
+        }
+        let version = version.or_else(|| held.cloned());
+        let health = targets.get(&key);
+        operator.insert(key, OperatorSet { state, version });
         match health {
             Some(health) => {
                 health.set(state, source);
-                true
+                SetOutcome::Applied
             }
-            None => false,
+            None => SetOutcome::Kept,
         }
     }
 
@@ -163,4 +206,48 @@ impl Registry {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cluster::Hlc;
+
+    fn version(ms: u64, origin: &str) -> Option<Version> {
+        Some(Version { time: Hlc { ms, counter: 0 }, origin: origin.into() })
+    }
+
+    /// A node's own set and a peer's can reach its registry in either order; the later
+    /// version holds, as in the cluster's table (the race a partition test met: a peer's older
+    /// set applied just after this node's own, leaving the node unhealthy against the table).
+    #[test]
+    fn the_latest_version_holds_whatever_order_sets_arrive_in() {
+        let health = Registry::new();
+        let target = health.target("api", "10.0.0.1:80");
+        let own = health.set("api", "10.0.0.1:80", State::Healthy, Source::Manual, version(20, "gw-2"));
+        assert_eq!(own, SetOutcome::Applied);
+        let older = health.set("api", "10.0.0.1:80", State::Unhealthy, Source::Gossip, version(10, "gw-1"));
+        assert_eq!(older, SetOutcome::Superseded);
+        assert!(target.is_healthy());
+        // The same time from another origin: the greater origin wins, as in the table.
+        let tie = health.set("api", "10.0.0.1:80", State::Unhealthy, Source::Gossip, version(20, "gw-3"));
+        assert_eq!(tie, SetOutcome::Applied);
+        assert!(!target.is_healthy());
+        // Without a cluster, a set always applies.
+        assert_eq!(health.set("api", "10.0.0.1:80", State::Healthy, Source::Manual, None), SetOutcome::Applied);
+        assert!(target.is_healthy());
+        // ... and the version seen stays: an older peer set is still superseded.
+        let late = health.set("api", "10.0.0.1:80", State::Unhealthy, Source::Gossip, version(15, "gw-1"));
+        assert_eq!(late, SetOutcome::Superseded);
+    }
+
+    #[test]
+    fn a_set_for_a_target_not_served_is_kept_with_its_version() {
+        let health = Registry::new();
+        let set = health.set("api", "10.0.0.9:80", State::Unhealthy, Source::Gossip, version(5, "gw-1"));
+        assert_eq!(set, SetOutcome::Kept);
+        let older = health.set("api", "10.0.0.9:80", State::Healthy, Source::Gossip, version(4, "gw-2"));
+        assert_eq!(older, SetOutcome::Superseded);
+        assert!(!health.target("api", "10.0.0.9:80").is_healthy());
+    }
 }
