@@ -4,14 +4,13 @@
 //! `Cookie` and `Set-Cookie`, of the headers and query parameters that carry a route's API keys
 //! (its chain's `query_secrets`: key-auth's `key_names`, jwt's `uri_param_names`) are replaced
 //! by `REDACTED` when the record is made ([`redact_headers`], [`crate::exchange::query::scrubbed`]).
-//! The JSON is made once, by whoever asks first (a writer task, off the request path), and
-//! shared by every sink.
+//! Its JSON ([`super::json`]) is written off the request path, by the sinks' tasks.
 
+use super::json;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use serde_json::{json, Map, Value};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// What replaces a secret.
 pub(crate) const REDACTED: &str = "REDACTED";
@@ -99,66 +98,23 @@ impl Record {
         }
     }
 
-    /// The record as one JSON object (no line break), made once.
+    /// The record as one JSON object (no line break), made once and shared by the sinks that
+    /// send it whole.
     pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&self.to_value()).unwrap_or_default()))
+        self.json.get_or_init(|| {
+            let mut out = Vec::with_capacity(1024);
+            json::write(self, &mut out);
+            Bytes::from(out)
+        })
     }
 
-    /// The fields of Kong's log serializer, and `node`.
-    pub fn to_value(&self) -> Value {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let scheme = if self.https { "https" } else { "http" };
-        let url = format!("{scheme}://{}{}", self.host.as_deref().unwrap_or(""), self.uri);
-        let mut record = json!({
-            "request": {
-                "method": self.method.as_str(),
-                "uri": self.uri,
-                "url": url,
-                "size": self.request_size,
-                "querystring": querystring(self.uri.split_once('?').map_or("", |(_, q)| q)),
-                "headers": headers(&self.request_headers),
-            },
-            "response": {
-                "status": self.status,
-                "size": self.response_size,
-                "headers": headers(&self.response_headers),
-            },
-            "latencies": {
-                "request": ms(self.request_latency),
-                "proxy": ms(self.proxy_latency),
-                "upstream": self.upstream_latency.map_or(-1, |d| i64::try_from(ms(d)).unwrap_or(i64::MAX)),
-            },
-            "client_ip": self.client_ip.to_str().unwrap_or(""),
-            "started_at": self.started_at.duration_since(UNIX_EPOCH).map_or(0, ms),
-            "node": &*self.node,
-        });
-        let fields = record.as_object_mut().expect("an object");
-        if let Some(service) = &self.service {
-            fields.insert("service".into(), json!({ "name": &**service }));
+    /// Appends the JSON object to `out`: the one made already, or written straight from the
+    /// fields (nothing kept: a sink that writes lines needs no copy of its own).
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        match self.json.get() {
+            Some(json) => out.extend_from_slice(json),
+            None => json::write(self, out),
         }
-        if let Some(route) = &self.route {
-            fields.insert("route".into(), json!({ "name": &**route }));
-        }
-        if let Some((username, custom_id)) = &self.consumer {
-            let mut consumer = json!({ "username": &**username });
-            if let Some(id) = custom_id.as_ref().and_then(|v| v.to_str().ok()) {
-                consumer["custom_id"] = Value::from(id);
-            }
-            fields.insert("consumer".into(), consumer);
-        }
-        if let Some(upstream_uri) = &self.upstream_uri {
-            fields.insert("upstream_uri".into(), Value::from(upstream_uri.as_str()));
-        }
-        if let Some(target) = &self.target {
-            // Kong's `tries`: the targets tried. Here the one that answered, as configured.
-            let (ip, port) = target.rsplit_once(':').unwrap_or((target, ""));
-            let port = port.parse::<u16>().map_or(Value::Null, Value::from);
-            fields.insert(
-                "tries".into(),
-                json!([{ "ip": ip.trim_start_matches('[').trim_end_matches(']'), "port": port }]),
-            );
-        }
-        record
     }
 }
 
@@ -177,56 +133,18 @@ fn head_size(head: &http::request::Parts, uri_len: usize) -> u64 {
 }
 
 /// A copy of `headers` with the secret ones' values (always-secret headers, and `secrets` as
-/// header names) replaced by one `REDACTED`.
+/// header names) replaced by one `REDACTED`. Names are compared without hashing, and the copy
+/// is changed only where a secret is found: most requests carry none.
 pub(crate) fn redact_headers(headers: &HeaderMap, secrets: &[String]) -> HeaderMap {
     let mut copy = headers.clone();
-    let named = secrets.iter().filter_map(|s| HeaderName::try_from(s.as_str()).ok());
-    for name in SECRET_HEADERS.into_iter().chain(named) {
-        if copy.contains_key(&name) {
-            copy.insert(name, HeaderValue::from_static(REDACTED));
-        }
+    let secret = |name: &HeaderName| {
+        SECRET_HEADERS.contains(name) || secrets.iter().any(|s| name.as_str().eq_ignore_ascii_case(s))
+    };
+    let found: Vec<HeaderName> = headers.keys().filter(|name| secret(name)).cloned().collect();
+    for name in found {
+        copy.insert(name, HeaderValue::from_static(REDACTED));
     }
     copy
-}
-
-/// Headers as Kong writes them: lower-case names; a repeated header's values as a list.
-fn headers(headers: &HeaderMap) -> Value {
-    let mut map = Map::new();
-    for name in headers.keys() {
-        let text = |v: &HeaderValue| Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned());
-        let mut values = headers.get_all(name).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(one), None) => text(one),
-            _ => Value::Array(headers.get_all(name).iter().map(text).collect()),
-        };
-        map.insert(name.as_str().to_owned(), value);
-    }
-    Value::Object(map)
-}
-
-/// The query's arguments as Kong writes them: decoded; a flag without `=` is `true`; a repeated
-/// argument's values as a list.
-fn querystring(query: &str) -> Value {
-    let mut map = Map::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = match pair.split_once('=') {
-            Some((name, value)) => (decode(name), Value::from(decode(value))),
-            None => (decode(pair), Value::Bool(true)),
-        };
-        match map.get_mut(&name) {
-            None => {
-                map.insert(name, value);
-            }
-            Some(Value::Array(values)) => values.push(value),
-            Some(first) => *first = Value::Array(vec![first.take(), value]),
-        }
-    }
-    Value::Object(map)
-}
-
-fn decode(text: &str) -> String {
-    let spaced = text.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
 }
 
 /// The path and query of `uri` with the values of `secrets` redacted.
@@ -241,6 +159,8 @@ pub(crate) fn scrubbed_uri(uri: &Uri, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn secrets_are_redacted_and_fields_are_kongs() {

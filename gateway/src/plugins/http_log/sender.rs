@@ -195,13 +195,13 @@ fn encode(batch: &[Arc<Record>]) -> Bytes {
     if let [one] = batch {
         return one.json().clone();
     }
-    let mut body = Vec::with_capacity(batch.iter().map(|r| r.json().len() + 1).sum::<usize>() + 2);
+    let mut body = Vec::with_capacity(batch.len() * 1024);
     body.push(b'[');
     for (i, record) in batch.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(record.json());
+        record.write_json(&mut body);
     }
     body.push(b']');
     Bytes::from(body)
