@@ -339,3 +339,22 @@ consumers:
     }
     assert_eq!(echo.requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_decides_when_chosen() {
+    let origin = Origin::start().await;
+    let plugin = "{ cache_control: true, cdn_cache_control: true, strategy: memory }";
+    let gw = Gateway::start(&config(origin.addr, plugin)).await;
+    let c = HttpClient::new();
+    // Browsers are told not to keep it; this cache keeps it (RFC 9213).
+    origin.answer("/cdn", &[TEXT, ("cache-control", "no-store"), ("cdn-cache-control", "max-age=600")], "cdn");
+    miss_then_stored(&gw, "/cdn").await;
+    let hit = c.get(&gw.url("/cdn")).await;
+    assert_eq!((status(&hit), hit.header("cache-control")), ("Hit", "no-store"), "passed on as it was");
+    // And the other way round: CDN-Cache-Control forbids what Cache-Control allows.
+    origin.answer("/not-here", &[TEXT, ("cache-control", "max-age=600"), ("cdn-cache-control", "no-store")], "x");
+    for _ in 0..2 {
+        assert_eq!(status(&c.get(&gw.url("/not-here")).await), "Bypass");
+    }
+    assert_eq!((origin.count("/cdn"), origin.count("/not-here")), (1, 2));
+}

@@ -153,17 +153,32 @@ pub(crate) struct Exchange {
     pub(crate) authorized: bool,
 }
 
+/// `CDN-Cache-Control` (RFC 9213).
+static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// The directives a response gives this cache: with `cdn`, its `CDN-Cache-Control` when it has
+/// one, and then `Cache-Control` and `Expires` are ignored (RFC 9213 §2.1); else its
+/// `Cache-Control`. Also whether `Expires` counts.
+pub(crate) fn response_directives(headers: &HeaderMap, cdn: bool) -> (Directives, bool) {
+    if cdn && headers.contains_key(&CDN_CACHE_CONTROL) {
+        (Directives::of(headers, &CDN_CACHE_CONTROL), false)
+    } else {
+        (Directives::of(headers, &header::CACHE_CONTROL), true)
+    }
+}
+
 /// How a shared cache may store a response (status and content type already allowed), or
 /// None when it may not (RFC 9111 §3, §3.5, §4.2). `heuristic_max` caps heuristic freshness;
-/// `keep_for_revalidation` is how long a stale entry with a validator is kept.
+/// `keep_for_revalidation` is how long a stale entry with a validator is kept; `cdn` reads
+/// `CDN-Cache-Control` first.
 pub(crate) fn timing(
     status: StatusCode,
     headers: &HeaderMap,
     exchange: Exchange,
-    heuristic_max: Duration,
-    keep_for_revalidation: Duration,
+    (heuristic_max, keep_for_revalidation): (Duration, Duration),
+    cdn: bool,
 ) -> Option<Timing> {
-    let cc = Directives::of(headers, &header::CACHE_CONTROL);
+    let (cc, expires_counts) = response_directives(headers, cdn);
     if cc.no_store || cc.private || varies_on_everything(headers) {
         return None;
     }
@@ -180,7 +195,7 @@ pub(crate) fn timing(
         match (cc.s_maxage, cc.max_age) {
             (Delta::Valid(n), _) | (Delta::Absent, Delta::Valid(n)) => Duration::from_secs(n),
             (Delta::Invalid, _) | (Delta::Absent, Delta::Invalid) => Duration::ZERO,
-            (Delta::Absent, Delta::Absent) => match date_of(headers, &header::EXPIRES) {
+            (Delta::Absent, Delta::Absent) => match date_of(headers, &header::EXPIRES).filter(|_| expires_counts) {
                 // An invalid or repeated Expires is in the past (RFC 9111 §5.3, §4.2.1).
                 Some(Ok(expires)) => expires.duration_since(date).unwrap_or(Duration::ZERO),
                 Some(Err(())) => Duration::ZERO,
@@ -242,6 +257,8 @@ pub(crate) struct Stored<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) response_time: SystemTime,
     pub(crate) timing: Timing,
+    /// Read `CDN-Cache-Control` first.
+    pub(crate) cdn: bool,
 }
 
 impl Stored<'_> {
@@ -275,7 +292,7 @@ pub(crate) struct Verdict {
 
 /// Judges `stored` for a request with directives `request` at `now` (RFC 9111 §4, §5.2.1).
 pub(crate) fn judge(stored: &Stored<'_>, request: &Directives, now: SystemTime) -> Verdict {
-    let cc = Directives::of(stored.headers, &header::CACHE_CONTROL);
+    let (cc, _) = response_directives(stored.headers, stored.cdn);
     let age = stored.age(now);
     let lifetime = stored.timing.lifetime;
     let fresh = age < lifetime;

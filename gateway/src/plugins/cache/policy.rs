@@ -62,7 +62,7 @@ pub(crate) fn storage(
     if !config.cache_control {
         return Some(Timing { lifetime: config.cache_ttl, initial_age: Duration::ZERO, keep: Duration::ZERO });
     }
-    freshness::timing(status, headers, exchange, config.cache_ttl, config.cache_ttl)
+    freshness::timing(status, headers, exchange, (config.cache_ttl, config.cache_ttl), config.cdn_cache_control)
 }
 
 /// The request headers a response varies on (lower case), from its `Vary` (only with

@@ -148,7 +148,7 @@ pub(crate) async fn before(
                     return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit);
                 }
                 let headers = entry.header_map();
-                let verdict = judge(&stored(&entry, &headers), &directives, now);
+                let verdict = judge(&stored(&entry, &headers, config.cdn_cache_control), &directives, now);
                 match verdict.serve {
                     Serve::Fresh => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit),
                     Serve::Stale => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Stale),
@@ -195,9 +195,10 @@ pub(crate) async fn before(
     Before::Forward(Box::new(pass))
 }
 
-fn stored<'a>(entry: &Entry, headers: &'a HeaderMap) -> Stored<'a> {
+fn stored<'a>(entry: &Entry, headers: &'a HeaderMap, cdn: bool) -> Stored<'a> {
     Stored {
         headers,
+        cdn,
         response_time: UNIX_EPOCH + Duration::from_millis(entry.stored_at_ms),
         timing: Timing {
             lifetime: Duration::from_millis(entry.ttl_ms),

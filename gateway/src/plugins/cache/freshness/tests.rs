@@ -28,7 +28,7 @@ const HEURISTIC_MAX: Duration = Duration::from_secs(300);
 const KEEP: Duration = Duration::from_secs(600);
 
 fn time(h: &HeaderMap, exchange: Exchange) -> Option<Timing> {
-    timing(StatusCode::OK, h, exchange, HEURISTIC_MAX, KEEP)
+    timing(StatusCode::OK, h, exchange, (HEURISTIC_MAX, KEEP), false)
 }
 
 fn lifetime(pairs: &[(&str, &str)]) -> Option<u64> {
@@ -102,10 +102,13 @@ fn heuristic_only_with_last_modified_and_a_heuristic_status() {
     let old = headers(&[("date", &date), ("last-modified", &http_date(0))]);
     assert_eq!(time(&old, at10k).unwrap().lifetime, HEURISTIC_MAX, "capped");
     assert_eq!(time(&headers(&[("date", &date)]), at10k), None, "no Last-Modified: no freshness, no validator");
-    let created = timing(StatusCode::CREATED, &h, at10k, HEURISTIC_MAX, KEEP).unwrap();
+    let created = timing(StatusCode::CREATED, &h, at10k, (HEURISTIC_MAX, KEEP), false).unwrap();
     assert_eq!(created.lifetime, Duration::ZERO, "201 is not heuristically cacheable; kept for revalidation");
     let public = headers(&[("date", &date), ("last-modified", &modified), ("cache-control", "public")]);
-    assert_eq!(timing(StatusCode::CREATED, &public, at10k, HEURISTIC_MAX, KEEP).unwrap().lifetime.as_secs(), 200);
+    assert_eq!(
+        timing(StatusCode::CREATED, &public, at10k, (HEURISTIC_MAX, KEEP), false).unwrap().lifetime.as_secs(),
+        200
+    );
     let explicit = headers(&[("date", &date), ("last-modified", &modified), ("cache-control", "max-age=5")]);
     assert_eq!(time(&explicit, at10k).unwrap().lifetime.as_secs(), 5, "explicit beats heuristic");
 }
@@ -135,7 +138,7 @@ fn age_is_corrected_initial_age_plus_resident_time() {
     assert_eq!(time(&skewed, exchange(104)).unwrap().initial_age, Duration::from_secs(54), "apparent age 54");
     let bad = headers(&[("age", "ten"), ("cache-control", "max-age=60")]);
     assert_eq!(time(&bad, exchange(104)).unwrap().initial_age, Duration::from_secs(4), "invalid Age ignored");
-    let stored = Stored { headers: &h, response_time: at(104), timing: t };
+    let stored = Stored { headers: &h, response_time: at(104), timing: t, cdn: false };
     assert_eq!(stored.age(at(130)), Duration::from_secs(40));
     let old = headers(&[("age", "100"), ("cache-control", "max-age=60")]);
     assert_eq!(time(&old, exchange(100)), None, "already stale on arrival, nothing to revalidate with");
@@ -144,7 +147,7 @@ fn age_is_corrected_initial_age_plus_resident_time() {
 fn verdict(response: &[(&str, &str)], request: &str, now: u64) -> Verdict {
     let h = headers(response);
     let t = time(&h, exchange(100)).expect("storable");
-    let stored = Stored { headers: &h, response_time: at(100), timing: t };
+    let stored = Stored { headers: &h, response_time: at(100), timing: t, cdn: false };
     let request = Directives::of(&headers(&[("cache-control", request)]), &header::CACHE_CONTROL);
     judge(&stored, &request, at(now))
 }
@@ -205,4 +208,17 @@ fn immutable_survives_a_reload_while_fresh() {
     assert_eq!(serve(&r, "no-cache", 120), Serve::Fresh);
     assert_eq!(serve(&r, "max-age=0", 120), Serve::Fresh);
     assert_eq!(serve(&r, "", 160), Serve::No, "not once stale");
+}
+
+#[test]
+fn cdn_cache_control_replaces_cache_control_and_expires_when_chosen() {
+    let h = headers(&[("cache-control", "no-store"), ("expires", "0"), ("cdn-cache-control", "max-age=120")]);
+    let cdn = timing(StatusCode::OK, &h, exchange(100), (HEURISTIC_MAX, KEEP), true).unwrap();
+    assert_eq!(cdn.lifetime, Duration::from_secs(120));
+    assert_eq!(timing(StatusCode::OK, &h, exchange(100), (HEURISTIC_MAX, KEEP), false), None, "off: no-store");
+    let stored = Stored { headers: &h, response_time: at(100), timing: cdn, cdn: true };
+    assert_eq!(judge(&stored, &Directives::default(), at(219)).serve, Serve::Fresh);
+    let plain = headers(&[("cache-control", "max-age=30")]);
+    let t = timing(StatusCode::OK, &plain, exchange(100), (HEURISTIC_MAX, KEEP), true).unwrap();
+    assert_eq!(t.lifetime, Duration::from_secs(30), "without the field, Cache-Control as before");
 }
