@@ -23,6 +23,7 @@ mod etcd;
 mod gateway;
 pub mod http;
 pub mod netns;
+pub mod origin;
 pub mod otlp;
 mod redis;
 mod tempdir;

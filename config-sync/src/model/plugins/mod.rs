@@ -291,6 +291,16 @@ mod tests {
         assert_eq!(pc.cache_ttl, std::time::Duration::from_secs(30));
         assert_eq!(pc.response_code, [200, 301, 404]);
         assert_eq!(pc.max_body_bytes, 1 << 20);
+        assert!(!pc.cdn_cache_control);
+        let mut errors = Errors::default();
+        let cdn_alone: ProxyCache = serde_json::from_str(r#"{"cdn_cache_control":true}"#).unwrap();
+        cdn_alone.validate("p", &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(format!("{errors:?}").contains("p.cdn_cache_control"), "{errors:?}");
+        let mut errors = Errors::default();
+        let both: ProxyCache = serde_json::from_str(r#"{"cdn_cache_control":true,"cache_control":true}"#).unwrap();
+        both.validate("p", &mut errors);
+        assert_eq!(errors.len(), 0, "{errors:?}");
     }
 
     #[test]

@@ -31,8 +31,11 @@ pub struct ProxyCache {
     /// Where entries live; unset: redis when the node has `redis_url`, memory otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<CacheStrategy>,
-    /// Honour `Cache-Control` and `Vary`. Default false.
+    /// Honour `Cache-Control` and `Vary` as a shared cache by RFC 9111. Default false.
     pub cache_control: bool,
+    /// With `cache_control`: a response's `CDN-Cache-Control` (RFC 9213), when it has one,
+    /// decides instead of its `Cache-Control` and `Expires`. Default false.
+    pub cdn_cache_control: bool,
     /// Request headers that are part of the cache key.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vary_headers: Vec<String>,
@@ -52,6 +55,7 @@ impl Default for ProxyCache {
             cache_ttl: Duration::from_secs(300),
             strategy: None,
             cache_control: false,
+            cdn_cache_control: false,
             vary_headers: Vec::new(),
             vary_query_params: Vec::new(),
             max_body_bytes: 1 << 20,
@@ -74,6 +78,12 @@ impl ProxyCache {
         }
         if self.cache_ttl.is_zero() {
             errors.push(format!("{path}.cache_ttl"), "must be more than 0 s");
+        }
+        if self.cdn_cache_control && !self.cache_control {
+            errors.push(
+                format!("{path}.cdn_cache_control"),
+                "needs cache_control: true (it is read only by RFC 9111 rules)",
+            );
         }
         if self.max_body_bytes == 0 {
             errors.push(format!("{path}.max_body_bytes"), "must be at least 1");

@@ -17,8 +17,15 @@ pub struct Request<'a> {
 }
 use sha2::{Digest, Sha256};
 
-/// The cache key of a request to `route` (hex SHA-256, 64 characters).
-pub fn cache_key(route: &str, config: &ProxyCache, request: Request<'_>, host: &str, path: &str) -> String {
+/// The cache key of a request to `route` (hex SHA-256, 64 characters), by `consumer` when an
+/// auth plugin identified one: one consumer's responses are never another's.
+pub fn cache_key(
+    route: &str,
+    config: &ProxyCache,
+    request: Request<'_>,
+    (host, path): (&str, &str),
+    consumer: Option<&str>,
+) -> String {
     let mut hash = Sha256::new();
     // The host without its port: nodes behind a balancer may each be reached on their own port.
     let host = match host.rsplit_once(':') {
@@ -27,6 +34,11 @@ pub fn cache_key(route: &str, config: &ProxyCache, request: Request<'_>, host: &
     };
     for part in [route, request.method.as_str(), &host.to_ascii_lowercase(), path] {
         hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    if let Some(consumer) = consumer {
+        hash.update([3]);
+        hash.update(consumer.as_bytes());
         hash.update([0]);
     }
     // Query arguments: the ones listed in vary_query_params, or all of them; sorted, so that
@@ -84,15 +96,23 @@ mod tests {
     }
 
     fn key(config: &ProxyCache, uri: &str, headers: &[(&str, &str)]) -> String {
+        key_of(config, uri, headers, None)
+    }
+
+    fn key_of(config: &ProxyCache, uri: &str, headers: &[(&str, &str)], consumer: Option<&str>) -> String {
         let p = parts(uri, headers);
         let path = p.uri.path().to_owned();
-        cache_key(
-            "r",
-            config,
-            Request { method: &p.method, uri: &p.uri, headers: &p.headers },
-            "API.example.com",
-            &path,
-        )
+        let request = Request { method: &p.method, uri: &p.uri, headers: &p.headers };
+        cache_key("r", config, request, ("API.example.com", &path), consumer)
+    }
+
+    #[test]
+    fn each_consumer_has_its_own_keys() {
+        let c = ProxyCache::default();
+        let (ann, bob) = (key_of(&c, "/a", &[], Some("ann")), key_of(&c, "/a", &[], Some("bob")));
+        assert_ne!(ann, bob);
+        assert_ne!(ann, key(&c, "/a", &[]));
+        assert_eq!(ann, key_of(&c, "/a", &[], Some("ann")));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The memory strategy: entries in this node's memory, bounded in bytes; the oldest stored go
-//! first when it is full, and stale ones are dropped when met.
+//! first when it is full, and those past their keep are dropped when met.
 
 use super::entry::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -26,11 +26,11 @@ impl MemoryCache {
         MemoryCache { inner: Mutex::new(Inner::default()), max_bytes }
     }
 
-    /// The fresh entry at `key`, if any.
+    /// The entry at `key`, if it is still kept (fresh, or stale within its keep).
     pub fn get(&self, key: &str, now: SystemTime) -> Option<Entry> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match inner.entries.get(key) {
-            Some(entry) if entry.fresh(now) => Some(entry.clone()),
+            Some(entry) if entry.kept(now) => Some(entry.clone()),
             Some(_) => {
                 inner.remove(key);
                 None
@@ -94,6 +94,8 @@ mod tests {
             body: Bytes::from(vec![b'x'; body]),
             stored_at_ms: 1_000,
             ttl_ms: 1_000,
+            initial_age_ms: 0,
+            keep_ms: 0,
             vary: vec![],
         }
     }

@@ -3,6 +3,9 @@
 //!
 //! - [`key`]: the cache key of a request.
 //! - [`policy`]: what may be served from and stored in the cache.
+//! - [`freshness`]: RFC 9111's freshness, age and the use of stale responses, without I/O.
+//! - [`revalidate`]: conditional requests, and a 304's refresh of a stored response.
+//! - [`invalidate`]: what a successful unsafe method drops.
 //! - [`entry`]: a cached response and its encoding.
 //! - [`memory`]: the in-memory store; [`store`]: memory or Redis, and one fill per key.
 //! - [`tee`]: a response body copied into the cache as it streams to the client.
@@ -10,10 +13,13 @@
 //! - `plugin`: both steps as the pipeline runs them.
 
 pub mod entry;
+pub(crate) mod freshness;
+pub(crate) mod invalidate;
 pub mod key;
 pub mod memory;
 mod plugin;
 pub mod policy;
+pub(crate) mod revalidate;
 pub mod step;
 pub mod store;
 pub mod tee;

@@ -2,7 +2,7 @@
 //! copy into the cache in the response phase.
 
 use super::key::Request;
-use super::step::{self, Before, CacheStatus, Pass};
+use super::step::{self, Asker, Before, Pass};
 use super::Caches;
 use crate::plugins::pipeline::{Access, BodyFilter, Ctx, Flow, Plugin};
 use crate::plugins::rate_limit::Limiters;
@@ -35,16 +35,25 @@ impl CachePlugin {
         } else {
             tracing::Span::none()
         };
-        let caches = &self.caches;
-        let host = ctx.host.unwrap_or("");
-        let before = step::before(caches, ctx.route, &self.config, looked_up, host, ctx.path, redis_down);
+        let asker = Asker {
+            route: ctx.route,
+            host: ctx.host.unwrap_or(""),
+            path: ctx.path,
+            consumer: ctx.identity.as_ref().map(|i| &*i.consumer.username),
+            redis_down,
+        };
+        let before = step::before(&self.caches, &self.config, looked_up, asker);
         match before.instrument(span.clone()).await {
-            Before::Hit(response) => {
-                span.record("status", CacheStatus::Hit.as_str());
-                ctx.metrics.cache(CacheStatus::Hit.as_str());
+            Before::Hit(response, status) => {
+                span.record("status", status.as_str());
+                ctx.metrics.cache(status.as_str());
                 Flow::Respond(response)
             }
             Before::Forward(pass) => {
+                // A revalidation: the upstream is asked whether the stored response still holds.
+                for (name, value) in pass.validators() {
+                    ctx.request.headers.insert(name.clone(), value.clone());
+                }
                 ctx.keep((pass, span));
                 Flow::Continue
             }
@@ -58,12 +67,13 @@ impl Plugin for CachePlugin {
     }
 
     fn response(&self, ctx: &mut Ctx<'_>, head: &mut response::Parts) -> Option<BodyFilter> {
-        let (pass, span) = ctx.take::<(Pass, tracing::Span)>()?;
-        // An answer made here (a 502, a refusal by a later plugin) is never stored.
-        if !ctx.upstream_answered {
+        let (pass, span) = ctx.take::<(Box<Pass>, tracing::Span)>()?;
+        // An answer made here (a 502, a refusal by a later plugin) is never stored; a stale
+        // entry may stand in for it.
+        if !ctx.upstream_answered && !pass.may_answer_errors() {
             return None;
         }
-        let (filter, status) = step::after(pass, &self.caches, head);
+        let (filter, status) = step::after(*pass, &self.caches, head, ctx.upstream_answered);
         span.record("status", status.as_str());
         ctx.metrics.cache(status.as_str());
         filter

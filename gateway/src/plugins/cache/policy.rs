@@ -1,6 +1,7 @@
 //! What may be served from the cache and what may be stored in it, as Kong's proxy-cache says,
 //! with `Cache-Control` and `Vary` honoured when `cache_control` is on.
 
+use super::freshness::{self, Exchange, Timing};
 use config_sync::model::ProxyCache;
 use http::{header, HeaderMap, Method, StatusCode};
 use std::time::Duration;
@@ -10,7 +11,9 @@ use std::time::Duration;
 pub enum RequestRule {
     /// Look it up; on a miss, fetch and maybe store.
     Lookup,
-    /// Do not look it up, but store the fresh response (`Cache-Control: no-cache`).
+    /// The client asked for a validated answer (`Cache-Control: no-cache`): without
+    /// `cache_control` never looked up; with it, served only when fresh and `immutable`, else
+    /// revalidated or fetched; the response may be stored.
     Refresh,
     /// Neither look up nor store.
     Bypass,
@@ -22,22 +25,29 @@ pub fn request_rule(config: &ProxyCache, method: &Method, headers: &HeaderMap) -
         return RequestRule::Bypass;
     }
     if config.cache_control {
-        let directives = directives(headers);
-        if directives.iter().any(|(d, _)| d == "no-store") {
+        let directives = freshness::Directives::of(headers, &header::CACHE_CONTROL);
+        if directives.no_store {
             return RequestRule::Bypass;
         }
-        if directives.iter().any(|(d, _)| d == "no-cache") {
+        if directives.no_cache {
             return RequestRule::Refresh;
         }
     }
     RequestRule::Lookup
 }
 
-/// How long a response may be kept, or None when it may not be: its status and content type
-/// must be listed; with `cache_control`, `private`, `no-store`, `no-cache` and `Vary: *` forbid
-/// it, and `s-maxage` or `max-age` set its life (0: not kept).
-pub fn response_ttl(config: &ProxyCache, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
-    if !config.response_code.contains(&status.as_u16()) {
+/// How a response may be stored, or None when it may not: its status and content type must be
+/// listed; without `cache_control` it lives `cache_ttl` (Kong); with it, RFC 9111 decides
+/// ([`freshness::timing`]), `cache_ttl` capping heuristic freshness and keeping stale entries
+/// that have a validator for revalidation.
+pub(crate) fn storage(
+    config: &ProxyCache,
+    status: StatusCode,
+    headers: &HeaderMap,
+    exchange: Exchange,
+) -> Option<Timing> {
+    // A part is never stored: it would be served as the whole.
+    if !config.response_code.contains(&status.as_u16()) || status == StatusCode::PARTIAL_CONTENT {
         return None;
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -50,22 +60,9 @@ pub fn response_ttl(config: &ProxyCache, status: StatusCode, headers: &HeaderMap
         return None;
     }
     if !config.cache_control {
-        return Some(config.cache_ttl);
+        return Some(Timing { lifetime: config.cache_ttl, initial_age: Duration::ZERO, keep: Duration::ZERO });
     }
-    if vary(headers).iter().any(|h| h == "*") {
-        return None;
-    }
-    let directives = directives(headers);
-    if directives.iter().any(|(d, _)| matches!(d.as_str(), "private" | "no-store" | "no-cache")) {
-        return None;
-    }
-    let age =
-        |name: &str| directives.iter().find(|(d, _)| d == name).and_then(|(_, v)| v.as_deref()?.parse::<u64>().ok());
-    match age("s-maxage").or_else(|| age("max-age")) {
-        Some(0) => None,
-        Some(seconds) => Some(Duration::from_secs(seconds)),
-        None => Some(config.cache_ttl),
-    }
+    freshness::timing(status, headers, exchange, (config.cache_ttl, config.cache_ttl), config.cdn_cache_control)
 }
 
 /// The request headers a response varies on (lower case), from its `Vary` (only with
@@ -86,28 +83,6 @@ fn vary(headers: &HeaderMap) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(|h| h.trim().to_ascii_lowercase())
         .filter(|h| !h.is_empty())
-        .collect()
-}
-
-/// `Cache-Control` directives, lower-cased, with their values.
-fn directives(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
-    headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|d| {
-            let d = d.trim();
-            if d.is_empty() {
-                return None;
-            }
-            Some(match d.split_once('=') {
-                Some((name, value)) => {
-                    (name.trim().to_ascii_lowercase(), Some(value.trim().trim_matches('"').to_owned()))
-                }
-                None => (d.to_ascii_lowercase(), None),
-            })
-        })
         .collect()
 }
 
@@ -135,27 +110,33 @@ mod tests {
         assert_eq!(request_rule(&c, &Method::GET, &headers(&[("cache-control", "no-store")])), RequestRule::Bypass);
     }
 
+    fn ttl(c: &ProxyCache, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+        let now = std::time::SystemTime::now();
+        let exchange = Exchange { request_time: now, response_time: now, authorized: false };
+        storage(c, status, headers, exchange).map(|t| t.lifetime)
+    }
+
     #[test]
     fn responses_by_status_type_and_directives() {
         let mut c = ProxyCache::default();
         let json = headers(&[("content-type", "application/json; charset=utf-8")]);
-        assert_eq!(response_ttl(&c, StatusCode::OK, &json), Some(Duration::from_secs(300)));
-        assert_eq!(response_ttl(&c, StatusCode::CREATED, &json), None, "201 is not listed");
-        assert_eq!(response_ttl(&c, StatusCode::OK, &headers(&[("content-type", "image/png")])), None);
+        assert_eq!(ttl(&c, StatusCode::OK, &json), Some(Duration::from_secs(300)));
+        assert_eq!(ttl(&c, StatusCode::CREATED, &json), None, "201 is not listed");
+        let parts = ProxyCache { response_code: vec![200, 206], ..Default::default() };
+        assert_eq!(ttl(&parts, StatusCode::PARTIAL_CONTENT, &json), None, "206 never, even listed");
+        assert_eq!(ttl(&c, StatusCode::OK, &headers(&[("content-type", "image/png")])), None);
         let private = headers(&[("content-type", "text/plain"), ("cache-control", "private, max-age=60")]);
-        assert_eq!(
-            response_ttl(&c, StatusCode::OK, &private),
-            Some(Duration::from_secs(300)),
-            "ignored without cache_control"
-        );
+        assert_eq!(ttl(&c, StatusCode::OK, &private), Some(Duration::from_secs(300)), "ignored without cache_control");
         c.cache_control = true;
-        assert_eq!(response_ttl(&c, StatusCode::OK, &private), None);
+        assert_eq!(ttl(&c, StatusCode::OK, &private), None);
         let aged = headers(&[("content-type", "text/plain"), ("cache-control", "public, max-age=60, s-maxage=30")]);
-        assert_eq!(response_ttl(&c, StatusCode::OK, &aged), Some(Duration::from_secs(30)));
+        assert_eq!(ttl(&c, StatusCode::OK, &aged), Some(Duration::from_secs(30)));
         let zero = headers(&[("content-type", "text/plain"), ("cache-control", "max-age=0")]);
-        assert_eq!(response_ttl(&c, StatusCode::OK, &zero), None);
+        assert_eq!(ttl(&c, StatusCode::OK, &zero), None, "stale at once and nothing to revalidate with");
+        let plain = headers(&[("content-type", "text/plain")]);
+        assert_eq!(ttl(&c, StatusCode::OK, &plain), None, "no explicit nor heuristic freshness");
         let star = headers(&[("content-type", "text/plain"), ("vary", "*")]);
-        assert_eq!(response_ttl(&c, StatusCode::OK, &star), None);
+        assert_eq!(ttl(&c, StatusCode::OK, &star), None);
         let varied = headers(&[("vary", "Accept-Encoding, X-Tenant")]);
         assert_eq!(vary_on(&c, &varied), ["accept-encoding", "x-tenant"]);
     }

@@ -1,27 +1,37 @@
 //! The cache's two moments on the request path: before forwarding (a hit answers at once) and
 //! after the upstream answered (a response that may be cached is copied into the cache as it
-//! streams). `X-Cache-Status` says which: `Hit`, `Miss`, `Refresh` or `Bypass`; `X-Cache-Key`
-//! names the entry.
+//! streams; a 304 to a revalidation refreshes the stored one; an upstream error may be answered
+//! by a stale one; a successful unsafe method invalidates). `X-Cache-Status` says which:
+//! `Hit`, `Stale`, `Revalidated`, `Miss`, `Refresh` or `Bypass`; `X-Cache-Key` names the entry.
 
-use super::entry::{now_ms, Entry};
+use super::entry::{now_ms, vary_value, Entry};
+use super::freshness::{judge, Directives, Exchange, Serve, Stored, Timing};
+use super::invalidate::Target;
 use super::key::{cache_key, Request};
-use super::policy::{request_rule, response_ttl, vary_on, RequestRule};
+use super::policy::{request_rule, storage, vary_on, RequestRule};
+use super::revalidate::{self, not_modified};
 use super::store::{Caches, FillGuard, Lookup};
 use super::tee::{Pending, Tee};
 use crate::exchange::BoxBody;
 use crate::plugins::pipeline::BodyFilter;
 use bytes::Bytes;
 use config_sync::model::ProxyCache;
-use http::{header, response, HeaderMap, HeaderValue, Response};
+use http::{header, response, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `X-Cache-Status` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
-    /// Served from the cache.
+    /// Served from the cache, fresh.
     Hit,
-    /// Not in the cache; the response may be stored.
+    /// Served from the cache, stale, as the request's `max-stale` or the response's
+    /// `stale-while-revalidate` or `stale-if-error` allow.
+    Stale,
+    /// Served from the cache after the upstream confirmed it with a 304.
+    Revalidated,
+    /// Not in the cache (or not usable); the response may be stored.
     Miss,
     /// The client asked for a fresh answer (`no-cache`); the response may be stored.
     Refresh,
@@ -34,6 +44,8 @@ impl CacheStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "Hit",
+            CacheStatus::Stale => "Stale",
+            CacheStatus::Revalidated => "Revalidated",
             CacheStatus::Miss => "Miss",
             CacheStatus::Refresh => "Refresh",
             CacheStatus::Bypass => "Bypass",
@@ -43,10 +55,10 @@ impl CacheStatus {
 
 /// What the cache decided before forwarding.
 pub enum Before {
-    /// A hit: the response to send.
-    Hit(Response<Bytes>),
+    /// Answered from the cache (or a 504 to `only-if-cached`): the response to send.
+    Hit(Response<Bytes>, CacheStatus),
     /// Forward, then call [`after`].
-    Forward(Pass),
+    Forward(Box<Pass>),
 }
 
 /// A request on its way upstream, as the cache sees it.
@@ -58,19 +70,48 @@ pub struct Pass {
     /// The client's headers, for the values a response varies on.
     request_headers: HeaderMap,
     fill: Option<FillGuard>,
+    /// When the request went upstream (RFC 9111 §4.2.3 `request_time`).
+    request_time: SystemTime,
+    /// The stored response this request revalidates, or that may answer an upstream error.
+    stored: Option<Entry>,
+    /// The conditional headers to add to the upstream request: a 304 then refreshes `stored`.
+    validators: Vec<(HeaderName, HeaderValue)>,
+    /// `stored` may answer an upstream error (RFC 5861 `stale-if-error`).
+    if_error: bool,
+    /// An unsafe method: what a success invalidates.
+    target: Option<Target>,
 }
 
-/// Looks the request up. `redis_down` makes a Redis-backed cache step aside at once.
-pub async fn before(
+impl Pass {
+    /// The conditional headers the upstream request needs (a revalidation), if any.
+    pub fn validators(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.validators
+    }
+
+    /// Whether a stored response waits to stand in for an upstream error.
+    pub fn may_answer_errors(&self) -> bool {
+        self.if_error
+    }
+}
+
+/// Who asks, besides the request: the route, the host and path, the consumer an auth plugin
+/// identified, and whether Redis is known to be down (a Redis-backed cache then steps aside).
+pub(crate) struct Asker<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) path: &'a str,
+    pub(crate) consumer: Option<&'a str>,
+    pub(crate) redis_down: bool,
+}
+
+/// Looks the request up.
+pub(crate) async fn before(
     caches: &Arc<Caches>,
-    route: &str,
     config: &ProxyCache,
     request: Request<'_>,
-    host: &str,
-    path: &str,
-    redis_down: bool,
+    asker: Asker<'_>,
 ) -> Before {
-    let key = cache_key(route, config, request, host, path);
+    let key = cache_key(asker.route, config, request, (asker.host, asker.path), asker.consumer);
     let redis = caches.uses_redis(config.strategy);
     let mut pass = Pass {
         status: CacheStatus::Bypass,
@@ -79,53 +120,123 @@ pub async fn before(
         config: config.clone(),
         request_headers: request.headers.clone(),
         fill: None,
+        request_time: SystemTime::now(),
+        stored: None,
+        validators: Vec::new(),
+        if_error: false,
+        target: None,
     };
+    if config.cache_control && !request.method.is_safe() {
+        pass.target = Some(Target::new(asker.route, request, asker.host, asker.path, asker.consumer));
+    }
     let rule = request_rule(config, request.method, request.headers);
-    if rule == RequestRule::Bypass || (redis && redis_down) {
-        return Before::Forward(pass);
+    if rule == RequestRule::Bypass || (redis && asker.redis_down) {
+        return Before::Forward(Box::new(pass));
     }
-    if rule == RequestRule::Refresh {
+    if rule == RequestRule::Refresh && !config.cache_control {
         pass.status = CacheStatus::Refresh;
-        return Before::Forward(pass);
+        return Before::Forward(Box::new(pass));
     }
+    let directives = Directives::of(request.headers, &header::CACHE_CONTROL);
+    let missed = if rule == RequestRule::Refresh { CacheStatus::Refresh } else { CacheStatus::Miss };
     // At most twice: once, and again after waiting for another request filling the same key.
     for _ in 0..2 {
         let now = SystemTime::now();
         match caches.lookup(&pass.key, redis, now).await {
             Ok(Lookup::Hit(entry)) if entry.matches(request.headers) => {
-                return Before::Hit(hit(&entry, &pass.key, now))
+                if !config.cache_control {
+                    return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit);
+                }
+                let headers = entry.header_map();
+                let verdict = judge(&stored(&entry, &headers, config.cdn_cache_control), &directives, now);
+                match verdict.serve {
+                    Serve::Fresh => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit),
+                    Serve::Stale => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Stale),
+                    // One request of this node revalidates; the others are served stale meanwhile.
+                    Serve::WhileRevalidating => match caches.try_fill(&pass.key) {
+                        Some(guard) => pass.fill = Some(guard),
+                        None => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Stale),
+                    },
+                    Serve::No => {}
+                }
+                if directives.only_if_cached {
+                    return not_cached(&pass.key);
+                }
+                pass.status = missed;
+                pass.if_error = verdict.if_error;
+                pass.validators = revalidate::validators(&headers, request.headers);
+                pass.stored = Some(entry);
+                return Before::Forward(Box::new(pass));
             }
             Ok(Lookup::Hit(_)) => {
                 // Another variant is cached: this one replaces it.
-                pass.status = CacheStatus::Miss;
-                return Before::Forward(pass);
+                if config.cache_control && directives.only_if_cached {
+                    return not_cached(&pass.key);
+                }
+                pass.status = missed;
+                return Before::Forward(Box::new(pass));
             }
             Ok(Lookup::Fill(guard)) => {
-                pass.status = CacheStatus::Miss;
+                if config.cache_control && directives.only_if_cached {
+                    return not_cached(&pass.key);
+                }
+                pass.status = missed;
                 pass.fill = Some(guard);
-                return Before::Forward(pass);
+                return Before::Forward(Box::new(pass));
             }
             Ok(Lookup::Waited) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "cache unavailable; bypassing it");
-                return Before::Forward(pass);
+                return Before::Forward(Box::new(pass));
             }
         }
     }
-    pass.status = CacheStatus::Miss;
-    Before::Forward(pass)
+    pass.status = missed;
+    Before::Forward(Box::new(pass))
 }
 
-fn hit(entry: &Entry, key: &str, now: SystemTime) -> Response<Bytes> {
-    let mut response = Response::new(entry.body.clone());
-    *response.status_mut() = entry.status;
-    let headers = response.headers_mut();
-    for (name, value) in &entry.headers {
-        headers.append(name.clone(), value.clone());
+fn stored<'a>(entry: &Entry, headers: &'a HeaderMap, cdn: bool) -> Stored<'a> {
+    Stored {
+        headers,
+        cdn,
+        response_time: UNIX_EPOCH + Duration::from_millis(entry.stored_at_ms),
+        timing: Timing {
+            lifetime: Duration::from_millis(entry.ttl_ms),
+            initial_age: Duration::from_millis(entry.initial_age_ms),
+            keep: Duration::from_millis(entry.keep_ms),
+        },
     }
+}
+
+/// A 504 for `only-if-cached` with nothing usable stored (RFC 9111 §5.2.1.7).
+fn not_cached(key: &str) -> Before {
+    let mut response = crate::exchange::json_error(StatusCode::GATEWAY_TIMEOUT, "not in the cache (only-if-cached)");
+    mark(response.headers_mut(), CacheStatus::Miss, key);
+    Before::Hit(response, CacheStatus::Miss)
+}
+
+/// The stored response as the answer: a 304 when the client's own conditional matches it
+/// (RFC 9110 §13.2.2), else the whole of it.
+fn hit(entry: &Entry, request: &HeaderMap, key: &str, now: SystemTime, status: CacheStatus) -> Before {
+    let mut response = if entry.status == StatusCode::OK && not_modified(request, &entry.header_map()) {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        for (name, value) in entry.headers.iter().filter(|(n, _)| revalidate::sent_with_304(n)) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        response
+    } else {
+        let mut response = Response::new(entry.body.clone());
+        *response.status_mut() = entry.status;
+        for (name, value) in &entry.headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        response
+    };
+    let headers = response.headers_mut();
     headers.insert(header::AGE, crate::exchange::number_header(entry.age(now)));
-    mark(headers, CacheStatus::Hit, key);
-    response
+    mark(headers, status, key);
+    Before::Hit(response, status)
 }
 
 fn mark(headers: &mut HeaderMap, status: CacheStatus, key: &str) {
@@ -135,13 +246,72 @@ fn mark(headers: &mut HeaderMap, status: CacheStatus, key: &str) {
     }
 }
 
-/// Marks the upstream's response head and, if the response may be stored, the filter that
-/// copies its body into the cache as it streams. Call it on the upstream's end-to-end headers,
-/// before this node adds its own.
-pub fn after(pass: Pass, caches: &Arc<Caches>, head: &mut response::Parts) -> (Option<BodyFilter>, CacheStatus) {
-    let Pass { mut status, key, redis, config, request_headers, fill } = pass;
-    let ttl = match status {
-        CacheStatus::Miss | CacheStatus::Refresh => response_ttl(&config, head.status, &head.headers),
+/// Marks the response head and returns the filter for its body: a copy into the cache as it
+/// streams (a response that may be stored), or the stored body in place of the upstream's
+/// (a 304 to a revalidation, an upstream error a stale entry answers). Call it on the
+/// upstream's end-to-end headers, before this node adds its own; `from_upstream` is false for
+/// an answer the gateway made (a 502 when the upstream is unreachable).
+pub fn after(
+    pass: Pass,
+    caches: &Arc<Caches>,
+    head: &mut response::Parts,
+    from_upstream: bool,
+) -> (Option<BodyFilter>, CacheStatus) {
+    let response_time = SystemTime::now();
+    let Pass {
+        mut status,
+        key,
+        redis,
+        config,
+        request_headers,
+        fill,
+        request_time,
+        stored,
+        validators,
+        if_error,
+        target,
+    } = pass;
+    if let Some(target) = target {
+        if from_upstream && (head.status.is_success() || head.status.is_redirection()) {
+            target.invalidate(caches, &config, &head.headers);
+        }
+    }
+    // The gateway's own 502 and 504 (the upstream unreachable, or too slow) are upstream errors
+    // too; another answer made here (a refusal) is not.
+    let upstream_error = match head.status.as_u16() {
+        500 => from_upstream,
+        502..=504 => true,
+        _ => false,
+    };
+    if let (Some(entry), true) = (&stored, if_error && upstream_error) {
+        // RFC 5861 §4: the stale response stands in for the error.
+        return (Some(replace(head, entry, &key, response_time, CacheStatus::Stale)), CacheStatus::Stale);
+    }
+    if !from_upstream {
+        return (None, status);
+    }
+    let exchange =
+        Exchange { request_time, response_time, authorized: request_headers.contains_key(header::AUTHORIZATION) };
+    if let (Some(entry), false, StatusCode::NOT_MODIFIED) = (stored, validators.is_empty(), head.status) {
+        let Some(refreshed) = revalidate::refresh(entry, &head.headers, exchange, &config) else {
+            // A 304 for another representation than the stored one: passed on as it is.
+            mark(&mut head.headers, CacheStatus::Bypass, &key);
+            return (None, CacheStatus::Bypass);
+        };
+        let filter = replace(head, &refreshed, &key, response_time, CacheStatus::Revalidated);
+        if refreshed.kept(response_time) {
+            let caches = caches.clone();
+            tokio::spawn(async move {
+                if let Err(e) = caches.put(&key, refreshed, redis).await {
+                    tracing::debug!(error = %e, "revalidated response not stored");
+                }
+                drop(fill);
+            });
+        }
+        return (Some(filter), CacheStatus::Revalidated);
+    }
+    let timing = match status {
+        CacheStatus::Miss | CacheStatus::Refresh => storage(&config, head.status, &head.headers, exchange),
         _ => None,
     };
     let too_big = head
@@ -149,21 +319,23 @@ pub fn after(pass: Pass, caches: &Arc<Caches>, head: &mut response::Parts) -> (O
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|len| len > config.max_body_bytes);
-    let filter = match ttl {
-        Some(ttl) if !too_big => {
+    let filter = match timing {
+        Some(timing) if !too_big => {
             let vary = vary_on(&config, &head.headers)
                 .into_iter()
                 .map(|name| {
-                    let value = request_headers.get(name.as_str()).cloned();
+                    let value = vary_value(&request_headers, &name);
                     (name, value)
                 })
                 .collect();
             let entry = Entry {
                 status: head.status,
                 headers: head.headers.iter().map(|(n, v)| (n.clone(), v.clone())).collect(),
-                body: bytes::Bytes::new(),
-                stored_at_ms: now_ms(SystemTime::now()),
-                ttl_ms: ttl.as_millis() as u64,
+                body: Bytes::new(),
+                stored_at_ms: now_ms(response_time),
+                ttl_ms: timing.lifetime.as_millis() as u64,
+                initial_age_ms: timing.initial_age.as_millis() as u64,
+                keep_ms: timing.keep.as_millis() as u64,
                 vary,
             };
             let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
@@ -178,4 +350,14 @@ pub fn after(pass: Pass, caches: &Arc<Caches>, head: &mut response::Parts) -> (O
     };
     mark(&mut head.headers, status, &key);
     (filter, status)
+}
+
+/// Makes `head` the stored response's, and returns the filter that puts its body in place.
+fn replace(head: &mut response::Parts, entry: &Entry, key: &str, now: SystemTime, status: CacheStatus) -> BodyFilter {
+    head.status = entry.status;
+    head.headers = entry.header_map();
+    head.headers.insert(header::AGE, crate::exchange::number_header(entry.age(now)));
+    mark(&mut head.headers, status, key);
+    let body = entry.body.clone();
+    Box::new(move |_upstream| BoxBody::new(Full::new(body).map_err(|e| match e {})))
 }

@@ -12,7 +12,7 @@ use config_sync::model::CacheStrategy;
 use ratelimit::RedisConnection;
 use redis::AsyncCommands;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 
@@ -28,7 +28,11 @@ pub struct Caches {
     /// How long one Redis call may take.
     timeout: Duration,
     filling: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Tells the other nodes to drop a key from their memory, once gossip has started.
+    peers: OnceLock<Peers>,
 }
+
+type Peers = Box<dyn Fn(String) + Send + Sync>;
 
 /// Why the cache could not answer: it steps aside.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,13 @@ impl Caches {
     /// The stores of a node: memory of at most `memory_bytes`, and Redis over `redis`, each
     /// call bounded by `timeout`.
     pub fn new(memory_bytes: usize, redis: Option<RedisConnection>, timeout: Duration) -> Caches {
-        Caches { memory: MemoryCache::new(memory_bytes), redis, timeout, filling: Mutex::new(HashMap::new()) }
+        Caches {
+            memory: MemoryCache::new(memory_bytes),
+            redis,
+            timeout,
+            filling: Mutex::new(HashMap::new()),
+            peers: OnceLock::new(),
+        }
     }
 
     /// Whether `strategy` uses Redis on this node (unset: when the node has Redis).
@@ -74,7 +84,17 @@ impl Caches {
         }
     }
 
-    /// The fresh entry at `key`; or, when there is none, the right to fill it (or word that
+    /// The right to fill `key` when no other request of this node is filling it.
+    pub fn try_fill(self: &Arc<Self>, key: &str) -> Option<FillGuard> {
+        let mut filling = self.filling.lock().unwrap_or_else(PoisonError::into_inner);
+        if filling.contains_key(key) {
+            return None;
+        }
+        filling.insert(key.to_owned(), Arc::new(Notify::new()));
+        Some(FillGuard { caches: self.clone(), key: key.to_owned() })
+    }
+
+    /// The entry at `key` (fresh, or stale within its keep); or, when there is none, the right to fill it (or word that
     /// another request filled it meanwhile).
     pub async fn lookup(self: &Arc<Self>, key: &str, redis: bool, now: SystemTime) -> Result<Lookup, Unavailable> {
         if let Some(entry) = self.get(key, redis, now).await? {
@@ -102,24 +122,24 @@ impl Caches {
         }
     }
 
-    /// The fresh entry at `key`, if any.
+    /// The entry at `key`, if it is still kept (fresh, or stale within its keep).
     pub async fn get(&self, key: &str, redis: bool, now: SystemTime) -> Result<Option<Entry>, Unavailable> {
         if !redis {
             return Ok(self.memory.get(key, now));
         }
         let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
         let bytes: Option<Vec<u8>> = self.bounded(connection.get(format!("{PREFIX}{key}"))).await?;
-        Ok(bytes.and_then(|b| super::entry::Entry::decode(b.into()).ok()).filter(|e| e.fresh(now)))
+        Ok(bytes.and_then(|b| super::entry::Entry::decode(b.into()).ok()).filter(|e| e.kept(now)))
     }
 
-    /// Stores `entry` at `key` for its time to live.
+    /// Stores `entry` at `key` for as long as it is kept.
     pub async fn put(&self, key: &str, entry: Entry, redis: bool) -> Result<(), Unavailable> {
         if !redis {
             self.memory.put(key, entry);
             return Ok(());
         }
         let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
-        let ttl = entry.ttl_ms.max(1);
+        let ttl = (entry.remaining(SystemTime::now()).as_millis() as u64).max(1);
         let bytes = entry.encode().to_vec();
         self.bounded(connection.pset_ex::<_, _, ()>(format!("{PREFIX}{key}"), bytes, ttl)).await
     }
@@ -132,6 +152,19 @@ impl Caches {
             found |= removed > 0;
         }
         Ok(found)
+    }
+
+    /// Sets how the other nodes are told of an invalidation (once; later calls are ignored).
+    pub fn tell_peers(&self, tell: impl Fn(String) + Send + Sync + 'static) {
+        let _ = self.peers.set(Box::new(tell));
+    }
+
+    /// Drops the entry at `key` everywhere: here, in Redis, and in every node's memory.
+    pub async fn invalidate(&self, key: &str) -> Result<bool, Unavailable> {
+        if let Some(tell) = self.peers.get() {
+            tell(key.to_owned());
+        }
+        self.purge(key).await
     }
 
     /// Drops the entry at `key` in this node's memory only (a purge made on another node).
