@@ -1,8 +1,8 @@
 //! A record's JSON: the fields of Kong's log serializer, and `node`, written straight from the
 //! record into the sink's buffer.
 //!
-//! The shape is fixed, so it is written by hand rather than through `serde_json`: that costs a
-//! third of the instructions (measured with `scripts/instructions BIN access-log`, see
+//! The shape is fixed, so it is written by hand rather than through `serde_json`: that costs
+//! less than half the instructions (measured with `scripts/instructions BIN access-log`, see
 //! docs/benchmarks.md), most of the difference being strings that need no escaping copied
 //! whole, and no call per punctuation byte. Strings are escaped as RFC 8259 says; bytes that are
 //! not UTF-8 (a header value may hold any) become U+FFFD, as `String::from_utf8_lossy` does.
