@@ -34,7 +34,7 @@ pub use plugins::{
     ResponseEntries, ResponseNames, ResponseTransformer, TemplatePiece,
 };
 pub use route::{Protocol, Route};
-pub use service::{Service, ServiceUrl};
+pub use service::{Backoff, Service, ServiceUrl};
 pub use upstream::{Algorithm, HashOn, Target, Upstream};
 
 use crate::validate::Errors;

@@ -3,8 +3,13 @@
 //! An attempt that fails before the request left (the connection did not open, or the pooled
 //! connection was closed before the request was written) is retried on another target, up to
 //! the service's `retries`; so is any failed attempt of an idempotent request without a body,
-//! which can be sent again as it was. A request whose body has started streaming upstream is
-//! not retried: that body is gone. A timeout waiting for the response head is final (504).
+//! which can be sent again as it was, and any such request whose try ran past the service's
+//! `per_try_timeout`. An answer with a status of the service's `retry_on_statuses` is retried
+//! the same way, for idempotent methods (any method with `retry_non_idempotent`); it is
+//! dropped unread, before anything of it reached the client. A request whose body has started
+//! streaming upstream is never retried: that body is gone, and the upstream's answer (or 502)
+//! is the client's. A timeout of `read_timeout` waiting for the response head is final (504).
+//! Each retry waits the service's `retry_backoff` first.
 
 use super::body::{Completion, ProxyBody};
 use super::error::ProxyError;
@@ -95,6 +100,15 @@ impl Chosen {
         }
     }
 
+    /// Ends an attempt whose answer is not used; passive checks count its status.
+    fn answered(self, status: StatusCode) {
+        if let Some((upstream, index)) = &self.pick {
+            if let Some(outcome) = upstream.policy.passive.classify(status.as_u16()) {
+                upstream.report(*index, outcome);
+            }
+        }
+    }
+
     /// Hands the balancer's count over to the response body, which ends it when it ends.
     fn into_finish(mut self, latency: Duration) -> Option<(Arc<UpstreamState>, usize, Duration)> {
         self.pick.take().map(|(upstream, index)| (upstream, index, latency))
@@ -119,6 +133,9 @@ pub(super) enum Failure {
     Client(ProxyError),
     /// The upstream did not read the body or answer in time: final (504).
     TimedOut,
+    /// The try ran past the service's `per_try_timeout`: retried when the request can be sent
+    /// again, else final (504).
+    TryTimedOut,
 }
 
 /// Forwards the request, retrying as the module doc says.
@@ -143,16 +160,50 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
     for retry in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
+        if retry > 0 {
+            let wait = service.retry_backoff.wait(retry, fastrand::f64());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let chosen = choose(destination, key, &mut tried)?;
         let span = span::attempt(&attempt.parts.method, &chosen.target.authority, retry);
         let sending = send(&attempt, &chosen.target, request_body, progress.as_deref());
+        let sending = async {
+            match service.per_try_timeout {
+                Some(limit) => tokio::time::timeout(limit, sending).await.unwrap_or(Err(Failure::TryTimedOut)),
+                None => sending.await,
+            }
+        };
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { sending.await } else { sending.instrument(span.clone()).await };
-        attempt_outcome(&span, &result);
+        let last = retry == service.retries;
+        let retry_status = |status: StatusCode| {
+            !last
+                && replayable
+                && (idempotent || service.retry_non_idempotent)
+                && service.retry_on_statuses.contains(&status.as_u16())
+        };
+        attempt_outcome(&span, &result, retry_status);
         match result {
+            Ok((response, _, _)) if retry_status(response.status()) => {
+                tracing::debug!(target = %chosen.target.authority, status = %response.status(), "retrying an answer");
+                chosen.answered(response.status());
+                // Dropped unread with its connection: the body may be large or never end.
+                body = Some(RequestBody::Empty);
+                last_error = ProxyError::Upstream(format!("the target answered {}", response.status()).into());
+            }
             Ok((response, sender, sent_at)) => {
                 let pooled = (attempt.pool, tls_id(attempt.service));
                 return Ok(respond(response, chosen, sender, pooled, sent_at, service.read_timeout));
+            }
+            Err(Failure::TryTimedOut) => {
+                chosen.failed(Some(Outcome::Timeout));
+                if !(replayable && idempotent) {
+                    return Err(ProxyError::Timeout);
+                }
+                body = Some(RequestBody::Empty);
+                last_error = ProxyError::Timeout;
             }
             Err(Failure::NotSent { outcome, error, body: unsent }) => {
                 tracing::debug!(target = %chosen.target.authority, error = %error, "attempt failed before sending");
@@ -367,19 +418,24 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Records how an attempt ended on its span.
-fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>) {
+fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>, retry_status: impl Fn(StatusCode) -> bool) {
     if span.is_none() {
         return;
     }
     let error = match result {
         Ok((response, _, _)) => {
             span.record("http.response.status_code", response.status().as_u16());
-            response.status().is_server_error().then_some("http_status")
+            if retry_status(response.status()) {
+                Some("retried_status")
+            } else {
+                response.status().is_server_error().then_some("http_status")
+            }
         }
         Err(Failure::NotSent { .. }) => Some("connect"),
         Err(Failure::Broken(_)) => Some("reset"),
         Err(Failure::Client(_)) => Some("client_body"),
         Err(Failure::TimedOut) => Some("timeout"),
+        Err(Failure::TryTimedOut) => Some("per_try_timeout"),
     };
     if let Some(kind) = error {
         span.record("error.type", kind);
