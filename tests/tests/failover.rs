@@ -12,7 +12,9 @@ use tests::http::HttpClient;
 use tests::{eventually, run_gateway, Gateway, TempDir, Upstream};
 
 /// One upstream `up` over `targets`, behind service `s` on `/` with `service` (YAML flow
-/// fields, e.g. `retry_on_statuses: [503]`), and service `plain` on `/plain` without them.
+/// fields, e.g. `retry_on_statuses: [503]`), and service `plain` on `/plain` without them. The
+/// retry budget's floor is above the tests' concurrency (4 clients), as an operator sizes it
+/// for a load that must see no error; the budget's own tests use [`budget_config`].
 fn config(targets: &[&Upstream], service: &str) -> String {
     let targets: Vec<String> = targets.iter().map(|t| format!("{{ target: \"{}\" }}", t.addr)).collect();
     format!(
@@ -22,6 +24,7 @@ services:
   - {{ name: plain, url: "http://up", routes: [{{ name: plain, paths: [/plain] }}] }}
 upstreams:
   - name: up
+    retry_budget: {{ min_retries: 4 }}
     targets: [{targets}]
 "#,
         targets = targets.join(", "),
@@ -191,7 +194,7 @@ fn validate(yaml: &str) -> (Option<i32>, String) {
 }
 
 #[test]
-fn bad_retry_settings_are_refused_with_their_path() {
+fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
     let up = "upstreams: [{ name: up, targets: [{ target: \"127.0.0.1:1\" }] }]";
     for (service, error) in [
         ("retry_on_statuses: [503, 200]", "services/s.retry_on_statuses: 200 is not a status from 400 to 599"),
@@ -209,8 +212,87 @@ fn bad_retry_settings_are_refused_with_their_path() {
         assert_eq!(code, Some(1), "{service}: {stderr}");
         assert!(stderr.contains(error), "{service}: wanted {error:?} in {stderr}");
     }
+    for (upstream, error) in [
+        ("retry_budget: { percent: 101 }", "upstreams/up.retry_budget.percent: must be 0 to 100"),
+        ("retry_budget: { percent: -1 }", "upstreams/up.retry_budget.percent"),
+        ("retry_budget: { share: 5 }", "unknown field `share`"),
+    ] {
+        let yaml = format!("services: [{{ name: s, url: \"http://up\" }}]\nupstreams: [{{ name: up, {upstream} }}]\n");
+        let (code, stderr) = validate(&yaml);
+        assert_eq!(code, Some(1), "{upstream}: {stderr}");
+        assert!(stderr.contains(error), "{upstream}: wanted {error:?} in {stderr}");
+    }
     let (code, stderr) = validate(&format!(
         "services: [{{ name: s, url: \"http://up\", retry_on_statuses: [502, 503, 504], per_try_timeout: 500 }}]\n{up}\n"
     ));
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// The value of the metric line that starts with `series` (name and labels), 0 when absent.
+async fn metric(gw: &Gateway, series: &str) -> f64 {
+    let text = HttpClient::new().get(&gw.admin_url("/metrics")).await.body;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two targets behind service `s`, with the upstream's `retry_budget` (YAML flow).
+fn budget_config(targets: &[&Upstream], budget: &str) -> String {
+    let targets: Vec<String> = targets.iter().map(|t| format!("{{ target: \"{}\" }}", t.addr)).collect();
+    format!(
+        r#"
+services:
+  - {{ name: s, url: "http://up", retries: 5, retry_on_statuses: [503], retry_backoff: {{ base: 0, max: 0 }},
+       routes: [{{ name: r, paths: [/] }}] }}
+upstreams:
+  - {{ name: up, retry_budget: {budget}, targets: [{targets}] }}
+"#,
+        targets = targets.join(", "),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_target_failing_the_upstream_gets_at_most_the_budgets_share_more() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    a.force_status(503);
+    b.force_status(503);
+    let gw = Gateway::start(&budget_config(&[&a, &b], "{ percent: 20, min_retries: 0 }")).await;
+    let sent = 10 * 30;
+    let statuses = load(10, 30, get(gw.url("/"))).await;
+    assert_eq!(statuses.len(), sent);
+    assert!(statuses.iter().all(|s| *s == 503), "the last answer is the client's");
+    let received = a.requests() + b.requests();
+    let sent = sent as u64;
+    // Without the budget, 5 retries each: 6 times what the clients sent.
+    assert!(received <= sent + sent * 20 / 100, "the upstream received {received} for {sent} requests");
+    assert!(received > sent, "some retries fit the budget: {received}");
+    let series = r#"gateway_upstream_retries_total{service="s",reason="status""#;
+    assert!(metric(&gw, &format!(r#"{series},outcome="budget_exhausted"}}"#)).await > 0.0);
+    let retried = metric(&gw, &format!(r#"{series},outcome="retried"}}"#)).await;
+    assert_eq!(retried as u64, received - sent, "each retry made is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_of_zero_makes_no_retries() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    a.force_status(503);
+    let gw = Gateway::start(&budget_config(&[&a, &b], "{ percent: 0, min_retries: 0 }")).await;
+    let c = HttpClient::new();
+    let mut got_503 = 0;
+    for _ in 0..20 {
+        got_503 += u64::from(c.get(&gw.url("/")).await.status == 503);
+    }
+    assert_eq!(a.requests() + b.requests(), 20, "every request tried once");
+    assert_eq!(got_503, a.requests(), "a's answers went to the clients");
+    let refused = r#"gateway_upstream_retries_total{service="s",reason="status",outcome="budget_exhausted"}"#;
+    assert_eq!(metric(&gw, refused).await as u64, got_503);
+
+    // The default budget (20%, at least 3) lets a lone client's retries through.
+    let gw = Gateway::start(&budget_config(&[&a, &b], "{ percent: 20 }")).await;
+    for _ in 0..20 {
+        assert_eq!(c.get(&gw.url("/")).await.status, 200);
+    }
 }

@@ -35,7 +35,7 @@ pub use plugins::{
 };
 pub use route::{Protocol, Route};
 pub use service::{Backoff, Service, ServiceUrl};
-pub use upstream::{Algorithm, HashOn, Target, Upstream};
+pub use upstream::{Algorithm, HashOn, RetryBudget, Target, Upstream};
 
 use crate::validate::Errors;
 

@@ -17,11 +17,12 @@ use super::hash_key::hash_key;
 use super::pool::{ConnectError, Pool, Sender};
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
+use crate::balance::budget::InFlight;
 use crate::balance::Pick;
 use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
-use crate::telemetry::traces;
+use crate::telemetry::{traces, RouteMetrics};
 use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -47,6 +48,8 @@ pub struct Attempt<'a> {
     pub client: &'a ClientInfo,
     /// Keep the client's `Host` instead of the target's.
     pub preserve_host: bool,
+    /// The route's metrics, where retries are counted.
+    pub metrics: &'a RouteMetrics,
     /// An upstream a plugin chose (`traffic-split`) instead of the service's destination: its
     /// targets, balancer and health, with the service's timeouts, retries, TLS and path.
     pub upstream: Option<&'a Arc<UpstreamState>>,
@@ -158,9 +161,22 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
     };
     let mut tried = Vec::new();
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
+    // Counted against the upstream's retry budget while the request is in flight.
+    let mut in_flight = match destination {
+        To::Upstream(up) => Some(up.budget.request()),
+        To::Address(_) => None,
+    };
+    let mut admit = || in_flight.as_mut().is_none_or(InFlight::admit_retry);
+    let mut reason = "connect";
     for retry in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
         if retry > 0 {
+            if !admit() {
+                attempt.metrics.retry(reason, "budget_exhausted");
+                tracing::debug!(reason, "retry refused by the upstream's retry budget");
+                return Err(last_error);
+            }
+            attempt.metrics.retry(reason, "retried");
             let wait = service.retry_backoff.wait(retry, fastrand::f64());
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -178,15 +194,26 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { sending.await } else { sending.instrument(span.clone()).await };
         let last = retry == service.retries;
-        let retry_status = |status: StatusCode| {
-            !last
-                && replayable
-                && (idempotent || service.retry_non_idempotent)
-                && service.retry_on_statuses.contains(&status.as_u16())
+        let retry_status = match &result {
+            Ok((response, _, _))
+                if !last
+                    && replayable
+                    && (idempotent || service.retry_non_idempotent)
+                    && service.retry_on_statuses.contains(&response.status().as_u16()) =>
+            {
+                // Decided before the answer is dropped: when the budget is spent, it is the client's.
+                let admitted = admit();
+                if !admitted {
+                    attempt.metrics.retry("status", "budget_exhausted");
+                }
+                admitted
+            }
+            _ => false,
         };
         attempt_outcome(&span, &result, retry_status);
         match result {
-            Ok((response, _, _)) if retry_status(response.status()) => {
+            Ok((response, _, _)) if retry_status => {
+                reason = "status";
                 tracing::debug!(target = %chosen.target.authority, status = %response.status(), "retrying an answer");
                 chosen.answered(response.status());
                 // Dropped unread with its connection: the body may be large or never end.
@@ -204,12 +231,14 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
                 }
                 body = Some(RequestBody::Empty);
                 last_error = ProxyError::Timeout;
+                reason = "per_try_timeout";
             }
             Err(Failure::NotSent { outcome, error, body: unsent }) => {
                 tracing::debug!(target = %chosen.target.authority, error = %error, "attempt failed before sending");
                 chosen.failed(Some(outcome));
                 body = Some(unsent);
                 last_error = error;
+                reason = "connect";
             }
             Err(Failure::Broken(error)) => {
                 chosen.failed(Some(Outcome::TcpFailure));
@@ -218,6 +247,7 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
                 }
                 tracing::debug!(error = %error, retry = body.is_some(), "attempt failed");
                 last_error = ProxyError::Upstream(Box::new(error));
+                reason = "reset";
             }
             Err(Failure::Client(error)) => {
                 chosen.failed(None);
@@ -418,14 +448,14 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Records how an attempt ended on its span.
-fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>, retry_status: impl Fn(StatusCode) -> bool) {
+fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>, retry_status: bool) {
     if span.is_none() {
         return;
     }
     let error = match result {
         Ok((response, _, _)) => {
             span.record("http.response.status_code", response.status().as_u16());
-            if retry_status(response.status()) {
+            if retry_status {
                 Some("retried_status")
             } else {
                 response.status().is_server_error().then_some("http_status")
