@@ -86,6 +86,8 @@ pub struct UpstreamState {
     pub health: Vec<Arc<TargetHealth>>,
     /// The compiled `healthchecks`.
     pub policy: Policy,
+    /// Its requests and retries in flight on this node, against its `retry_budget`.
+    pub(crate) budget: Arc<crate::balance::budget::Budget>,
     /// What the balancer was built from, to tell whether the next snapshot changed it.
     fingerprint: String,
 }
@@ -254,6 +256,7 @@ impl Runtime {
                     targets: targets.iter().map(|t| TargetEntry::new(&t.target, t.weight)).collect(),
                     health: targets.iter().map(|t| health.target(name, &t.target)).collect(),
                     policy: Policy::new(&upstream.healthchecks),
+                    budget: crate::balance::budget::Budget::new(upstream.retry_budget),
                     upstream: upstream.clone(),
                     fingerprint,
                 })

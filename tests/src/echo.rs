@@ -51,6 +51,10 @@ pub struct EchoStats {
     pub forced_status: AtomicU16,
     /// When set, every exchange is cut without an answer (a crashing instance).
     pub drop_requests: AtomicBool,
+    /// When not 0, every other answer has this status (a flaky instance).
+    pub flaky_status: AtomicU16,
+    /// Answers given the flaky status.
+    pub flaked: AtomicU64,
 }
 
 /// An exchange the instance was told to cut.
@@ -123,7 +127,7 @@ where
 }
 
 async fn answer(mut req: Request<Incoming>, config: &EchoConfig, stats: &EchoStats) -> Response<Body> {
-    stats.requests.fetch_add(1, Ordering::Relaxed);
+    let n = stats.requests.fetch_add(1, Ordering::Relaxed);
     if !config.delay.is_zero() {
         tokio::time::sleep(config.delay).await;
     }
@@ -137,7 +141,12 @@ async fn answer(mut req: Request<Incoming>, config: &EchoConfig, stats: &EchoSta
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|v| v.parse::<u64>().ok()) {
         return bytes(n);
     }
-    let forced = stats.forced_status.load(Ordering::Relaxed);
+    let mut forced = stats.forced_status.load(Ordering::Relaxed);
+    let flaky = stats.flaky_status.load(Ordering::Relaxed);
+    if forced == 0 && flaky != 0 && n.is_multiple_of(2) {
+        stats.flaked.fetch_add(1, Ordering::Relaxed);
+        forced = flaky;
+    }
     let status = Some(forced)
         .filter(|s| *s != 0)
         .or_else(|| path.strip_prefix("/status/").and_then(|v| v.parse::<u16>().ok()))

@@ -72,6 +72,16 @@ impl Upstream {
         self.stats.forced_status.store(status, Ordering::Relaxed);
     }
 
+    /// Answers every other request with `status` from now on (0: back to normal).
+    pub fn flaky_status(&self, status: u16) {
+        self.stats.flaky_status.store(status, Ordering::Relaxed);
+    }
+
+    /// How many answers had the flaky status.
+    pub fn flaked(&self) -> u64 {
+        self.stats.flaked.load(Ordering::Relaxed)
+    }
+
     /// Cuts every exchange without an answer from now on (false: back to normal).
     pub fn drop_requests(&self, on: bool) {
         self.stats.drop_requests.store(on, Ordering::Relaxed);

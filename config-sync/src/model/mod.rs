@@ -34,8 +34,8 @@ pub use plugins::{
     ResponseEntries, ResponseNames, ResponseTransformer, TemplatePiece,
 };
 pub use route::{Protocol, Route};
-pub use service::{Service, ServiceUrl};
-pub use upstream::{Algorithm, HashOn, Target, Upstream};
+pub use service::{Backoff, Service, ServiceUrl};
+pub use upstream::{Algorithm, HashOn, RetryBudget, Target, Upstream};
 
 use crate::validate::Errors;
 

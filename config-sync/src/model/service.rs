@@ -19,6 +19,24 @@ pub struct Service {
     /// How many times a failed attempt is retried on another target. Default 5.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Answers from a target that are retried on another target, within `retries` (nginx's
+    /// `proxy_next_upstream http_503`, Envoy's `retriable_status_codes`): statuses 400 to 599.
+    /// Only idempotent methods without a body are retried, unless `retry_non_idempotent`; the
+    /// last try's answer goes to the client as it came. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on_statuses: Vec<u16>,
+    /// Retries on a status extend to POST, PATCH and CONNECT (a body already sent upstream is
+    /// still never sent again). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub retry_non_idempotent: bool,
+    /// The wait before each retry: exponential from `base`, capped at `max`, with full jitter.
+    #[serde(default, skip_serializing_if = "Backoff::is_default")]
+    pub retry_backoff: Backoff,
+    /// Longest wait for one try's response head, connecting included; when it passes the try is
+    /// a timeout and is retried as a failed connection is. None (default): only `read_timeout`,
+    /// which ends the request (504). 1 to `read_timeout` ms.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "units::millis_opt")]
+    pub per_try_timeout: Option<Duration>,
     /// Time to open a TCP connection to a target. Default 60000 ms.
     #[serde(default = "default_timeout", with = "units::millis")]
     pub connect_timeout: Duration,
@@ -53,6 +71,55 @@ fn yes() -> bool {
 
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A retry's wait: a random time between 0 and `min(max, base × 2^(retry − 1))` (AWS's "full
+/// jitter"), so that clients retrying together spread out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// The first retry's ceiling, ms. Default 25; 0 retries at once.
+    #[serde(default = "default_backoff_base", with = "units::millis")]
+    pub base: Duration,
+    /// The ceiling's limit, ms; at least `base` and at most the service's `read_timeout`.
+    /// Default 250.
+    #[serde(default = "default_backoff_max", with = "units::millis")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base: default_backoff_base(), max: default_backoff_max() }
+    }
+}
+
+impl Backoff {
+    fn is_default(&self) -> bool {
+        *self == Backoff::default()
+    }
+
+    /// The ceiling of retry number `retry` (1 for the first retry).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let doubled = self.base.saturating_mul(1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX));
+        doubled.min(self.max)
+    }
+
+    /// The wait before retry number `retry`, `unit` a uniform random number in [0, 1).
+    pub fn wait(&self, retry: u32, unit: f64) -> Duration {
+        self.ceiling(retry).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(25)
+}
+
+fn default_backoff_max() -> Duration {
+    Duration::from_millis(250)
 }
 
 fn default_retries() -> u32 {
@@ -192,13 +259,98 @@ impl Service {
         if self.retries > 32767 {
             errors.push(format!("{path}.retries"), "must be 0 to 32767");
         }
+        self.validate_failover(path, errors);
         self.plugins.validate(&format!("{path}.plugins"), errors);
+    }
+}
+
+impl Service {
+    fn validate_failover(&self, path: &str, errors: &mut Errors) {
+        if let Some(status) = self.retry_on_statuses.iter().find(|s| !(400..=599).contains(*s)) {
+            errors.push(format!("{path}.retry_on_statuses"), format!("{status} is not a status from 400 to 599"));
+        }
+        let backoff = &self.retry_backoff;
+        if backoff.max < backoff.base {
+            errors.push(
+                format!("{path}.retry_backoff.max"),
+                format!("{} ms is less than base ({} ms)", backoff.max.as_millis(), backoff.base.as_millis()),
+            );
+        }
+        if backoff.max > self.read_timeout {
+            errors.push(
+                format!("{path}.retry_backoff.max"),
+                format!(
+                    "{} ms is longer than the service's read_timeout ({} ms): a retry would wait longer than a try",
+                    backoff.max.as_millis(),
+                    self.read_timeout.as_millis()
+                ),
+            );
+        }
+        if let Some(per_try) = self.per_try_timeout {
+            if per_try.is_zero() {
+                errors.push(format!("{path}.per_try_timeout"), "must be 1 ms or more");
+            } else if per_try > self.read_timeout {
+                errors.push(
+                    format!("{path}.per_try_timeout"),
+                    format!(
+                        "{} ms is longer than the service's read_timeout ({} ms), which would end the try first",
+                        per_try.as_millis(),
+                        self.read_timeout.as_millis()
+                    ),
+                );
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failover_fields_are_checked() {
+        let paths = |json: &str| {
+            let s: Service = serde_json::from_str(json).unwrap();
+            let mut errors = Errors::default();
+            s.validate("services/a", &mut errors);
+            errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>()
+        };
+        assert!(paths(r#"{"name":"a","url":"http://x","retry_on_statuses":[502,503,504],"per_try_timeout":500}"#)
+            .is_empty());
+        assert_eq!(
+            paths(r#"{"name":"a","url":"http://x","retry_on_statuses":[503,200]}"#),
+            ["services/a.retry_on_statuses: 200 is not a status from 400 to 599"]
+        );
+        assert_eq!(
+            paths(r#"{"name":"a","url":"http://x","retry_backoff":{"base":100,"max":50}}"#),
+            ["services/a.retry_backoff.max: 50 ms is less than base (100 ms)"]
+        );
+        let long = paths(r#"{"name":"a","url":"http://x","read_timeout":1000,"retry_backoff":{"max":2000}}"#);
+        assert_eq!(long.len(), 1);
+        assert!(long[0].starts_with("services/a.retry_backoff.max: 2000 ms is longer than the service's read_timeout"));
+        assert_eq!(
+            paths(r#"{"name":"a","url":"http://x","per_try_timeout":0}"#),
+            ["services/a.per_try_timeout: must be 1 ms or more"]
+        );
+        let long = paths(r#"{"name":"a","url":"http://x","read_timeout":1000,"per_try_timeout":1001}"#);
+        assert!(long[0].starts_with("services/a.per_try_timeout: 1001 ms is longer"), "{long:?}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_max_with_full_jitter() {
+        let b = Backoff { base: Duration::from_millis(25), max: Duration::from_millis(250) };
+        let ceilings: Vec<_> = (1..=6).map(|r| b.ceiling(r).as_millis()).collect();
+        assert_eq!(ceilings, [25, 50, 100, 200, 250, 250]);
+        assert_eq!(b.ceiling(200), Duration::from_millis(250), "no overflow on many retries");
+        assert_eq!(b.wait(3, 0.0), Duration::ZERO);
+        assert_eq!(b.wait(3, 0.5), Duration::from_millis(50));
+        assert!(b.wait(3, 0.999) < Duration::from_millis(100));
+        let s: Service = serde_json::from_str(r#"{"name":"a","url":"http://x"}"#).unwrap();
+        assert_eq!(s.retry_backoff, b, "the contract's default");
+        assert!(s.per_try_timeout.is_none() && s.retry_on_statuses.is_empty() && !s.retry_non_idempotent);
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("retry_backoff").is_none() && json.get("per_try_timeout").is_none(), "{json}");
+    }
 
     #[test]
     fn parses_urls() {

@@ -39,3 +39,22 @@ pub mod seconds {
             .map_err(|_| D::Error::custom(format!("{secs} is not a duration in seconds (0 or more)")))
     }
 }
+
+/// `Option<Duration>` as a whole number of milliseconds; absent or null for none.
+pub mod millis_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Writes the duration as whole milliseconds (callers skip `None`).
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads whole milliseconds, or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

@@ -78,6 +78,43 @@ pub struct Upstream {
     /// Active and passive health checks, with Kong's schema and defaults.
     #[serde(default)]
     pub healthchecks: Healthchecks,
+    /// How many retries may be in flight to this upstream from one node (Envoy's retry budget).
+    #[serde(default, skip_serializing_if = "RetryBudget::is_default")]
+    pub retry_budget: RetryBudget,
+}
+
+/// Retries in flight to an upstream on a node may not exceed `percent` of the requests in
+/// flight to it that are not retrying, or `min_retries` when that is more; a retry past it is
+/// not made. `{percent: 0, min_retries: 0}` turns retries to this upstream off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// 0 to 100. Default 20.
+    #[serde(default = "default_budget_percent")]
+    pub percent: u32,
+    /// Retries always allowed in flight, for low traffic. Default 3.
+    #[serde(default = "default_min_retries")]
+    pub min_retries: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget { percent: default_budget_percent(), min_retries: default_min_retries() }
+    }
+}
+
+impl RetryBudget {
+    fn is_default(&self) -> bool {
+        *self == RetryBudget::default()
+    }
+}
+
+fn default_budget_percent() -> u32 {
+    20
+}
+
+fn default_min_retries() -> u32 {
+    3
 }
 
 fn default_slots() -> u32 {
@@ -110,6 +147,9 @@ impl Upstream {
         }
         if !(10..=65_536).contains(&self.slots) {
             errors.push(format!("{path}.slots"), "must be 10 to 65536");
+        }
+        if self.retry_budget.percent > 100 {
+            errors.push(format!("{path}.retry_budget.percent"), "must be 0 to 100");
         }
         let needs = |on: HashOn,
                      prefix: &str,

@@ -15,6 +15,8 @@
 //!   weighted rendezvous hashing, for sticky (consistent-hashing) routing.
 //! - [`PeakEwma`] (`ewma.rs`): peak-EWMA latency with the power of two random choices.
 //!
+//! [`budget`] counts an upstream's retries against Envoy's retry budget.
+//!
 //! [`Balancer`] unifies them. The gateway builds one per upstream from the
 //! upstream's algorithm and target list and keeps it behind a mutex. Before
 //! each attempt it calls [`Balancer::pick`], passing in [`Pick::skip`] the
@@ -24,6 +26,7 @@
 //! [`Balancer::new`]. When the target set changes the gateway builds a new
 //! balancer; state (in-flight counts, latency estimates) starts afresh.
 
+pub(crate) mod budget;
 mod ewma;
 mod least_conn;
 mod ring;

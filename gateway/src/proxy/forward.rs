@@ -3,8 +3,13 @@
 //! An attempt that fails before the request left (the connection did not open, or the pooled
 //! connection was closed before the request was written) is retried on another target, up to
 //! the service's `retries`; so is any failed attempt of an idempotent request without a body,
-//! which can be sent again as it was. A request whose body has started streaming upstream is
-//! not retried: that body is gone. A timeout waiting for the response head is final (504).
+//! which can be sent again as it was, and any such request whose try ran past the service's
+//! `per_try_timeout`. An answer with a status of the service's `retry_on_statuses` is retried
+//! the same way, for idempotent methods (any method with `retry_non_idempotent`); it is
+//! dropped unread, before anything of it reached the client. A request whose body has started
+//! streaming upstream is never retried: that body is gone, and the upstream's answer (or 502)
+//! is the client's. A timeout of `read_timeout` waiting for the response head is final (504).
+//! Each retry waits the service's `retry_backoff` first.
 
 use super::body::{Completion, ProxyBody};
 use super::error::ProxyError;
@@ -12,11 +17,12 @@ use super::hash_key::hash_key;
 use super::pool::{ConnectError, Pool, Sender};
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
+use crate::balance::budget::InFlight;
 use crate::balance::Pick;
 use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
 use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
-use crate::telemetry::traces;
+use crate::telemetry::{traces, RouteMetrics};
 use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -42,6 +48,8 @@ pub struct Attempt<'a> {
     pub client: &'a ClientInfo,
     /// Keep the client's `Host` instead of the target's.
     pub preserve_host: bool,
+    /// The route's metrics, where retries are counted.
+    pub metrics: &'a RouteMetrics,
     /// An upstream a plugin chose (`traffic-split`) instead of the service's destination: its
     /// targets, balancer and health, with the service's timeouts, retries, TLS and path.
     pub upstream: Option<&'a Arc<UpstreamState>>,
@@ -95,6 +103,15 @@ impl Chosen {
         }
     }
 
+    /// Ends an attempt whose answer is not used; passive checks count its status.
+    fn answered(self, status: StatusCode) {
+        if let Some((upstream, index)) = &self.pick {
+            if let Some(outcome) = upstream.policy.passive.classify(status.as_u16()) {
+                upstream.report(*index, outcome);
+            }
+        }
+    }
+
     /// Hands the balancer's count over to the response body, which ends it when it ends.
     fn into_finish(mut self, latency: Duration) -> Option<(Arc<UpstreamState>, usize, Duration)> {
         self.pick.take().map(|(upstream, index)| (upstream, index, latency))
@@ -119,6 +136,9 @@ pub(super) enum Failure {
     Client(ProxyError),
     /// The upstream did not read the body or answer in time: final (504).
     TimedOut,
+    /// The try ran past the service's `per_try_timeout`: retried when the request can be sent
+    /// again, else final (504).
+    TryTimedOut,
 }
 
 /// Forwards the request, retrying as the module doc says.
@@ -141,24 +161,84 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
     };
     let mut tried = Vec::new();
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
+    // Counted against the upstream's retry budget while the request is in flight.
+    let mut in_flight = match destination {
+        To::Upstream(up) => Some(up.budget.request()),
+        To::Address(_) => None,
+    };
+    let mut admit = || in_flight.as_mut().is_none_or(InFlight::admit_retry);
+    let mut reason = "connect";
     for retry in 0..=service.retries {
         let Some(request_body) = body.take() else { break };
+        if retry > 0 {
+            if !admit() {
+                attempt.metrics.retry(reason, "budget_exhausted");
+                tracing::debug!(reason, "retry refused by the upstream's retry budget");
+                return Err(last_error);
+            }
+            attempt.metrics.retry(reason, "retried");
+            let wait = service.retry_backoff.wait(retry, fastrand::f64());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let chosen = choose(destination, key, &mut tried)?;
         let span = span::attempt(&attempt.parts.method, &chosen.target.authority, retry);
         let sending = send(&attempt, &chosen.target, request_body, progress.as_deref());
+        let sending = async {
+            match service.per_try_timeout {
+                Some(limit) => tokio::time::timeout(limit, sending).await.unwrap_or(Err(Failure::TryTimedOut)),
+                None => sending.await,
+            }
+        };
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { sending.await } else { sending.instrument(span.clone()).await };
-        attempt_outcome(&span, &result);
+        let last = retry == service.retries;
+        let retry_status = match &result {
+            Ok((response, _, _))
+                if !last
+                    && replayable
+                    && (idempotent || service.retry_non_idempotent)
+                    && service.retry_on_statuses.contains(&response.status().as_u16()) =>
+            {
+                // Decided before the answer is dropped: when the budget is spent, it is the client's.
+                let admitted = admit();
+                if !admitted {
+                    attempt.metrics.retry("status", "budget_exhausted");
+                }
+                admitted
+            }
+            _ => false,
+        };
+        attempt_outcome(&span, &result, retry_status);
         match result {
+            Ok((response, _, _)) if retry_status => {
+                reason = "status";
+                tracing::debug!(target = %chosen.target.authority, status = %response.status(), "retrying an answer");
+                chosen.answered(response.status());
+                // Dropped unread with its connection: the body may be large or never end.
+                body = Some(RequestBody::Empty);
+                last_error = ProxyError::Upstream(format!("the target answered {}", response.status()).into());
+            }
             Ok((response, sender, sent_at)) => {
                 let pooled = (attempt.pool, tls_id(attempt.service));
                 return Ok(respond(response, chosen, sender, pooled, sent_at, service.read_timeout));
+            }
+            Err(Failure::TryTimedOut) => {
+                chosen.failed(Some(Outcome::Timeout));
+                if !(replayable && idempotent) {
+                    return Err(ProxyError::Timeout);
+                }
+                body = Some(RequestBody::Empty);
+                last_error = ProxyError::Timeout;
+                reason = "per_try_timeout";
             }
             Err(Failure::NotSent { outcome, error, body: unsent }) => {
                 tracing::debug!(target = %chosen.target.authority, error = %error, "attempt failed before sending");
                 chosen.failed(Some(outcome));
                 body = Some(unsent);
                 last_error = error;
+                reason = "connect";
             }
             Err(Failure::Broken(error)) => {
                 chosen.failed(Some(Outcome::TcpFailure));
@@ -167,6 +247,7 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
                 }
                 tracing::debug!(error = %error, retry = body.is_some(), "attempt failed");
                 last_error = ProxyError::Upstream(Box::new(error));
+                reason = "reset";
             }
             Err(Failure::Client(error)) => {
                 chosen.failed(None);
@@ -367,19 +448,24 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// Records how an attempt ended on its span.
-fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>) {
+fn attempt_outcome(span: &tracing::Span, result: &Result<Sent, Failure>, retry_status: bool) {
     if span.is_none() {
         return;
     }
     let error = match result {
         Ok((response, _, _)) => {
             span.record("http.response.status_code", response.status().as_u16());
-            response.status().is_server_error().then_some("http_status")
+            if retry_status {
+                Some("retried_status")
+            } else {
+                response.status().is_server_error().then_some("http_status")
+            }
         }
         Err(Failure::NotSent { .. }) => Some("connect"),
         Err(Failure::Broken(_)) => Some("reset"),
         Err(Failure::Client(_)) => Some("client_body"),
         Err(Failure::TimedOut) => Some("timeout"),
+        Err(Failure::TryTimedOut) => Some("per_try_timeout"),
     };
     if let Some(kind) = error {
         span.record("error.type", kind);

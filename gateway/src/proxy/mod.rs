@@ -223,6 +223,7 @@ impl Proxy {
             parts: ctx.request,
             client,
             preserve_host,
+            metrics,
             upstream,
         };
         // Boxed: the upstream exchange is the largest part of the request's future, and held

@@ -55,6 +55,15 @@ pub struct Metrics {
     cache: Family<CacheLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     splits: Family<SplitLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+}
+
+/// `gateway_upstream_retries_total` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RetryLabels {
+    service: Name,
+    reason: &'static str,
+    outcome: &'static str,
 }
 
 /// `gateway_traffic_split_total` labels.
@@ -141,8 +150,15 @@ impl Metrics {
             "Requests traffic-split sent, by route and upstream ((service): the service's own destination)",
             splits.clone(),
         );
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "gateway_upstream_retries",
+            "Upstream retries by service, reason (connect, reset, per_try_timeout, status) and outcome (retried; \
+             budget_exhausted: refused by the upstream's retry_budget)",
+            retries.clone(),
+        );
         registry.register_collector(Box::new(process::ProcessCollector::new()));
-        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache, refusals, splits }
+        Metrics { registry, requests, request_latency, upstream_latency, rate_limits, cache, refusals, splits, retries }
     }
 
     /// Adds metrics read at each scrape.
@@ -164,6 +180,7 @@ impl Metrics {
             cache: self.cache.clone(),
             refusals: Few::new(&self.refusals),
             splits: Few::new(&self.splits),
+            retries: Few::new(&self.retries),
         }
     }
 
@@ -197,6 +214,8 @@ pub struct RouteMetrics {
     refusals: Few<(&'static str, u16), RefusalLabels>,
     /// By the upstream traffic-split chose (None: the service's own destination).
     splits: Few<Option<Arc<str>>, SplitLabels>,
+    /// By reason and outcome.
+    retries: Few<(&'static str, &'static str), RetryLabels>,
 }
 
 impl RouteMetrics {
@@ -231,6 +250,12 @@ impl RouteMetrics {
             (upstream.cloned(), SplitLabels { route: self.route.clone(), upstream: Name(label) })
         };
         self.splits.find(|seen| seen.as_deref() == upstream.map(|u| &**u), make).inc();
+    }
+
+    /// Counts a retry of this route's service for `reason`, made or refused (`outcome`).
+    pub fn retry(&self, reason: &'static str, outcome: &'static str) {
+        let labels = || RetryLabels { service: self.service.clone(), reason, outcome };
+        self.retries.get((reason, outcome), labels).inc();
     }
 
     /// Counts a proxy-cache outcome (`Hit`, `Miss`, `Refresh`, `Bypass`).
