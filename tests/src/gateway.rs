@@ -284,3 +284,27 @@ fn listening(line: &str) -> Option<Listening> {
         gossip: addr("gossip")?,
     })
 }
+
+/// Two nodes of one cluster (the second seeded from the first) serving `yaml`, sharing the Redis
+/// at `redis` when given; returned once each sees both members and has reached Redis (until
+/// then a cache answers Bypass).
+pub async fn pair(yaml: &str, redis: Option<&crate::Redis>) -> (Gateway, Gateway) {
+    let url = redis.map(crate::Redis::url);
+    let mut flags = vec!["--cluster-probe-period-ms", "200"];
+    if let Some(url) = &url {
+        flags.extend(["--redis-url", url]);
+    }
+    let first = Gateway::start_node("node-1", yaml, &flags, &[]).await;
+    let seed = first.gossip.to_string();
+    flags.extend(["--cluster-seeds", &seed]);
+    let second = Gateway::start_node("node-2", yaml, &flags, &[]).await;
+    for gw in [&first, &second] {
+        crate::eventually(Duration::from_secs(20), "two members, and Redis when given", || async {
+            let status = HttpClient::new().get(&gw.admin_url("/status")).await.json();
+            let redis = url.is_none() || status["redis"] == "connected";
+            (status["cluster"]["members"] == 2 && redis).then_some(())
+        })
+        .await;
+    }
+    (first, second)
+}

@@ -6,7 +6,7 @@
 use http::Method;
 use std::time::Duration;
 use tests::http::{HttpClient, Reply};
-use tests::{eventually, Gateway, Redis, Upstream};
+use tests::{eventually, pair, Gateway, Redis, Upstream};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -15,28 +15,6 @@ fn config(echo: &Upstream, plugin: &str) -> String {
         "services: [{{ name: s, url: \"http://{}\", routes: [{{ name: r, paths: [/], plugins: {{ proxy-cache: {plugin} }} }}] }}]",
         echo.addr
     )
-}
-
-async fn pair(yaml: &str, redis: Option<&Redis>) -> (Gateway, Gateway) {
-    let url = redis.map(Redis::url);
-    let mut flags = vec!["--cluster-probe-period-ms", "200"];
-    if let Some(url) = &url {
-        flags.extend(["--redis-url", url]);
-    }
-    let first = Gateway::start_node("node-1", yaml, &flags, &[]).await;
-    let seed = first.gossip.to_string();
-    flags.extend(["--cluster-seeds", &seed]);
-    let second = Gateway::start_node("node-2", yaml, &flags, &[]).await;
-    for gw in [&first, &second] {
-        // Until a node has reached Redis, its cache answers Bypass.
-        eventually(WAIT, "two members, and Redis when given", || async {
-            let status = HttpClient::new().get(&gw.admin_url("/status")).await.json();
-            let redis = url.is_none() || status["redis"] == "connected";
-            (status["cluster"]["members"] == 2 && redis).then_some(())
-        })
-        .await;
-    }
-    (first, second)
 }
 
 /// Waits until `gw` holds the entry `key` (a Miss stores it right after the body ends).

@@ -8,7 +8,7 @@ use http::Method;
 use std::time::{Duration, SystemTime};
 use tests::http::{HttpClient, Reply};
 use tests::origin::{Origin, Script};
-use tests::{eventually, Gateway, Redis, Upstream};
+use tests::{eventually, pair, Gateway, Redis, Upstream};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TEXT: (&str, &str) = ("content-type", "text/plain");
@@ -47,27 +47,6 @@ async fn miss_then_stored(gw: &Gateway, path: &str) -> Reply {
     assert_eq!(status(&miss), "Miss", "{path}: {:?}", miss.headers);
     stored(gw, miss.header("x-cache-key")).await;
     miss
-}
-
-async fn pair(yaml: &str, redis: Option<&Redis>) -> (Gateway, Gateway) {
-    let url = redis.map(Redis::url);
-    let mut flags = vec!["--cluster-probe-period-ms", "200"];
-    if let Some(url) = &url {
-        flags.extend(["--redis-url", url]);
-    }
-    let first = Gateway::start_node("node-1", yaml, &flags, &[]).await;
-    let seed = first.gossip.to_string();
-    flags.extend(["--cluster-seeds", &seed]);
-    let second = Gateway::start_node("node-2", yaml, &flags, &[]).await;
-    for gw in [&first, &second] {
-        eventually(WAIT, "two members, and Redis when given", || async {
-            let status = HttpClient::new().get(&gw.admin_url("/status")).await.json();
-            let redis = url.is_none() || status["redis"] == "connected";
-            (status["cluster"]["members"] == 2 && redis).then_some(())
-        })
-        .await;
-    }
-    (first, second)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,34 @@
 //! not UTF-8 (a header value may hold any) become U+FFFD, as `String::from_utf8_lossy` does.
 
 use super::record::Record;
+use bytes::Bytes;
 use http::HeaderMap;
 use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
+impl Record {
+    /// The record as one JSON object (no line break), made once and shared by the sinks that
+    /// send it whole.
+    pub fn json(&self) -> &Bytes {
+        self.json.get_or_init(|| {
+            let mut out = Vec::with_capacity(1024);
+            write(self, &mut out);
+            Bytes::from(out)
+        })
+    }
+
+    /// Appends the JSON object to `out`: the one made already, or written straight from the
+    /// fields (nothing kept: a sink that writes lines needs no copy of its own).
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        match self.json.get() {
+            Some(json) => out.extend_from_slice(json),
+            None => write(self, out),
+        }
+    }
+}
+
 /// Appends `record` as one JSON object (no line break) to `out`.
-pub(crate) fn write(record: &Record, out: &mut Vec<u8>) {
+fn write(record: &Record, out: &mut Vec<u8>) {
     let mut json = Json(out);
     let scheme = if record.https { "https://" } else { "http://" };
     json.raw(r#"{"request":{"method":"#);

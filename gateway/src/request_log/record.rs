@@ -4,9 +4,8 @@
 //! `Cookie` and `Set-Cookie`, of the headers and query parameters that carry a route's API keys
 //! (its chain's `query_secrets`: key-auth's `key_names`, jwt's `uri_param_names`) are replaced
 //! by `REDACTED` when the record is made ([`redact_headers`], [`crate::exchange::query::scrubbed`]).
-//! Its JSON ([`super::json`]) is written off the request path, by the sinks' tasks.
+//! Its JSON (`super::json`) is written off the request path, by the sinks' tasks.
 
-use super::json;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use std::sync::{Arc, OnceLock};
@@ -56,7 +55,8 @@ pub struct Record {
     pub(crate) upstream_uri: Option<String>,
     /// The target that answered (`host:port`).
     pub(crate) target: Option<Arc<str>>,
-    json: OnceLock<Bytes>,
+    /// Its JSON once made ([`Record::json`]).
+    pub(super) json: OnceLock<Bytes>,
 }
 
 impl Record {
@@ -95,25 +95,6 @@ impl Record {
             upstream_uri: None,
             target: None,
             json: OnceLock::new(),
-        }
-    }
-
-    /// The record as one JSON object (no line break), made once and shared by the sinks that
-    /// send it whole.
-    pub fn json(&self) -> &Bytes {
-        self.json.get_or_init(|| {
-            let mut out = Vec::with_capacity(1024);
-            json::write(self, &mut out);
-            Bytes::from(out)
-        })
-    }
-
-    /// Appends the JSON object to `out`: the one made already, or written straight from the
-    /// fields (nothing kept: a sink that writes lines needs no copy of its own).
-    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        match self.json.get() {
-            Some(json) => out.extend_from_slice(json),
-            None => json::write(self, out),
         }
     }
 }
