@@ -249,6 +249,10 @@ pub struct Flags {
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_cache_memory_bytes: Option<usize>,
+    /// Bytes the memory level in front of the Redis cache may hold; 0: none.
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_cache_memory_level_bytes: Option<usize>,
     /// Idle upstream connections kept per target; 0: none.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

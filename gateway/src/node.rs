@@ -55,7 +55,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         redis_target.as_ref().map(open).transpose()
     };
     let limiters = Arc::new(Limiters::new(connect_redis()?.map(|redis| RedisStore::new(redis, redis_config))));
-    let caches = Arc::new(Caches::new(settings.cache.memory_bytes, connect_redis()?, redis_config.timeout));
+    let caches = Arc::new(Caches::new(
+        settings.cache.memory_bytes,
+        settings.cache.level_bytes,
+        connect_redis()?,
+        redis_config.timeout,
+    ));
     let plugins = Arc::new(Shared::new(limiters.clone(), caches.clone()));
     // Before the listeners, as the other signals: SIGUSR1 (reopen) must never kill the node.
     let log_counters = plugins.http_logs.counters().clone();

@@ -275,11 +275,16 @@ pub(crate) struct Cache {
     /// Bytes the proxy-cache's memory strategy may hold on this node. Default 64 MiB.
     #[serde(rename = "proxy_cache_memory_bytes")]
     pub(crate) memory_bytes: usize,
+    /// Bytes the memory level in front of the Redis strategy may hold on this node (copies of
+    /// Redis entries, each served for at most 5 s before Redis is read again); 0: no level.
+    /// Default 16 MiB.
+    #[serde(rename = "proxy_cache_memory_level_bytes")]
+    pub(crate) level_bytes: usize,
 }
 
 impl Default for Cache {
     fn default() -> Self {
-        Cache { memory_bytes: 64 << 20 }
+        Cache { memory_bytes: 64 << 20, level_bytes: 16 << 20 }
     }
 }
 
@@ -1019,6 +1024,7 @@ mod tests {
             "redis_timeout_ms",
             "redis_connect_timeout_ms",
             "proxy_cache_memory_bytes",
+            "proxy_cache_memory_level_bytes",
             "upstream_keepalive_max",
             "upstream_keepalive_idle_ms",
             "shutdown_grace_ms",

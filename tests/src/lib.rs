@@ -17,6 +17,7 @@
 //!   can be cut.
 //! - [`eventually`]: polls a condition against a deadline; tests never sleep to wait.
 
+pub mod cache;
 pub mod collector;
 pub mod echo;
 mod etcd;

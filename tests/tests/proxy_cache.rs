@@ -5,35 +5,15 @@
 
 use http::Method;
 use std::time::Duration;
-use tests::http::{HttpClient, Reply};
+use tests::cache::{config, gone, status, stored, WAIT};
+use tests::http::HttpClient;
 use tests::{eventually, pair, Gateway, Redis, Upstream};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-fn config(echo: &Upstream, plugin: &str) -> String {
-    format!(
-        "services: [{{ name: s, url: \"http://{}\", routes: [{{ name: r, paths: [/], plugins: {{ proxy-cache: {plugin} }} }}] }}]",
-        echo.addr
-    )
-}
-
-/// Waits until `gw` holds the entry `key` (a Miss stores it right after the body ends).
-async fn stored(gw: &Gateway, key: &str) {
-    eventually(WAIT, "the entry to be stored", || async {
-        (HttpClient::new().get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 200).then_some(())
-    })
-    .await;
-}
-
-fn status(reply: &Reply) -> &str {
-    reply.header("x-cache-status")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_through_one_node_is_a_hit_through_the_other() {
     let echo = Upstream::start("a").await;
     let redis = Redis::start().await;
-    let (n1, n2) = pair(&config(&echo, "{ cache_ttl: 60 }"), Some(&redis)).await;
+    let (n1, n2) = pair(&config(echo.addr, "{ cache_ttl: 60 }"), Some(&redis)).await;
     let c = HttpClient::new();
     let miss = c.get(&n1.url("/items?page=2")).await;
     assert_eq!((miss.status.as_u16(), status(&miss)), (200, "Miss"));
@@ -58,7 +38,7 @@ async fn cached_through_one_node_is_a_hit_through_the_other() {
 async fn what_may_not_be_cached_is_bypassed() {
     let echo = Upstream::start("a").await;
     let gw = Gateway::start(&config(
-        &echo,
+        echo.addr,
         "{ max_body_bytes: 1000, content_type: [application/json, application/octet-stream] }",
     ))
     .await;
@@ -79,7 +59,7 @@ async fn what_may_not_be_cached_is_bypassed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_fetch_the_upstream_once() {
     let echo = Upstream::start("a").await;
-    let gw = Gateway::start(&config(&echo, "{ strategy: memory }")).await;
+    let gw = Gateway::start(&config(echo.addr, "{ strategy: memory }")).await;
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let url = gw.url("/delay/300");
@@ -100,15 +80,18 @@ async fn concurrent_misses_fetch_the_upstream_once() {
 async fn a_purge_through_one_node_makes_every_node_miss() {
     let echo = Upstream::start("a").await;
     let redis = Redis::start().await;
-    let (n1, n2) = pair(&config(&echo, "{}"), Some(&redis)).await;
+    let (n1, n2) = pair(&config(echo.addr, "{}"), Some(&redis)).await;
     let c = HttpClient::new();
     let key = c.get(&n1.url("/p")).await.header("x-cache-key").to_owned();
     stored(&n1, &key).await;
     assert_eq!(status(&c.get(&n2.url("/p")).await), "Hit");
     assert_eq!(c.call(Method::DELETE, &n2.admin_url(&format!("/proxy-cache/{key}")), "").await.status, 204);
+    // Gone from Redis at once, and from n1's memory level once the purge's gossip arrives.
+    gone(&n1, &key).await;
     assert_eq!(status(&c.get(&n1.url("/p")).await), "Miss");
     stored(&n2, &key).await;
     assert_eq!(c.call(Method::DELETE, &n1.admin_url("/proxy-cache"), "").await.status, 204);
+    gone(&n2, &key).await;
     assert_eq!(status(&c.get(&n2.url("/p")).await), "Miss");
     assert_eq!(c.get(&n1.admin_url("/proxy-cache/nope")).await.status, 404);
 }
@@ -116,7 +99,7 @@ async fn a_purge_through_one_node_makes_every_node_miss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_purge_reaches_every_node_by_gossip() {
     let echo = Upstream::start("a").await;
-    let (n1, n2) = pair(&config(&echo, "{ strategy: memory }"), None).await;
+    let (n1, n2) = pair(&config(echo.addr, "{ strategy: memory }"), None).await;
     let c = HttpClient::new();
     let key = c.get(&n1.url("/m")).await.header("x-cache-key").to_owned();
     stored(&n1, &key).await;
@@ -137,13 +120,19 @@ async fn a_memory_purge_reaches_every_node_by_gossip() {
 async fn a_lost_redis_means_bypass_never_an_error() {
     let echo = Upstream::start("a").await;
     let mut redis = Redis::start().await;
-    let gw = Gateway::start_with(&config(&echo, "{}"), &["--redis-url", &redis.url()]).await;
+    let gw = Gateway::start_with(&config(echo.addr, "{}"), &["--redis-url", &redis.url()]).await;
     let c = HttpClient::new();
     assert_eq!(status(&c.get(&gw.url("/l")).await), "Miss");
+    let key = c.get(&gw.url("/l")).await.header("x-cache-key").to_owned();
+    stored(&gw, &key).await;
     redis.stop().await;
-    for _ in 0..5 {
+    // The node's memory level still has its copy of what it stored (for its 5 s residency);
+    // anything else goes to the upstream.
+    let reply = c.get(&gw.url("/l")).await;
+    assert_eq!((reply.status.as_u16(), status(&reply)), (200, "Hit"), "from the memory level");
+    for i in 0..5 {
         let started = std::time::Instant::now();
-        let reply = c.get(&gw.url("/l")).await;
+        let reply = c.get(&gw.url(&format!("/other/{i}"))).await;
         assert_eq!((reply.status.as_u16(), status(&reply)), (200, "Bypass"));
         assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
     }

@@ -6,22 +6,12 @@
 
 use http::Method;
 use std::time::{Duration, SystemTime};
+use tests::cache::{config, status, stored, WAIT};
 use tests::http::{HttpClient, Reply};
 use tests::origin::{Origin, Script};
 use tests::{eventually, pair, Gateway, Redis, Upstream};
 
-const WAIT: Duration = Duration::from_secs(20);
 const TEXT: (&str, &str) = ("content-type", "text/plain");
-
-fn config(origin: std::net::SocketAddr, plugin: &str) -> String {
-    format!(
-        "services: [{{ name: s, url: \"http://{origin}\", routes: [{{ name: r, paths: [/], plugins: {{ proxy-cache: {plugin} }} }}] }}]"
-    )
-}
-
-fn status(reply: &Reply) -> &str {
-    reply.header("x-cache-status")
-}
 
 fn http_date(offset: i64) -> String {
     let now = SystemTime::now();
@@ -31,14 +21,6 @@ fn http_date(offset: i64) -> String {
         now - Duration::from_secs(offset.unsigned_abs())
     };
     httpdate::fmt_http_date(at)
-}
-
-/// Waits until `gw` holds the entry `key` (a Miss stores it right after the body ends).
-async fn stored(gw: &Gateway, key: &str) {
-    eventually(WAIT, "the entry to be stored", || async {
-        (HttpClient::new().get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 200).then_some(())
-    })
-    .await;
 }
 
 /// GETs `path` until its reply is stored, from a Miss; the Miss.

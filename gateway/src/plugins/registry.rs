@@ -68,7 +68,7 @@ impl Shared {
     /// Stores in this node's memory alone, as on a node without Redis.
     #[cfg(test)]
     pub(crate) fn in_memory() -> Arc<Shared> {
-        let caches = Caches::new(1 << 20, None, std::time::Duration::from_secs(1));
+        let caches = Caches::new(1 << 20, 0, None, std::time::Duration::from_secs(1));
         Arc::new(Shared::new(Arc::new(Limiters::new(None)), Arc::new(caches)))
     }
 }

@@ -1,7 +1,9 @@
-//! The memory strategy: entries in this node's memory, bounded in bytes; the oldest stored go
-//! first when it is full, and those past their keep are dropped when met.
+//! Entries in this node's memory, bounded in bytes: the `memory` strategy's store, and the
+//! memory level in front of Redis. The oldest stored go first when it is full; those past their
+//! keep, or past the residency they were stored with, are dropped when met. Every operation is
+//! O(1) (amortised): a removed key's place in the eviction order is skipped, not searched for.
 
-use super::entry::Entry;
+use super::entry::{now_ms, Entry};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
@@ -14,23 +16,35 @@ pub struct MemoryCache {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
-    /// Keys in the order stored (a key stored again is found later with a fresher entry).
-    order: VecDeque<String>,
+    entries: HashMap<String, Resident>,
+    /// Keys in the order stored, with the generation they were stored at: a key removed or
+    /// stored again leaves its old place behind, skipped when met.
+    order: VecDeque<(String, u64)>,
     bytes: usize,
+    generation: u64,
+}
+
+struct Resident {
+    entry: Entry,
+    /// Served from here until then, ms since the epoch (the memory level's bound on how long a
+    /// copy may stand in for Redis's); `u64::MAX` for the memory strategy.
+    until_ms: u64,
+    generation: u64,
 }
 
 impl MemoryCache {
-    /// A cache holding at most `max_bytes`.
+    /// A cache holding at most `max_bytes` (0: nothing is kept).
     pub fn new(max_bytes: usize) -> MemoryCache {
         MemoryCache { inner: Mutex::new(Inner::default()), max_bytes }
     }
 
-    /// The entry at `key`, if it is still kept (fresh, or stale within its keep).
+    /// The entry at `key`, if it is still kept (fresh, or stale within its keep) and resident.
     pub fn get(&self, key: &str, now: SystemTime) -> Option<Entry> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match inner.entries.get(key) {
-            Some(entry) if entry.kept(now) => Some(entry.clone()),
+            Some(resident) if resident.entry.kept(now) && now_ms(now) < resident.until_ms => {
+                Some(resident.entry.clone())
+            }
             Some(_) => {
                 inner.remove(key);
                 None
@@ -39,8 +53,14 @@ impl MemoryCache {
         }
     }
 
-    /// Stores `entry` at `key`, making room by dropping the oldest entries.
+    /// Stores `entry` at `key` for as long as it is kept, making room by dropping the oldest
+    /// entries.
     pub fn put(&self, key: &str, entry: Entry) {
+        self.put_until(key, entry, u64::MAX);
+    }
+
+    /// Stores `entry` at `key`, served from here until `until_ms` at the latest.
+    pub fn put_until(&self, key: &str, entry: Entry, until_ms: u64) {
         let weight = entry.weight();
         if weight > self.max_bytes {
             return;
@@ -48,12 +68,17 @@ impl MemoryCache {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.remove(key);
         while inner.bytes + weight > self.max_bytes {
-            let Some(oldest) = inner.order.pop_front() else { break };
-            inner.remove(&oldest);
+            let Some((oldest, generation)) = inner.order.pop_front() else { break };
+            if inner.entries.get(&oldest).is_some_and(|r| r.generation == generation) {
+                inner.remove(&oldest);
+            }
         }
+        inner.generation += 1;
+        let generation = inner.generation;
         inner.bytes += weight;
-        inner.order.push_back(key.to_owned());
-        inner.entries.insert(key.to_owned(), entry);
+        inner.order.push_back((key.to_owned(), generation));
+        inner.entries.insert(key.to_owned(), Resident { entry, until_ms, generation });
+        inner.compact();
     }
 
     /// Drops the entry at `key`; whether there was one.
@@ -70,12 +95,20 @@ impl MemoryCache {
 impl Inner {
     fn remove(&mut self, key: &str) -> bool {
         match self.entries.remove(key) {
-            Some(entry) => {
-                self.bytes -= entry.weight();
-                self.order.retain(|k| k != key);
+            Some(resident) => {
+                self.bytes -= resident.entry.weight();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Forgets the places left behind once they outnumber the entries, so the order stays
+    /// within twice the entries (each place is dropped once: amortised O(1)).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.entries.len() + 16 {
+            let entries = &self.entries;
+            self.order.retain(|(key, generation)| entries.get(key).is_some_and(|r| r.generation == *generation));
         }
     }
 }
@@ -117,5 +150,32 @@ mod tests {
         cache.put("d", entry(10));
         cache.purge_all();
         assert!(cache.get("d", now).is_none());
+    }
+
+    #[test]
+    fn a_key_stored_again_goes_by_its_new_place_and_residency_bounds_a_copy() {
+        let cache = MemoryCache::new(1_000);
+        let now = UNIX_EPOCH + Duration::from_millis(1_500);
+        cache.put("a", entry(300));
+        cache.put("b", entry(300));
+        cache.put("a", entry(300));
+        cache.put("c", entry(300));
+        assert!(cache.get("b", now).is_none(), "b is now the oldest stored");
+        assert!(cache.get("a", now).is_some() && cache.get("c", now).is_some());
+        cache.put_until("level", entry(10), 1_200);
+        assert!(cache.get("level", UNIX_EPOCH + Duration::from_millis(1_100)).is_some());
+        assert!(cache.get("level", now).is_none(), "past its residency, though still fresh");
+    }
+
+    #[test]
+    fn the_eviction_order_stays_bounded_under_rewrites() {
+        let cache = MemoryCache::new(1 << 20);
+        for _ in 0..10_000 {
+            cache.put("same", entry(10));
+        }
+        let inner = cache.inner.lock().unwrap();
+        assert_eq!(inner.entries.len(), 1);
+        assert!(inner.order.len() <= 2 * inner.entries.len() + 17, "{} places kept", inner.order.len());
+        assert_eq!(inner.bytes, entry(10).weight());
     }
 }

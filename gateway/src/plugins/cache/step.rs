@@ -9,6 +9,7 @@ use super::freshness::{judge, Directives, Exchange, Serve, Stored, Timing};
 use super::invalidate::Target;
 use super::key::{cache_key, Request};
 use super::policy::{request_rule, storage, vary_on, RequestRule};
+use super::range::{self, Part};
 use super::revalidate::{self, not_modified};
 use super::store::{Caches, FillGuard, Lookup};
 use super::tee::{Pending, Tee};
@@ -95,7 +96,8 @@ impl Pass {
 }
 
 /// Who asks, besides the request: the route, the host and path, the consumer an auth plugin
-/// identified, and whether Redis is known to be down (a Redis-backed cache then steps aside).
+/// identified, and whether Redis is known to be down (a Redis-backed cache then answers from its
+/// memory level, or steps aside).
 pub(crate) struct Asker<'a> {
     pub(crate) route: &'a str,
     pub(crate) host: &'a str,
@@ -130,7 +132,7 @@ pub(crate) async fn before(
         pass.target = Some(Target::new(asker.route, request, asker.host, asker.path, asker.consumer));
     }
     let rule = request_rule(config, request.method, request.headers);
-    if rule == RequestRule::Bypass || (redis && asker.redis_down) {
+    if rule == RequestRule::Bypass {
         return Before::Forward(Box::new(pass));
     }
     if rule == RequestRule::Refresh && !config.cache_control {
@@ -142,20 +144,20 @@ pub(crate) async fn before(
     // At most twice: once, and again after waiting for another request filling the same key.
     for _ in 0..2 {
         let now = SystemTime::now();
-        match caches.lookup(&pass.key, redis, now).await {
+        match caches.lookup(&pass.key, redis, asker.redis_down, now).await {
             Ok(Lookup::Hit(entry)) if entry.matches(request.headers) => {
                 if !config.cache_control {
-                    return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit);
+                    return hit(&entry, request, &pass.key, now, CacheStatus::Hit);
                 }
                 let headers = entry.header_map();
                 let verdict = judge(&stored(&entry, &headers, config.cdn_cache_control), &directives, now);
                 match verdict.serve {
-                    Serve::Fresh => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Hit),
-                    Serve::Stale => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Stale),
+                    Serve::Fresh => return hit(&entry, request, &pass.key, now, CacheStatus::Hit),
+                    Serve::Stale => return hit(&entry, request, &pass.key, now, CacheStatus::Stale),
                     // One request of this node revalidates; the others are served stale meanwhile.
                     Serve::WhileRevalidating => match caches.try_fill(&pass.key) {
                         Some(guard) => pass.fill = Some(guard),
-                        None => return hit(&entry, request.headers, &pass.key, now, CacheStatus::Stale),
+                        None => return hit(&entry, request, &pass.key, now, CacheStatus::Stale),
                     },
                     Serve::No => {}
                 }
@@ -216,9 +218,10 @@ fn not_cached(key: &str) -> Before {
 }
 
 /// The stored response as the answer: a 304 when the client's own conditional matches it
-/// (RFC 9110 §13.2.2), else the whole of it.
-fn hit(entry: &Entry, request: &HeaderMap, key: &str, now: SystemTime, status: CacheStatus) -> Before {
-    let mut response = if entry.status == StatusCode::OK && not_modified(request, &entry.header_map()) {
+/// (RFC 9110 §13.2.2), the part a `Range` asks for (§14), else the whole of it.
+fn hit(entry: &Entry, request: Request<'_>, key: &str, now: SystemTime, status: CacheStatus) -> Before {
+    let stored = entry.header_map();
+    let mut response = if entry.status == StatusCode::OK && not_modified(request.headers, &stored) {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         for (name, value) in entry.headers.iter().filter(|(n, _)| revalidate::sent_with_304(n)) {
@@ -228,8 +231,9 @@ fn hit(entry: &Entry, request: &HeaderMap, key: &str, now: SystemTime, status: C
     } else {
         let mut response = Response::new(entry.body.clone());
         *response.status_mut() = entry.status;
-        for (name, value) in &entry.headers {
-            response.headers_mut().append(name.clone(), value.clone());
+        *response.headers_mut() = stored;
+        if entry.status == StatusCode::OK {
+            partial(&mut response, request);
         }
         response
     };
@@ -237,6 +241,32 @@ fn hit(entry: &Entry, request: &HeaderMap, key: &str, now: SystemTime, status: C
     headers.insert(header::AGE, crate::exchange::number_header(entry.age(now)));
     mark(headers, status, key);
     Before::Hit(response, status)
+}
+
+/// Narrows a stored 200 to the part the request's `Range` asks for.
+fn partial(response: &mut Response<Bytes>, request: Request<'_>) {
+    let len = response.body().len() as u64;
+    match range::part(request.method, request.headers, response.headers(), len) {
+        Part::Whole => {}
+        Part::Range(range) => {
+            let (start, end) = (*range.start(), *range.end());
+            let body = response.body().slice(start as usize..=end as usize);
+            let content_range = format!("bytes {start}-{end}/{len}");
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_RANGE, HeaderValue::try_from(content_range).expect("digits"));
+            headers.insert(header::CONTENT_LENGTH, crate::exchange::number_header(body.len() as u64));
+            *response.body_mut() = body;
+        }
+        Part::Unsatisfiable => {
+            *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            let headers = response.headers_mut();
+            let content_range = HeaderValue::try_from(format!("bytes */{len}")).expect("digits");
+            headers.insert(header::CONTENT_RANGE, content_range);
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            *response.body_mut() = Bytes::new();
+        }
+    }
 }
 
 fn mark(headers: &mut HeaderMap, status: CacheStatus, key: &str) {

@@ -1,0 +1,37 @@
+//! What the proxy-cache tests share: a one-route config with the plugin, the `X-Cache-Status`
+//! of a reply, and a wait for an entry to be stored.
+
+use crate::http::{HttpClient, Reply};
+use crate::{eventually, Gateway};
+use std::time::Duration;
+
+/// How long a cache test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// One service at `upstream` with one route on `/` whose `proxy-cache` is `plugin` (YAML flow).
+pub fn config(upstream: std::net::SocketAddr, plugin: &str) -> String {
+    format!(
+        "services: [{{ name: s, url: \"http://{upstream}\", routes: [{{ name: r, paths: [/], plugins: {{ proxy-cache: {plugin} }} }}] }}]"
+    )
+}
+
+/// The reply's `X-Cache-Status`.
+pub fn status(reply: &Reply) -> &str {
+    reply.header("x-cache-status")
+}
+
+/// Waits until `gw` holds the entry `key` (a Miss stores it right after the body ends).
+pub async fn stored(gw: &Gateway, key: &str) {
+    eventually(WAIT, "the entry to be stored", || async {
+        (HttpClient::new().get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 200).then_some(())
+    })
+    .await;
+}
+
+/// Waits until `gw` no longer holds the entry `key` (in Redis nor in its memory level).
+pub async fn gone(gw: &Gateway, key: &str) {
+    eventually(WAIT, "the entry to be dropped", || async {
+        (HttpClient::new().get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 404).then_some(())
+    })
+    .await;
+}
