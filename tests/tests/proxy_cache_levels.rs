@@ -14,9 +14,7 @@ use tests::{eventually, pair, Gateway, Redis, Upstream};
 /// How many GET commands `redis` has run.
 async fn redis_gets(redis: &Redis) -> u64 {
     let info = redis.cli(&["INFO", "commandstats"]).await;
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_get:calls=")?.split(',').next()?.parse().ok())
-        .unwrap_or(0)
+    info.lines().find_map(|line| line.strip_prefix("cmdstat_get:calls=")?.split(',').next()?.parse().ok()).unwrap_or(0)
 }
 
 /// A node on `redis` serving `yaml`, once it has reached Redis (until then a cache bypasses).
@@ -138,9 +136,11 @@ async fn ranges_are_served_from_a_stored_response() {
             c.get_with(&url, &headers).await
         }
     };
-    for (range, body, content_range) in
-        [("bytes=2-5", "2345", "bytes 2-5/16"), ("bytes=-3", "def", "bytes 13-15/16"), ("bytes=14-99", "ef", "bytes 14-15/16")]
-    {
+    for (range, body, content_range) in [
+        ("bytes=2-5", "2345", "bytes 2-5/16"),
+        ("bytes=-3", "def", "bytes 13-15/16"),
+        ("bytes=14-99", "ef", "bytes 14-15/16"),
+    ] {
         let reply = ask(range, None).await;
         assert_eq!((reply.status.as_u16(), status(&reply)), (206, "Hit"), "{range}");
         assert_eq!(reply.body.as_ref(), body.as_bytes(), "{range}");

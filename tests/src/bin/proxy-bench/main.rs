@@ -7,8 +7,8 @@
 //! and HAProxy (oha, open loop, corrected for coordinated omission), the CPU seconds it spent per
 //! 100k requests at full load, and its peak resident memory. Extra rows: the gateway with rate
 //! limiting (redis and local policy, a limit never reached; redis, a client always over its limit,
-//! answered 429), with cache hits (redis and memory
-//! strategy), with key-auth and jwt, and with 10,000 routes. The `plugins` case: the plain gateway
+//! answered 429), with cache hits (redis strategy, from its memory level; memory strategy; redis
+//! strategy revalidated on every hit, the upstream answering 304), with key-auth and jwt, and with 10,000 routes. The `plugins` case: the plain gateway
 //! beside the same with cors + request-transformer + correlation-id on its route, and with an
 //! access log file (`PROXY_BENCH_ONLY=plugins` runs only those). HTTPS rows: the gateway, nginx and
 //! HAProxy terminating TLS with one ECDSA P-256 certificate, on kept-alive connections and with a
@@ -220,12 +220,14 @@ async fn gateway_variants(upstream: SocketAddr, redis_url: &str) -> Vec<Row> {
         (OVER_THE_LIMIT, "rate-limiting: { hour: 1, window: fixed, policy: redis }"),
         ("gateway, cache hits (redis)", "proxy-cache: { strategy: redis, cache_ttl: 3600 }"),
         ("gateway, cache hits (memory)", "proxy-cache: { strategy: memory, cache_ttl: 3600 }"),
+        (REVALIDATED, "proxy-cache: { strategy: redis, cache_control: true, cache_ttl: 3600 }"),
     ];
     let mut rows = Vec::new();
     for (name, plugin) in variants {
         let route = format!("{{ name: all, paths: [/], strip_path: false, plugins: {{ {plugin} }} }}");
         let gateway = Contender::gateway(&service_yaml(upstream, &route), Some(redis_url), PROXY_CPU).await;
-        let mut row = variant_row(name, gateway, "/small");
+        let path = if name == REVALIDATED { "/small/revalidate" } else { "/small" };
+        let mut row = variant_row(name, gateway, path);
         if name == OVER_THE_LIMIT {
             row.expect = Expect::Refused;
         }
@@ -277,6 +279,8 @@ async fn traffic_plugin_rows(upstream: SocketAddr, dir: &std::path::Path) -> Vec
     contenders.into_iter().map(|(name, c)| Row::new(PLUGINS, name, c.addr, "/small", Some(c), false)).collect()
 }
 
+/// The cached row whose entry is revalidated on every hit (`no-cache`, answered `304`).
+const REVALIDATED: &str = "gateway, cache hits revalidated (304 from the upstream)";
 /// The rate-limited row whose client is always over its limit (every answer a 429).
 const OVER_THE_LIMIT: &str = "gateway, rate limiting (redis), all over the limit (429)";
 const KEY_AUTH: &str = "gateway, key-auth";

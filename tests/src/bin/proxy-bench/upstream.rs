@@ -1,5 +1,5 @@
-//! The upstream every contender fronts: HTTP/1.1 with keep-alive, a fixed body per path, no work
-//! beyond that. It runs on a single-threaded runtime of its own thread, so it costs the load
+//! The upstream every contender fronts: HTTP/1.1 with keep-alive, a fixed body per path (and a
+//! `304` to a revalidation of `…/revalidate`), no work beyond that. It runs on a single-threaded runtime of its own thread, so it costs the load
 //! generator's core one thread, whatever it stands behind.
 
 use bytes::Bytes;
@@ -13,6 +13,9 @@ use std::net::SocketAddr;
 
 /// The small body: what most API answers weigh.
 pub const SMALL: &[u8] = b"{\"message\":\"hello, world\"}\n";
+/// The validator of `…/revalidate`, answered `Cache-Control: no-cache` (a cache revalidates it on
+/// every use) and `304` to an `If-None-Match` naming it.
+const ETAG: &str = "\"bench\"";
 /// The large body's size.
 pub const LARGE_LEN: usize = 64 * 1024;
 
@@ -41,15 +44,17 @@ async fn serve(listener: std::net::TcpListener) {
         let (small, large) = (small.clone(), large.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let body = if req.uri().path().ends_with("/64k") { large.clone() } else { small.clone() };
-                async move {
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Full::new(body))
-                            .expect("a valid response"),
-                    )
+                let path = req.uri().path();
+                let body = if path.ends_with("/64k") { large.clone() } else { small.clone() };
+                let mut response = Response::builder().header(header::CONTENT_TYPE, "application/json");
+                if path.ends_with("/revalidate") {
+                    response = response.header(header::CACHE_CONTROL, "no-cache").header(header::ETAG, ETAG);
+                    if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == ETAG.as_bytes()) {
+                        let not_modified = response.status(304).body(Full::new(Bytes::new()));
+                        return std::future::ready(Ok::<_, Infallible>(not_modified.expect("a valid response")));
+                    }
                 }
+                std::future::ready(Ok(response.body(Full::new(body)).expect("a valid response")))
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
