@@ -2,59 +2,21 @@
 //! replace (only when present), add (only when absent), append (one more line), in that order.
 //! Names are compared case-insensitively, as header names are.
 
-use super::entries;
+use super::{Lists, Ops};
 use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 use smallvec::SmallVec;
 
 /// The header operations of one config; `V` is how a value is held (a literal, or a template
 /// to render).
-#[derive(Debug)]
-pub(super) struct HeaderOps<V> {
-    remove: Vec<HeaderName>,
-    rename: Vec<(HeaderName, HeaderName)>,
-    replace: Vec<(HeaderName, V)>,
-    add: Vec<(HeaderName, V)>,
-    append: Vec<(HeaderName, V)>,
-}
-
-/// The config's lists of one message side: names to remove, `"old:new"` to rename, and
-/// `"name:value"` to replace, add and append.
-pub(super) struct Lists<'c> {
-    pub(super) remove: &'c [String],
-    pub(super) rename: &'c [String],
-    pub(super) replace: &'c [String],
-    pub(super) add: &'c [String],
-    pub(super) append: &'c [String],
-}
+pub(super) type HeaderOps<V> = Ops<HeaderName, V>;
 
 impl<V> HeaderOps<V> {
     /// Compiles `lists`; `value` reads a value (None: the entry is skipped). `skip` names a
     /// header the caller handles itself (the request's `Host`).
-    pub(super) fn compile(
-        lists: &Lists<'_>,
-        skip: Option<&HeaderName>,
-        mut value: impl FnMut(&str) -> Option<V>,
-    ) -> HeaderOps<V> {
+    pub(super) fn headers(lists: &Lists<'_>, skip: Option<&HeaderName>, value: impl FnMut(&str) -> Option<V>) -> Self {
         // Validated by config_sync: every name is a header name.
         let name = |text: &str| HeaderName::from_bytes(text.as_bytes()).ok().filter(|n| Some(n) != skip);
-        let mut valued = |list: &[String]| -> Vec<(HeaderName, V)> {
-            entries(list).filter_map(|(n, v)| Some((name(n)?, value(v)?))).collect()
-        };
-        HeaderOps {
-            remove: lists.remove.iter().filter_map(|n| name(n)).collect(),
-            rename: entries(lists.rename).filter_map(|(old, new)| Some((name(old)?, name(new)?))).collect(),
-            replace: valued(lists.replace),
-            add: valued(lists.add),
-            append: valued(lists.append),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
+        Ops::compile(lists, name, value)
     }
 
     /// Applies the operations to `headers`, in order. `value` makes an operation's header value;
@@ -114,8 +76,8 @@ mod tests {
         let owned = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let (remove, rename, replace, add, append) =
             (owned(remove), owned(rename), owned(replace), owned(add), owned(append));
-        let lists = Lists { remove: &remove, rename: &rename, replace: &replace, add: &add, append: &append };
-        HeaderOps::compile(&lists, None, |v| HeaderValue::from_str(v).ok())
+        let lists = Lists { remove: &remove, rename: &rename, valued: [&replace, &add, &append] };
+        HeaderOps::headers(&lists, None, |v| HeaderValue::from_str(v).ok())
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -12,7 +12,7 @@
 //! element (an absent field becomes a one-element array, a non-array value the first element).
 
 use super::template::{Escape, Template};
-use super::{entries, Value};
+use super::{Lists, Ops, Value};
 use std::borrow::Cow;
 
 /// The deepest nesting of arrays and objects a body may have, the outer object counted: deeper
@@ -20,14 +20,7 @@ use std::borrow::Cow;
 pub(super) const MAX_DEPTH: usize = 128;
 
 /// The JSON operations of one config. Values are held as JSON text.
-#[derive(Debug, Default)]
-pub(super) struct JsonOps {
-    remove: Vec<Box<str>>,
-    rename: Vec<(Box<str>, Box<str>)>,
-    replace: Vec<(Box<str>, Value<String>)>,
-    add: Vec<(Box<str>, Value<String>)>,
-    append: Vec<(Box<str>, Value<String>)>,
-}
+pub(super) type JsonOps = Ops<Box<str>, Value<String>>;
 
 /// One top-level member: its name decoded, its key as written (quoted), its value as written.
 struct Member<'b> {
@@ -38,54 +31,17 @@ struct Member<'b> {
 
 impl JsonOps {
     /// Compiles a request config's lists, whose values are strings and may hold templates.
-    pub(super) fn compile_strings(
-        remove: &[String],
-        rename: &[String],
-        [replace, add, append]: [&[String]; 3],
-        templates: &mut Vec<Template>,
-    ) -> JsonOps {
-        let mut valued = |list: &[String]| {
-            entries(list)
-                .filter_map(|(name, value)| {
-                    let value = Value::compile(value, templates, Escape::None, |v| serde_json::to_string(v).ok())?;
-                    Some((Box::from(name), value))
-                })
-                .collect()
-        };
-        JsonOps {
-            remove: remove.iter().map(|n| Box::from(n.as_str())).collect(),
-            rename: entries(rename).map(|(old, new)| (Box::from(old), Box::from(new))).collect(),
-            replace: valued(replace),
-            add: valued(add),
-            append: valued(append),
-        }
+    pub(super) fn json_strings(lists: &Lists<'_>, templates: &mut Vec<Template>) -> JsonOps {
+        let value = |value: &str| Value::compile(value, templates, Escape::None, |v| serde_json::to_string(v).ok());
+        Ops::compile(lists, |name| Some(Box::from(name)), value)
     }
 
     /// Compiles a response config's lists, whose values are JSON text already (typed by
     /// `json_types`).
-    pub(super) fn compile_typed(
-        remove: &[String],
-        rename: &[String],
-        [replace, add, append]: [Vec<(&str, String)>; 3],
-    ) -> JsonOps {
-        let valued = |list: Vec<(&str, String)>| {
-            list.into_iter().map(|(name, text)| (Box::from(name), Value::Literal(text))).collect()
-        };
-        JsonOps {
-            remove: remove.iter().map(|n| Box::from(n.as_str())).collect(),
-            rename: entries(rename).map(|(old, new)| (Box::from(old), Box::from(new))).collect(),
-            replace: valued(replace),
-            add: valued(add),
-            append: valued(append),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
+    pub(super) fn json_typed(remove: &[String], rename: &[String], valued: [Vec<(&str, String)>; 3]) -> JsonOps {
+        let valued =
+            valued.map(|list| list.into_iter().map(|(name, text)| (Box::from(name), Value::Literal(text))).collect());
+        Ops::with_values(remove, rename, |name| Some(Box::from(name)), valued)
     }
 
     /// `body` with the operations applied, in order; None when it is left alone. An empty body
@@ -270,7 +226,8 @@ mod tests {
 
     fn request_ops(lists: [&[&str]; 5]) -> JsonOps {
         let owned: Vec<Vec<String>> = lists.iter().map(|l| l.iter().map(|s| (*s).to_owned()).collect()).collect();
-        JsonOps::compile_strings(&owned[0], &owned[1], [&owned[2], &owned[3], &owned[4]], &mut Vec::new())
+        let lists = Lists { remove: &owned[0], rename: &owned[1], valued: [&owned[2], &owned[3], &owned[4]] };
+        JsonOps::json_strings(&lists, &mut Vec::new())
     }
 
     fn apply(ops: &JsonOps, body: &str) -> Option<String> {
@@ -333,7 +290,7 @@ mod tests {
 
     #[test]
     fn typed_values_are_written_as_their_type() {
-        let ops = JsonOps::compile_typed(
+        let ops = JsonOps::json_typed(
             &[],
             &[],
             [vec![], vec![("n", "2.5".to_owned()), ("t", "true".to_owned())], vec![("list", "3".to_owned())]],

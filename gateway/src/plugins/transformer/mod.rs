@@ -64,6 +64,57 @@ impl Value<String> {
     }
 }
 
+/// Kong's five operations on one kind of thing (headers, pairs, JSON fields), in the order they
+/// run: `N` is how a name is held, `V` how a value is. Each kind applies them in its module.
+#[derive(Debug)]
+struct Ops<N, V> {
+    remove: Vec<N>,
+    rename: Vec<(N, N)>,
+    replace: Vec<(N, V)>,
+    add: Vec<(N, V)>,
+    append: Vec<(N, V)>,
+}
+
+/// A config's lists for one kind of thing: names to remove, `"old:new"` to rename, and
+/// `"name:value"` to replace, add and append.
+struct Lists<'c> {
+    remove: &'c [String],
+    rename: &'c [String],
+    valued: [&'c [String]; 3],
+}
+
+impl<N, V> Ops<N, V> {
+    /// Compiles `lists`: `name` reads a name and `value` a value (None: the entry is skipped).
+    fn compile(lists: &Lists<'_>, name: impl Fn(&str) -> Option<N>, mut value: impl FnMut(&str) -> Option<V>) -> Self {
+        let valued = lists.valued.map(|list| entries(list).filter_map(|(n, v)| Some((name(n)?, value(v)?))).collect());
+        Ops::with_values(lists.remove, lists.rename, name, valued)
+    }
+
+    /// The operations with replace, add and append made already.
+    fn with_values(
+        remove: &[String],
+        rename: &[String],
+        name: impl Fn(&str) -> Option<N>,
+        [replace, add, append]: [Vec<(N, V)>; 3],
+    ) -> Self {
+        Ops {
+            remove: remove.iter().filter_map(|n| name(n)).collect(),
+            rename: entries(rename).filter_map(|(old, new)| Some((name(old)?, name(new)?))).collect(),
+            replace,
+            add,
+            append,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty()
+            && self.rename.is_empty()
+            && self.replace.is_empty()
+            && self.add.is_empty()
+            && self.append.is_empty()
+    }
+}
+
 /// Each `"name:value"` entry split at its first colon (entries without one were refused by
 /// validation and are skipped).
 fn entries(list: &[String]) -> impl Iterator<Item = (&str, &str)> {

@@ -7,7 +7,7 @@
 //! adds one more (`a=1&a=2`).
 
 use super::template::{Escape, Template};
-use super::{entries, Value};
+use super::{Lists, Ops, Value};
 use crate::exchange::query::decode;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::borrow::Cow;
@@ -23,7 +23,7 @@ pub(super) fn encode(text: &str) -> String {
 
 /// A configured name: as compared, and as written out.
 #[derive(Debug)]
-struct Name {
+pub(super) struct Name {
     plain: Box<str>,
     encoded: Box<str>,
 }
@@ -35,14 +35,7 @@ impl Name {
 }
 
 /// The operations of one config on one kind of pairs. Literal values are held encoded.
-#[derive(Debug, Default)]
-pub(super) struct PairOps {
-    remove: Vec<Name>,
-    rename: Vec<(Name, Name)>,
-    replace: Vec<(Name, Value<String>)>,
-    add: Vec<(Name, Value<String>)>,
-    append: Vec<(Name, Value<String>)>,
-}
+pub(super) type PairOps = Ops<Name, Value<String>>;
 
 /// One pair as found: its decoded name, and its text.
 struct Pair<'t> {
@@ -51,37 +44,10 @@ struct Pair<'t> {
 }
 
 impl PairOps {
-    /// Compiles a config's lists: names to remove, `"old:new"` to rename, `"name:value"` to
-    /// replace, add and append. Templates in values go onto `templates`.
-    pub(super) fn compile(
-        remove: &[String],
-        rename: &[String],
-        [replace, add, append]: [&[String]; 3],
-        templates: &mut Vec<Template>,
-    ) -> PairOps {
-        let mut valued = |list: &[String]| {
-            entries(list)
-                .filter_map(|(name, value)| {
-                    let value = Value::compile(value, templates, Escape::None, |v| Some(encode(v)))?;
-                    Some((Name::new(name), value))
-                })
-                .collect()
-        };
-        PairOps {
-            remove: remove.iter().map(|n| Name::new(n)).collect(),
-            rename: entries(rename).map(|(old, new)| (Name::new(old), Name::new(new))).collect(),
-            replace: valued(replace),
-            add: valued(add),
-            append: valued(append),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.replace.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
+    /// Compiles a config's lists. Templates in values go onto `templates`.
+    pub(super) fn pairs(lists: &Lists<'_>, templates: &mut Vec<Template>) -> PairOps {
+        let value = |value: &str| Value::compile(value, templates, Escape::None, |v| Some(encode(v)));
+        Ops::compile(lists, |name| Some(Name::new(name)), value)
     }
 
     /// `text` with the operations applied, in order; None when none of them changed it.
@@ -159,7 +125,8 @@ mod tests {
     fn ops(lists: [&[&str]; 5]) -> (PairOps, Vec<Template>) {
         let owned: Vec<Vec<String>> = lists.iter().map(|l| l.iter().map(|s| (*s).to_owned()).collect()).collect();
         let mut templates = Vec::new();
-        let ops = PairOps::compile(&owned[0], &owned[1], [&owned[2], &owned[3], &owned[4]], &mut templates);
+        let lists = Lists { remove: &owned[0], rename: &owned[1], valued: [&owned[2], &owned[3], &owned[4]] };
+        let ops = PairOps::pairs(&lists, &mut templates);
         (ops, templates)
     }
 

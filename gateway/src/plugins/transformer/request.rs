@@ -7,10 +7,11 @@
 //! goes up with its new `Content-Length` (and no `Transfer-Encoding`); one that is not what its
 //! content type says, or no operation changed, goes up as it came.
 
-use super::headers::{HeaderOps, Lists};
+use super::headers::HeaderOps;
 use super::json::JsonOps;
 use super::pairs::PairOps;
 use super::template::{Escape, Template};
+use super::Lists;
 use super::Value;
 use crate::exchange::{number_header, ReadError};
 use crate::plugins::pipeline::{Access, Ctx, Flow, Plugin, Refusal};
@@ -60,13 +61,11 @@ impl RequestTransformer {
         let mut templates = Vec::new();
         let header_value = |text: &str| HeaderValue::from_str(text).ok();
         let mut header = |text: &str| Value::compile(text, &mut templates, Escape::None, header_value);
-        let headers = HeaderOps::compile(
+        let headers = HeaderOps::headers(
             &Lists {
                 remove: &config.remove.headers,
                 rename: &config.rename.headers,
-                replace: &config.replace.headers,
-                add: &config.add.headers,
-                append: &config.append.headers,
+                valued: [&config.replace.headers, &config.add.headers, &config.append.headers],
             },
             Some(&header::HOST),
             &mut header,
@@ -75,17 +74,21 @@ impl RequestTransformer {
             .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
             .last()
             .and_then(|(_, value)| header(value));
-        let query = PairOps::compile(
-            &config.remove.querystring,
-            &config.rename.querystring,
-            valued(config, false),
-            &mut templates,
-        );
+        let query = Lists {
+            remove: &config.remove.querystring,
+            rename: &config.rename.querystring,
+            valued: [&config.replace.querystring, &config.add.querystring, &config.append.querystring],
+        };
+        let query = PairOps::pairs(&query, &mut templates);
         let body = config.has_body_ops().then(|| {
-            let (remove, rename) = (&config.remove.body, &config.rename.body);
+            let lists = Lists {
+                remove: &config.remove.body,
+                rename: &config.rename.body,
+                valued: [&config.replace.body, &config.add.body, &config.append.body],
+            };
             Box::new(BodyOps {
-                json: JsonOps::compile_strings(remove, rename, valued(config, true), &mut templates),
-                form: PairOps::compile(remove, rename, valued(config, true), &mut templates),
+                json: JsonOps::json_strings(&lists, &mut templates),
+                form: PairOps::pairs(&lists, &mut templates),
             })
         });
         let uri = config
@@ -162,16 +165,6 @@ impl RequestTransformer {
         }
         Flow::Continue
     }
-}
-
-/// The `replace`, `add` and `append` lists of the body (`body`) or of the query string.
-fn valued(config: &config_sync::model::RequestTransformer, body: bool) -> [&[String]; 3] {
-    let (replace, add, append) = if body {
-        (&config.replace.body, &config.add.body, &config.append.body)
-    } else {
-        (&config.replace.querystring, &config.add.querystring, &config.append.querystring)
-    };
-    [replace.as_slice(), add.as_slice(), append.as_slice()]
 }
 
 /// `body` transformed by `ops` as a body of `kind`; None when left alone.

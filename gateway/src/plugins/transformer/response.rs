@@ -11,8 +11,9 @@
 //! that is not a JSON object. Answers made by other plugins (a 401, a cache hit) are
 //! transformed too, as in Kong.
 
-use super::headers::{HeaderOps, Lists};
+use super::headers::HeaderOps;
 use super::json::JsonOps;
+use super::Lists;
 use crate::exchange::{BoxBody, BoxError};
 use crate::plugins::pipeline::{BodyFilter, Ctx, Plugin};
 use bytes::{Bytes, BytesMut};
@@ -37,13 +38,11 @@ impl ResponseTransformer {
         let lists = Lists {
             remove: &config.remove.headers,
             rename: &config.rename.headers,
-            replace: &config.replace.headers,
-            add: &config.add.headers,
-            append: &config.append.headers,
+            valued: [&config.replace.headers, &config.add.headers, &config.append.headers],
         };
         // Validated: header values.
-        let headers = HeaderOps::compile(&lists, None, |v| HeaderValue::from_str(v).ok());
-        let json = JsonOps::compile_typed(
+        let headers = HeaderOps::headers(&lists, None, |v| HeaderValue::from_str(v).ok());
+        let json = JsonOps::json_typed(
             &config.remove.json,
             &config.rename.json,
             [
