@@ -11,9 +11,11 @@ fn deploy() -> PathBuf {
 
 /// Runs `promtool args` in `dir`, panicking with its output unless it succeeds.
 fn promtool(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("promtool").args(args).current_dir(dir).output().unwrap_or_else(|e| {
-        panic!("promtool: {e}; install Debian's `prometheus` package (scripts/test does)")
-    });
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool: {e}; install Debian's `prometheus` package (scripts/test does)"));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "promtool {args:?} failed:\n{text}");
     text
