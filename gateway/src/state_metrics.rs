@@ -1,7 +1,7 @@
 //! The metrics read from the node's state at each scrape, so they cannot go stale: config
 //! version, hash and errors, target health, etcd, Redis and the rate-limit fallback, members,
-//! client connections and bytes, gossip and trace counts. Registered
-//! on the node's [`Metrics`](crate::telemetry::Metrics) by the node.
+//! client connections and bytes, gossip and trace counts. Registered on the node's
+//! [`Metrics`](crate::telemetry::Metrics) by the node.
 
 use crate::health::State;
 use crate::runtime::Live;
