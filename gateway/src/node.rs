@@ -145,11 +145,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(reap_idle_connections(pool.clone(), stopped()));
     plugins.members.follow(cluster.members());
     let redis_limiters = limiters.clone();
+    // The proxy listeners' clients; the admin listener's (Prometheus among them) are not counted.
+    let traffic = Arc::new(server::Traffic::default());
     let sources = state_metrics::Sources {
         live: live.clone(),
         etcd: etcd.as_ref().map(|(source, _)| source.status.clone()),
         cluster: Some(cluster.clone()),
-        redis_up: Box::new(move || redis_limiters.redis_state().unwrap_or(false)),
+        redis: Box::new(move || redis_limiters.redis_state()),
+        traffic: traffic.clone(),
     };
     let mut metrics = Metrics::new();
     metrics.register(Box::new(state_metrics::StateCollector(sources)));
@@ -193,12 +196,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             } else if live.certificates().load().is_empty() {
                 tracing::warn!("proxy_listen_tls is set but the config has no certificate: every handshake fails");
             }
-            let (handler, addressing) = (proxy_handler.clone(), addressing.clone());
-            Some(tokio::spawn(server::serve(listener, handler, limits, addressing, Some(config), stopped())))
+            let (handler, addressing, traffic) = (proxy_handler.clone(), addressing.clone(), traffic.clone());
+            Some(tokio::spawn(server::serve(listener, handler, limits, addressing, Some(config), traffic, stopped())))
         }
         None => None,
     };
-    let proxy_server = tokio::spawn(server::serve(proxy_listener, proxy_handler, limits, addressing, None, stopped()));
+    let proxy_server =
+        tokio::spawn(server::serve(proxy_listener, proxy_handler, limits, addressing, None, traffic, stopped()));
     let admin_server = tokio::spawn(server::serve(
         admin_listener,
         move |request, _client| {
@@ -208,6 +212,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         limits,
         Addressing::default(),
         None,
+        Arc::new(server::Traffic::default()),
         stopped(),
     ));
     if let Some((file, hangups)) = file.zip(hangups) {

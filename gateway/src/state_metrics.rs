@@ -1,9 +1,11 @@
 //! The metrics read from the node's state at each scrape, so they cannot go stale: config
-//! version and errors, target health, etcd, Redis, members, gossip and trace counts. Registered
-//! on the node's [`Metrics`](crate::telemetry::Metrics) by the node.
+//! version, hash and errors, target health, etcd, Redis and the rate-limit fallback, members,
+//! client connections and bytes, gossip and trace counts. Registered on the node's
+//! [`Metrics`](crate::telemetry::Metrics) by the node.
 
 use crate::health::State;
 use crate::runtime::Live;
+use crate::server::Traffic;
 use crate::telemetry::traces;
 use cluster::{ClusterHandle, MemberState};
 use config_sync::etcd::{Connection, EtcdStatus};
@@ -23,8 +25,10 @@ pub struct Sources {
     pub etcd: Option<watch::Receiver<EtcdStatus>>,
     /// Gossip, when on.
     pub cluster: Option<Arc<ClusterHandle>>,
-    /// Whether Redis answers (false without Redis).
-    pub redis_up: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Whether Redis answers (none without Redis).
+    pub redis: Box<dyn Fn() -> Option<bool> + Send + Sync>,
+    /// The proxy listeners' connections and bytes.
+    pub traffic: Arc<Traffic>,
 }
 
 /// Gauges and counters read from the live state at each scrape.
@@ -51,6 +55,15 @@ impl Collector for StateCollector {
             "Version of the config served (etcd: its revision)",
             snapshot.version as i64,
         )?;
+        let mut info = encoder.encode_descriptor(
+            "gateway_config_info",
+            "1, labelled with the hash and version of the config served (nodes serving the same config share the hash)",
+            None,
+            MetricType::Gauge,
+        )?;
+        let version = snapshot.version.to_string();
+        let labels = [("hash", snapshot.hash.as_str()), ("version", version.as_str())];
+        ConstGauge::new(1).encode(info.encode_family(&labels)?)?;
         gauge(
             &mut encoder,
             "gateway_config_errors",
@@ -102,13 +115,32 @@ impl Collector for StateCollector {
                 i64::from(connected),
             )?;
         }
-        let redis = (self.0.redis_up)();
+        let redis = (self.0.redis)();
+        if let Some(up) = redis {
+            gauge(&mut encoder, "gateway_redis_connected", "1 while Redis answers", i64::from(up))?;
+        }
         gauge(
             &mut encoder,
-            "gateway_redis_connected",
-            "1 while Redis answers (0 without redis_url)",
-            i64::from(redis),
+            "gateway_ratelimit_fallback_active",
+            "1 while Redis-backed rate limits are decided by this node's fallback counters (Redis is out)",
+            i64::from(redis == Some(false)),
         )?;
+        let traffic = &self.0.traffic;
+        gauge(
+            &mut encoder,
+            "gateway_client_connections",
+            "Client connections open on the proxy listeners",
+            traffic.open(),
+        )?;
+        let mut bytes = encoder.encode_descriptor(
+            "gateway_client_bytes",
+            "Bytes received from and sent to clients on the proxy listeners (HTTP, after TLS), by direction",
+            None,
+            MetricType::Counter,
+        )?;
+        for (direction, count) in [("received", traffic.received()), ("sent", traffic.sent())] {
+            ConstCounter::new(count).encode(bytes.encode_family(&[("direction", direction)])?)?;
+        }
         let mut members = encoder.encode_descriptor(
             "gateway_cluster_members",
             "Cluster members by state, as this node sees them",

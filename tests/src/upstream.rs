@@ -96,6 +96,18 @@ impl Upstream {
         let _ = (&mut self.task).await;
         self.stopped = Some(ClosedPort::hold(self.addr));
     }
+
+    /// Listens again on its address after [`Upstream::stop`] (with no delay), keeping its counts.
+    pub async fn restart(&mut self) {
+        let held = self.stopped.take().expect("restart follows stop");
+        drop(held);
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(self.addr).unwrap_or_else(|e| panic!("bind {} again: {e}", self.addr));
+        let listener = socket.listen(1024).expect("listen");
+        let config = EchoConfig { name: self.name.clone(), delay: Duration::ZERO };
+        self.task = tokio::spawn(serve(listener, config, self.stats.clone()));
+    }
 }
 
 impl Drop for Upstream {

@@ -1,8 +1,12 @@
 //! The quickstart of docs/quickstart.md, as a new user follows it, against `docker-compose up`
 //! on this machine: the unchanged docker-compose.yml, with its image variables pointed at images
-//! built here (no registry can be reached): the gateway from the binaries of this build, etcd and
-//! Redis from Debian's packages, and the OTLP receiver standing in for Jaeger. Each image is the
-//! binaries and the shared libraries they load, on an empty base.
+//! built here (no registry can be reached): the gateway from the binaries of this build, etcd,
+//! Redis, Prometheus and Alertmanager from Debian's packages, the OTLP receiver standing in for
+//! Jaeger, and an echo server standing in for Grafana (Debian has no Grafana package: the
+//! dashboard and its provisioning are checked by tests/tests/monitoring_rules.rs instead). Each
+//! image is the binaries and the shared libraries they load, on an empty base.
+//!
+//! Prometheus must scrape the three nodes, hold the seven alerting rules and know Alertmanager.
 //!
 //! Then, beyond the quickstart, a rolling restart of the three nodes under load behind HAProxy
 //! (tests/compose/load-balancer.yml, its image from Debian's HAProxy): no request fails.
@@ -22,6 +26,8 @@ const WAIT: Duration = Duration::from_secs(90);
 /// The compose file that adds HAProxy in front of the nodes, relative to the repository.
 const LOAD_BALANCER: &str = "tests/compose/load-balancer.yml";
 const HAPROXY: &str = "/usr/sbin/haproxy";
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 /// Each node's service and its admin port on the host.
 const NODES: [(&str, u16); 3] = [("gateway-1", 8001), ("gateway-2", 8011), ("gateway-3", 8021)];
 
@@ -42,11 +48,16 @@ fn docker_answers() -> bool {
     matches!((engine, compose), (Ok(e), Ok(c)) if e.status.success() && c.status.success())
 }
 
-/// Copies `file` into `root` at the same path, with every shared library it loads.
+/// Copies `file` into `root` at `at`, with every shared library it loads (a file that is not an
+/// ELF binary, such as a template, alone).
 fn install(root: &Path, file: &Path, at: &str) {
     let target = root.join(at.trim_start_matches('/'));
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     std::fs::copy(file, &target).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
+    let elf = std::fs::read(file).is_ok_and(|bytes| bytes.starts_with(b"\x7fELF"));
+    if !elf {
+        return;
+    }
     // Debug binaries are large; the symbols are not needed to run.
     let _ = Command::new("strip").arg("--strip-debug").arg(&target).output();
     let ldd = run(Command::new("ldd").arg(file));
@@ -153,7 +164,18 @@ async fn the_quickstart_on_docker_compose() {
         format!("gwtest/jaeger:{tag}"),
         format!("gwtest/haproxy:{tag}"),
     );
-    let _images = Images(vec![gateway.clone(), etcd.clone(), redis.clone(), jaeger.clone(), haproxy.clone()]);
+    let (prometheus, alertmanager, grafana) =
+        (format!("gwtest/prometheus:{tag}"), format!("gwtest/alertmanager:{tag}"), format!("gwtest/grafana:{tag}"));
+    let _images = Images(vec![
+        gateway.clone(),
+        etcd.clone(),
+        redis.clone(),
+        jaeger.clone(),
+        haproxy.clone(),
+        prometheus.clone(),
+        alertmanager.clone(),
+        grafana.clone(),
+    ]);
     image(
         dir.path(),
         &gateway,
@@ -173,12 +195,25 @@ async fn the_quickstart_on_docker_compose() {
         &[(bins.join("otlp-sink"), "/usr/bin/otlp-sink")],
         &["otlp-sink", "--listen", "0.0.0.0:4317"],
     );
+    // At the paths of the public images, which docker-compose.yml names as entrypoints.
+    image(dir.path(), &prometheus, &[(PathBuf::from(PROMETHEUS), "/bin/prometheus")], &["/bin/prometheus"]);
+    // Debian's Alertmanager reads its notification templates at start.
+    let (default, email) =
+        ("/usr/share/prometheus/alertmanager/default.tmpl", "/usr/share/prometheus/alertmanager/email.tmpl");
+    let files = [
+        (PathBuf::from(ALERTMANAGER), "/bin/alertmanager"),
+        (PathBuf::from(default), default),
+        (PathBuf::from(email), email),
+    ];
+    image(dir.path(), &alertmanager, &files, &["/bin/alertmanager"]);
+    let grafana_cmd = ["echo-upstream", "--listen", "0.0.0.0:3000", "--name", "grafana"];
+    image(dir.path(), &grafana, &[(bins.join("echo-upstream"), "/usr/bin/echo-upstream")], &grafana_cmd);
     let with_haproxy = Path::new(HAPROXY).exists();
     if with_haproxy {
         let cmd = ["haproxy", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"];
         image(dir.path(), &haproxy, &[(PathBuf::from(HAPROXY), HAPROXY)], &cmd);
     }
-    let balancer_port = free_port();
+    let (balancer_port, prometheus_port, alertmanager_port) = (free_port(), free_port(), free_port());
     let compose = Compose {
         project: format!("gwtest{tag}"),
         env: vec![
@@ -188,6 +223,12 @@ async fn the_quickstart_on_docker_compose() {
             ("JAEGER_IMAGE".into(), jaeger),
             ("HAPROXY_IMAGE".into(), haproxy),
             ("LOAD_BALANCER_PORT".into(), balancer_port.to_string()),
+            ("PROMETHEUS_IMAGE".into(), prometheus),
+            ("ALERTMANAGER_IMAGE".into(), alertmanager),
+            ("GRAFANA_IMAGE".into(), grafana),
+            ("PROMETHEUS_PORT".into(), prometheus_port.to_string()),
+            ("ALERTMANAGER_PORT".into(), alertmanager_port.to_string()),
+            ("GRAFANA_PORT".into(), free_port().to_string()),
         ],
     };
 
@@ -214,6 +255,28 @@ async fn the_quickstart_on_docker_compose() {
         })
         .await;
     }
+
+    // Where to look (docs/monitoring.md): Prometheus scrapes the three nodes, with the alerting
+    // rules, and sends to Alertmanager.
+    let prometheus = format!("http://127.0.0.1:{prometheus_port}");
+    eventually(WAIT, "Prometheus scraping three nodes", || async {
+        let query = get(format!("{prometheus}/api/v1/query?query=sum(up%7Bjob%3D%22gateway%22%7D)")).await?.json();
+        (query["data"]["result"][0]["value"][1] == "3").then_some(())
+    })
+    .await;
+    let rules = get(format!("{prometheus}/api/v1/rules?type=alert")).await.expect("the rules").json();
+    assert_eq!(rules["data"]["groups"][0]["rules"].as_array().map(Vec::len), Some(7), "{rules}");
+    eventually(WAIT, "Prometheus to know Alertmanager", || async {
+        let known = get(format!("{prometheus}/api/v1/alertmanagers")).await?.json();
+        let active = known["data"]["activeAlertmanagers"].as_array()?;
+        (!active.is_empty()).then_some(())
+    })
+    .await;
+    eventually(WAIT, "Alertmanager ready", || async {
+        let ready = get(format!("http://127.0.0.1:{alertmanager_port}/-/ready")).await?;
+        (ready.status == 200).then_some(())
+    })
+    .await;
 
     // Step 2: write a service, an upstream, its targets and a route with etcdctl.
     for (key, value) in [

@@ -183,11 +183,25 @@ async fn metrics_parse_and_move_with_traffic() {
     let ok = r#"gateway_http_requests_total{service="s",route="orders",code="200"}"#;
     assert_eq!(after[ok] - before.get(ok).copied().unwrap_or(0.0), 7.0);
     assert_eq!(after[r#"gateway_http_requests_total{service="",route="",code="404"}"#], 1.0);
-    assert_eq!(after[r#"gateway_request_latency_ms_count{service="s"}"#], 7.0);
-    assert_eq!(after[r#"gateway_upstream_latency_ms_count{service="s"}"#], 7.0);
-    assert_eq!(after[r#"gateway_request_latency_ms_bucket{le="+Inf",service="s"}"#], 7.0);
-    assert!(after.contains_key(r#"gateway_request_latency_ms_bucket{le="0.1",service="s"}"#), "sub-ms buckets");
+    assert_eq!(after[r#"gateway_request_latency_ms_count{service="s",route="orders"}"#], 7.0);
+    // The service's url names an address, not an upstream: the upstream label is empty.
+    assert_eq!(after[r#"gateway_upstream_latency_ms_count{service="s",route="orders",upstream=""}"#], 7.0);
+    assert_eq!(after[r#"gateway_request_latency_ms_bucket{le="+Inf",service="s",route="orders"}"#], 7.0);
+    let sub_ms = r#"gateway_request_latency_ms_bucket{le="0.1",service="s",route="orders"}"#;
+    assert!(after.contains_key(sub_ms), "sub-ms buckets");
     assert_eq!(after["gateway_config_version"], 1.0);
+    let info = after.keys().find(|k| k.starts_with("gateway_config_info{")).expect("gateway_config_info");
+    assert!(info.contains(r#"version="1""#) && info.contains("hash=\""), "{info}");
+    assert_eq!(after[info.as_str()], 1.0);
+    let bytes = |samples: &BTreeMap<String, f64>, direction: &str| {
+        samples.get(&format!(r#"gateway_client_bytes_total{{direction="{direction}"}}"#)).copied().unwrap_or(0.0)
+    };
+    assert!(bytes(&after, "received") - bytes(&before, "received") >= 8.0 * 20.0, "request bytes counted");
+    assert!(bytes(&after, "sent") - bytes(&before, "sent") >= 8.0 * 50.0, "response bytes counted");
+    // The client's keep-alive connection to the proxy is open; the scrape's is not counted.
+    assert!(after["gateway_client_connections"] >= 1.0);
+    assert_eq!(after["gateway_ratelimit_fallback_active"], 0.0);
+    assert!(!after.contains_key("gateway_redis_connected"), "no Redis, no Redis gauge");
     assert_eq!(after["gateway_config_errors"], 0.0);
     assert_eq!(after[r#"gateway_cluster_members{state="alive"}"#], 1.0);
     assert!(after["process_resident_memory_bytes"] > 0.0);

@@ -125,9 +125,16 @@ impl Admin {
         if segments == ["metrics"] {
             return match parts.method {
                 Method::GET | Method::HEAD => {
-                    let mut response = Response::new(ProxyBody::full(self.metrics.render()));
-                    let kind = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
-                    response.headers_mut().insert(header::CONTENT_TYPE, kind);
+                    // OpenMetrics unless the client asks for text/plain alone (Prometheus asks
+                    // for OpenMetrics first; older tools for the 0.0.4 text format).
+                    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let (body, kind) = if accept.contains("text/plain") && !accept.contains("openmetrics") {
+                        (self.metrics.render_prometheus_text(), "text/plain; version=0.0.4; charset=utf-8")
+                    } else {
+                        (self.metrics.render(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    };
+                    let mut response = Response::new(ProxyBody::full(body));
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
                     response
                 }
                 _ => method_not_allowed("GET, HEAD"),

@@ -27,7 +27,7 @@ pub use upgrade::Tunnels;
 
 use crate::exchange::{number_header, BoxBody, ClientBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
-use crate::runtime::{Live, RouteEntry};
+use crate::runtime::{Destination, Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use config_sync::model::{Protocol, Route};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
@@ -110,7 +110,7 @@ impl Proxy {
             let unmatched = || Name(Arc::from(""));
             self.unmatched.get_or_init(|| Arc::new(self.metrics.route(&unmatched(), &unmatched()))).clone()
         });
-        route.request(status.as_u16(), received.elapsed(), served.upstream_latency);
+        route.request(status.as_u16(), received.elapsed());
         match served.log {
             Some(mut draft) => {
                 let (head, body) = response.into_parts();
@@ -230,7 +230,11 @@ impl Proxy {
         // inline it would be copied again at every level above it as each is made.
         let outcome = Box::pin(forward::forward(attempt, body)).await?;
 
-        served.upstream_latency = Some(outcome.upstream_latency);
+        let upstream_name = match (upstream, &entry.service.destination) {
+            (Some(chosen), _) | (None, Destination::Upstream(chosen)) => chosen.upstream.name.as_str(),
+            (None, Destination::Address(_)) => "",
+        };
+        metrics.upstream(upstream_name, outcome.upstream_latency);
         if let Some(log) = &mut served.log {
             let proxy = outcome.sent_at.saturating_duration_since(received);
             log.forwarded(proxy, outcome.upstream_latency, outcome.response.body().target());
@@ -331,8 +335,6 @@ pub struct Parts {
 struct Served {
     /// The matched route's metrics, which name it and its service.
     route: Option<Arc<RouteMetrics>>,
-    /// The upstream's time to the response head.
-    upstream_latency: Option<std::time::Duration>,
     /// The request's record, when someone logs it.
     log: Option<Box<Draft>>,
 }

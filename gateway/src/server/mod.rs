@@ -16,6 +16,9 @@
 mod proxy_protocol;
 mod read_ahead;
 mod send_timeout;
+mod traffic;
+
+pub use traffic::Traffic;
 
 use crate::client_address::{Addressing, RealIp};
 use crate::exchange::{BoxError, ClientInfo};
@@ -57,13 +60,15 @@ pub struct Limits {
 }
 
 /// Serves `handler` on every connection accepted from `listener` until `shutdown` completes,
-/// then drains as [`Limits::shutdown_grace`] allows; `addressing` says who the clients are.
+/// then drains as [`Limits::shutdown_grace`] allows; `addressing` says who the clients are;
+/// `traffic` counts the connections and their bytes.
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: H,
     limits: Limits,
     addressing: Addressing,
     tls: Option<Arc<ServerConfig>>,
+    traffic: Arc<Traffic>,
     shutdown: impl Future<Output = ()>,
 ) where
     H: Fn(Request<Incoming>, Arc<ClientInfo>) -> F + Send + Sync + 'static,
@@ -113,9 +118,10 @@ pub async fn serve<H, F>(
         let (handler, builder, watcher) = (handler.clone(), builder.clone(), graceful.watcher());
         let addressing = addressing.clone();
         let tls = tls.clone();
-        let connection = Connection { handler, builder, watcher, limits, real_ip: None };
+        let connection = Connection { handler, builder, watcher, limits, real_ip: None, traffic: traffic.clone() };
+        let open = traffic::Open::new(traffic.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _open) = (slot, open);
             let mut stream = read_ahead::ReadAhead::new(stream);
             let peer = if addressing.proxy_protocol {
                 match proxy_protocol::accept(&mut stream, peer, limits.header_read_timeout).await {
@@ -154,6 +160,7 @@ struct Connection<H> {
     limits: Limits,
     /// Set when the peer is a trusted proxy whose headers may name the client.
     real_ip: Option<Arc<RealIp>>,
+    traffic: Arc<Traffic>,
 }
 
 impl<H, F> Connection<H>
@@ -180,6 +187,7 @@ where
             let response = handler(request, client);
             async move { Ok::<_, Infallible>(response.await) }
         });
+        let stream = traffic::Counted::new(stream, self.traffic);
         let stream = send_timeout::SendTimeout::new(stream, self.limits.client_send_timeout);
         let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         if let Err(e) = self.watcher.watch(connection.into_owned()).await {

@@ -39,18 +39,28 @@ struct RequestLabels {
     code: u16,
 }
 
-/// `service` label of the latency histograms.
+/// `gateway_request_latency_ms` labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ServiceLabel {
+struct RouteLabels {
     service: Name,
+    route: Name,
+}
+
+/// `gateway_upstream_latency_ms` labels: the upstream the request went to (empty for a service
+/// whose url names one address).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    service: Name,
+    route: Name,
+    upstream: Name,
 }
 
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_latency: Family<ServiceLabel, Histogram>,
-    upstream_latency: Family<ServiceLabel, Histogram>,
+    request_latency: Family<RouteLabels, Histogram>,
+    upstream_latency: Family<UpstreamLabels, Histogram>,
     rate_limits: Family<RateLimitLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
@@ -118,13 +128,14 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("gateway_http_requests", "Proxied requests by service, route and status", requests.clone());
         let histogram = || Histogram::new(LATENCY_BUCKETS_MS);
-        let request_latency = Family::<ServiceLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let request_latency = Family::<RouteLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         registry.register(
             "gateway_request_latency_ms",
             "Time from receiving a request to sending its response head, ms",
             request_latency.clone(),
         );
-        let upstream_latency = Family::<ServiceLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let upstream_latency =
+            Family::<UpstreamLabels, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
         registry.register(
             "gateway_upstream_latency_ms",
             "Time from sending a request upstream to its response head, ms",
@@ -169,13 +180,13 @@ impl Metrics {
     /// The handles of the requests to one route, for [`RouteMetrics`]; `service` and `route`
     /// are empty for the requests no route matched.
     pub fn route(&self, service: &Name, route: &Name) -> RouteMetrics {
-        let label = ServiceLabel { service: service.clone() };
+        let labels = RouteLabels { service: service.clone(), route: route.clone() };
         RouteMetrics {
             service: service.clone(),
             route: route.clone(),
             requests: Few::new(&self.requests),
-            request_latency: self.request_latency.get_or_create(&label).clone(),
-            upstream_latency: self.upstream_latency.get_or_create(&label).clone(),
+            request_latency: self.request_latency.get_or_create(&labels).clone(),
+            upstream_latency: Few::new(&self.upstream_latency),
             rate_limits: Few::new(&self.rate_limits),
             cache: self.cache.clone(),
             refusals: Few::new(&self.refusals),
@@ -192,10 +203,44 @@ impl Metrics {
         }
         text
     }
+
+    /// Every metric in Prometheus's older text format (0.0.4), for clients that do not accept
+    /// OpenMetrics (`promtool check metrics`, scripts reading `/metrics`).
+    pub fn render_prometheus_text(&self) -> String {
+        prometheus_text(&self.render())
+    }
 }
 
-/// The metrics of one route's requests (`gateway_http_requests_total`, the latency histograms
-/// of its service, its rate-limit decisions), held by the route so that a request costs no
+/// OpenMetrics text in Prometheus's 0.0.4 format: a counter family's `HELP` and `TYPE` name its
+/// samples (`x_total`), `unknown` is `untyped`, and there is no `# EOF` or `# UNIT`. What this
+/// registry writes has no exemplars and no `_created` samples, the rest of the difference.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut text = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match comment {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) { "_total" } else { "" };
+                let tail = if prefix == "# TYPE " && tail == "unknown" { "untyped" } else { tail };
+                let _ = writeln!(text, "{prefix}{name}{suffix} {tail}");
+            }
+            None => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// The metrics of one route's requests (`gateway_http_requests_total`, its latency histograms,
+/// its rate-limit decisions), held by the route so that a request costs no
 /// label hashing: each lookup in a family hashes the label strings with SipHash under a lock,
 /// three or four times a request.
 pub struct RouteMetrics {
@@ -206,7 +251,8 @@ pub struct RouteMetrics {
     /// By status code.
     requests: Few<u16, RequestLabels>,
     request_latency: Histogram,
-    upstream_latency: Histogram,
+    /// By upstream.
+    upstream_latency: Few<Arc<str>, UpstreamLabels, Histogram>,
     /// By outcome and store.
     rate_limits: Few<(&'static str, &'static str), RateLimitLabels>,
     cache: Family<CacheLabels, Counter>,
@@ -219,15 +265,27 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Counts a request to this route: its status code, its time from receipt to response head,
-    /// and the upstream's time to the response head when it went upstream.
-    pub fn request(&self, code: u16, total: Duration, upstream: Option<Duration>) {
+    /// Counts a request to this route: its status code and its time from receipt to response
+    /// head.
+    pub fn request(&self, code: u16, total: Duration) {
         let labels = || RequestLabels { service: self.service.clone(), route: self.route.clone(), code };
         self.requests.get(code, labels).inc();
         self.request_latency.observe(ms(total));
-        if let Some(upstream) = upstream {
-            self.upstream_latency.observe(ms(upstream));
-        }
+    }
+
+    /// Records the time `upstream` (its name; empty for a service whose url names an address)
+    /// took to the response head.
+    pub fn upstream(&self, name: &str, latency: Duration) {
+        let make = || {
+            let name: Arc<str> = Arc::from(name);
+            let labels = UpstreamLabels {
+                service: self.service.clone(),
+                route: self.route.clone(),
+                upstream: Name(name.clone()),
+            };
+            (name, labels)
+        };
+        self.upstream_latency.find(|seen| &**seen == name, make).observe(ms(latency));
     }
 
     /// Counts a rate-limit decision on this route.
@@ -270,41 +328,57 @@ impl std::fmt::Debug for RouteMetrics {
     }
 }
 
-/// The counters of a family for the few label sets one route uses (its status codes, its
-/// rate-limit outcomes, its traffic-split destinations), found by a short scan instead of
-/// hashing.
-struct Few<K, L> {
-    family: Family<L, Counter>,
-    seen: Mutex<Vec<(K, Counter)>>,
+/// The counters (or histograms) of a family for the few label sets one route uses (its status
+/// codes, its rate-limit outcomes, its traffic-split destinations, its upstreams), found by a
+/// short scan instead of hashing.
+struct Few<K, L, M = Counter> {
+    family: Family<L, M>,
+    seen: Mutex<Vec<(K, M)>>,
 }
 
-impl<K, L: Clone + std::hash::Hash + Eq> Few<K, L> {
-    fn new(family: &Family<L, Counter>) -> Few<K, L> {
+impl<K, L: Clone + std::hash::Hash + Eq, M: Clone> Few<K, L, M> {
+    fn new(family: &Family<L, M>) -> Few<K, L, M> {
         Few { family: family.clone(), seen: Mutex::new(Vec::new()) }
     }
 
-    /// The counter for `key`, whose labels are `labels()`.
-    fn get(&self, key: K, labels: impl FnOnce() -> L) -> Counter
+    /// The metric for `key`, whose labels are `labels()`.
+    fn get(&self, key: K, labels: impl FnOnce() -> L) -> M
     where
         K: Copy + PartialEq,
     {
         self.find(|seen| *seen == key, || (key, labels()))
     }
 
-    /// The counter of the first key `is` accepts; the first time, of the key and labels `make()`
+    /// The metric of the first key `is` accepts; the first time, of the key and labels `make()`
     /// returns (for keys that are not `Copy`: made only then).
-    fn find(&self, is: impl Fn(&K) -> bool, make: impl FnOnce() -> (K, L)) -> Counter {
+    fn find(&self, is: impl Fn(&K) -> bool, make: impl FnOnce() -> (K, L)) -> M {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, counter)) = seen.iter().find(|(k, _)| is(k)) {
-            return counter.clone();
+        if let Some((_, metric)) = seen.iter().find(|(k, _)| is(k)) {
+            return metric.clone();
         }
         let (key, labels) = make();
-        let counter = self.family.get_or_create(&labels).clone();
-        seen.push((key, counter.clone()));
-        counter
+        let metric = self.family.get_or_create(&labels).clone();
+        seen.push((key, metric.clone()));
+        metric
     }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_older_text_format_names_counters_by_their_samples() {
+        let openmetrics = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{code=\"200\"} 3\n\
+                           # HELP b Open.\n# TYPE b gauge\n# UNIT b bytes\nb 1\n# TYPE c unknown\nc 2\n# EOF\n";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{code=\"200\"} 3\n\
+             # HELP b Open.\n# TYPE b gauge\nb 1\n# TYPE c untyped\nc 2\n"
+        );
+    }
 }
