@@ -2,7 +2,7 @@
 //! of a reply, and a wait for an entry to be stored.
 
 use crate::http::{HttpClient, Reply};
-use crate::{eventually, Gateway};
+use crate::{eventually, Gateway, Redis};
 use std::time::Duration;
 
 /// How long a cache test waits for something that should happen at once.
@@ -34,4 +34,10 @@ pub async fn gone(gw: &Gateway, key: &str) {
         (HttpClient::new().get(&gw.admin_url(&format!("/proxy-cache/{key}"))).await.status == 404).then_some(())
     })
     .await;
+}
+
+/// How many GET commands `redis` has run (`INFO commandstats`).
+pub async fn redis_gets(redis: &Redis) -> u64 {
+    let info = redis.cli(&["INFO", "commandstats"]).await;
+    info.lines().find_map(|line| line.strip_prefix("cmdstat_get:calls=")?.split(',').next()?.parse().ok()).unwrap_or(0)
 }

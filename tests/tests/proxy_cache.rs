@@ -1,11 +1,11 @@
 //! The proxy-cache plugin with real nodes, a real redis-server and real upstreams: a response
 //! cached through one node is a hit through another, what may not be cached is bypassed,
 //! concurrent misses fetch the upstream once, a purge through one node makes every node miss
-//! (Redis strategy, and memory strategy by gossip), and a lost Redis means Bypass, never an error.
+//! (Redis strategy, its memory levels reached by gossip, and memory strategy by gossip), and a lost Redis means Bypass, never an error.
 
 use http::Method;
 use std::time::Duration;
-use tests::cache::{config, gone, status, stored, WAIT};
+use tests::cache::{config, gone, redis_gets, status, stored, WAIT};
 use tests::http::HttpClient;
 use tests::{eventually, pair, Gateway, Redis, Upstream};
 
@@ -84,10 +84,15 @@ async fn a_purge_through_one_node_makes_every_node_miss() {
     let c = HttpClient::new();
     let key = c.get(&n1.url("/p")).await.header("x-cache-key").to_owned();
     stored(&n1, &key).await;
+    assert_eq!(status(&c.get(&n2.url("/p")).await), "Hit", "read from Redis, kept in n2's memory level");
+    let before = redis_gets(&redis).await;
     assert_eq!(status(&c.get(&n2.url("/p")).await), "Hit");
+    assert_eq!(redis_gets(&redis).await, before, "the second hit on n2 came from its memory level");
+    let purged = std::time::Instant::now();
     assert_eq!(c.call(Method::DELETE, &n2.admin_url(&format!("/proxy-cache/{key}")), "").await.status, 204);
     // Gone from Redis at once, and from n1's memory level once the purge's gossip arrives.
     gone(&n1, &key).await;
+    println!("the purge reached n1's memory level {:?} after it was asked of n2", purged.elapsed());
     assert_eq!(status(&c.get(&n1.url("/p")).await), "Miss");
     stored(&n2, &key).await;
     assert_eq!(c.call(Method::DELETE, &n1.admin_url("/proxy-cache"), "").await.status, 204);

@@ -1,21 +1,14 @@
 //! The proxy cache as one cache for the cluster, through real gateway processes and a real
-//! redis-server: the memory level in front of Redis (a hit costs no Redis call, a purge on
-//! another node reaches it by gossip, a copy outlives an entry deleted behind its back by at
-//! most its residency), one upstream fetch for concurrent misses on three nodes (also when the
+//! redis-server: the memory level in front of Redis (a hit costs no Redis call, a copy outlives
+//! an entry deleted behind its back by at most its residency; a purge reaching it by gossip is in
+//! proxy_cache.rs), one upstream fetch for concurrent misses on three nodes (also when the
 //! node that claimed the fetch dies), and ranges served from a stored response.
 
-use http::Method;
 use std::time::{Duration, Instant};
-use tests::cache::{config, gone, status, stored, WAIT};
+use tests::cache::{config, redis_gets, status, stored, WAIT};
 use tests::http::HttpClient;
 use tests::origin::{Origin, Script};
-use tests::{eventually, pair, Gateway, Redis, Upstream};
-
-/// How many GET commands `redis` has run.
-async fn redis_gets(redis: &Redis) -> u64 {
-    let info = redis.cli(&["INFO", "commandstats"]).await;
-    info.lines().find_map(|line| line.strip_prefix("cmdstat_get:calls=")?.split(',').next()?.parse().ok()).unwrap_or(0)
-}
+use tests::{eventually, Gateway, Redis, Upstream};
 
 /// A node on `redis` serving `yaml`, once it has reached Redis (until then a cache bypasses).
 async fn node_on(yaml: &str, redis: &Redis) -> Gateway {
@@ -52,25 +45,6 @@ async fn a_hit_in_the_memory_level_costs_no_redis_call_and_lasts_at_most_its_res
     let outlived = deleted.elapsed();
     println!("a copy outlived its Redis entry by {outlived:?} (residency 5 s)");
     assert!(outlived < Duration::from_secs(7), "{outlived:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purge_on_one_node_reaches_the_memory_level_of_the_others() {
-    let echo = Upstream::start("a").await;
-    let redis = Redis::start().await;
-    let (n1, n2) = pair(&config(echo.addr, "{ strategy: redis, cache_ttl: 300 }"), Some(&redis)).await;
-    let c = HttpClient::new();
-    let key = c.get(&n1.url("/p")).await.header("x-cache-key").to_owned();
-    stored(&n1, &key).await;
-    assert_eq!(status(&c.get(&n2.url("/p")).await), "Hit", "read from Redis, kept in n2's level");
-    let before = redis_gets(&redis).await;
-    assert_eq!(status(&c.get(&n2.url("/p")).await), "Hit");
-    assert_eq!(redis_gets(&redis).await, before, "the second hit on n2 came from its level");
-    let purged = Instant::now();
-    assert_eq!(c.call(Method::DELETE, &n1.admin_url(&format!("/proxy-cache/{key}")), "").await.status, 204);
-    gone(&n2, &key).await;
-    println!("the purge reached n2's memory level {:?} after it was asked of n1", purged.elapsed());
-    assert_eq!(status(&c.get(&n2.url("/p")).await), "Miss");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
