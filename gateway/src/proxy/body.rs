@@ -22,7 +22,7 @@ use std::time::Duration;
 /// Work to do once an upstream response body is finished or dropped.
 pub struct Completion {
     /// The connection, to go back to the pool if the body was read to its end.
-    pub connection: Option<(Pool, super::pool::PoolKey, super::pool::Sender)>,
+    pub connection: Option<(Pool, super::pool::PoolKey, Held)>,
     /// Tells the balancer the request is over: the upstream, the target's index, and the time
     /// to the response head.
     pub finish: Option<(Arc<UpstreamState>, usize, Duration)>,
@@ -33,12 +33,20 @@ impl Completion {
         if let Some((upstream, index, latency)) = self.finish.take() {
             upstream.finish(index, Some(latency));
         }
-        if let Some((pool, key, sender)) = self.connection.take() {
+        if let Some((pool, key, Held::H1(sender))) = self.connection.take() {
             if clean {
                 pool.checkin_when_ready(key, sender, cx);
             }
         }
     }
+}
+
+/// What a response holds of its connection until it ends.
+pub enum Held {
+    /// An HTTP/1.1 connection, whole.
+    H1(super::pool::Sender),
+    /// A stream of a shared HTTP/2 connection (freed when dropped).
+    H2(super::h2::Slot),
 }
 
 /// What goes to the client.

@@ -1,0 +1,135 @@
+//! gRPC and HTTP/2 to upstreams end to end: a real gRPC server and client (Python's `grpcio`,
+//! `tests/grpc/echo_service.py`) through a real gateway process. Unary, client-streaming,
+//! server-streaming and bidirectional calls with metadata and trailers; deadlines and
+//! cancellation; the gateway's own answers in gRPC's form; HTTP/2 connections shared by calls,
+//! bounded in streams, and opened again when the target comes back.
+
+use serde_json::json;
+use tests::grpc::{call, GrpcServer};
+use tests::http::HttpClient;
+use tests::{closed_port, Gateway, Upstream};
+
+/// A gateway with one service at `url` (its YAML fields after it) and one route for the Echo
+/// service's calls, plus `routes` of its own.
+fn config(url: &str, fields: &str, routes: &str) -> String {
+    format!(
+        "services: [{{ name: s, url: \"{url}\", {fields} routes: [\
+         {{ name: echo, paths: [/echo.Echo], strip_path: false }}{routes}] }}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_of_every_kind_stream_through_with_metadata_and_trailers() {
+    let server = GrpcServer::start().await;
+    let gw = Gateway::start(&config(&format!("grpc://{}", server.addr), "", "")).await;
+    let target = gw.proxy.to_string();
+
+    let unary = call(&target, "unary").await;
+    assert_eq!((&unary["text"], &unary["code"]), (&json!("hello"), &json!(0)), "{unary}");
+    assert_eq!(unary["initial"]["x-echoed"], "abc", "the metadata went up and back: {unary}");
+    assert_eq!(unary["trailing"], json!({"x-trailer": "done"}));
+    let collected = call(&target, "client_stream").await;
+    assert_eq!(collected, json!({"text": "a,b,c,d,e", "count": 5, "trailing": {"x-trailer": "collected"}}));
+    assert_eq!(call(&target, "server_stream").await, json!({"texts": ["0", "1", "2", "3", "4"]}));
+    // Each answer of the bidirectional call came before the next message went: nothing waits
+    // for the end of a stream.
+    assert_eq!(call(&target, "bidi").await, json!({"texts": ["ONE", "TWO", "THREE"], "rest": 0}));
+    let streamed = call(&target, "server_stream_is_not_buffered").await;
+    assert_eq!(streamed["first"], "0");
+    assert!(streamed["first_after_s"].as_f64().unwrap() < 0.9, "the first message waited for others: {streamed}");
+    assert_eq!(streamed["rest"], json!(["1", "2"]));
+
+    // The upstream's own status and message pass as they are.
+    assert_eq!(call(&target, "fail").await, json!({"code": 5, "message": "failed on purpose"}));
+    // The client's deadline ends the call (the gateway's bound is the same `grpc-timeout`).
+    assert_eq!(call(&target, "deadline").await["code"], 4);
+    // A client that cancels cancels the upstream's stream.
+    assert_eq!(call(&target, "cancel").await, json!({"got": ["0", "1"], "server_saw_cancel": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_shared_bounded_in_streams_and_opened_again() {
+    let server = GrpcServer::start().await;
+    // h2c on an `http://` service: the same path as `grpc://`.
+    let gw = Gateway::start(&config(&format!("http://{}", server.addr), "http2: true,", "")).await;
+    let target = gw.proxy.to_string();
+
+    assert_eq!(call(&target, "sequential").await, json!({"ok": true}));
+    // Twenty calls, and the stats call: one connection carried them all.
+    assert_eq!(call(&target, "stats").await["peers"], 1);
+    // 150 calls at once: over the 100 streams of one connection, a second one opens.
+    assert_eq!(call(&target, "many").await, json!({"ok": true}));
+    let peers = call(&target, "stats").await["peers"].as_u64().unwrap();
+    assert!((2..=3).contains(&peers), "{peers} connections for 150 calls at once");
+
+    // The target goes away and comes back on the same port: the dead connections are dropped
+    // and the next call opens a fresh one.
+    let port = server.port;
+    server.stop().await;
+    let down = call(&target, "unary").await;
+    assert_eq!(down["error"]["code"], 14, "{down}");
+    let _server = GrpcServer::start_on(port, "SERVING").await;
+    assert_eq!(call(&target, "unary").await["text"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateways_own_answers_to_grpc_calls_are_grpc_statuses() {
+    let server = GrpcServer::start().await;
+    let routes = ", { name: keyed, paths: [/echo.Echo/Unary], strip_path: false, plugins: { key-auth: {} } }\
+        , { name: denied, paths: [/echo.Echo/Collect], strip_path: false, plugins: { ip-restriction: { deny: [127.0.0.1] } } }\
+        , { name: limited, paths: [/echo.Echo/Expand], strip_path: false, plugins: { rate-limiting: { hour: 1, policy: local } } }";
+    let gw = Gateway::start(&config(&format!("grpc://{}", server.addr), "", routes)).await;
+    let target = gw.proxy.to_string();
+
+    let code = |reply: serde_json::Value| reply["error"]["code"].as_u64().unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(code(call(&target, "unary").await), 16, "key-auth: UNAUTHENTICATED");
+    assert_eq!(code(call(&target, "client_stream").await), 7, "ip-restriction: PERMISSION_DENIED");
+    assert_eq!(call(&target, "server_stream").await["texts"].as_array().map(Vec::len), Some(5));
+    assert_eq!(code(call(&target, "server_stream").await), 8, "rate-limiting: RESOURCE_EXHAUSTED");
+    // No route for the health service here.
+    let unrouted = call(&target, "health").await;
+    assert_eq!(code(unrouted.clone()), 12, "no route: UNIMPLEMENTED");
+    assert_eq!(unrouted["error"]["message"], "no Route matched with those values");
+
+    // Nothing listens: UNAVAILABLE.
+    let closed = closed_port();
+    let gw = Gateway::start(&config(&format!("grpc://{closed}"), "retries: 0,", "")).await;
+    assert_eq!(code(call(&gw.proxy.to_string(), "unary").await), 14, "connection refused: UNAVAILABLE");
+
+    // The upstream too slow for the service's read_timeout: DEADLINE_EXCEEDED, from the gateway.
+    let gw = Gateway::start(&config(
+        &format!("grpc://{}", server.addr),
+        "read_timeout: 200, retry_backoff: { max: 100 },",
+        "",
+    ))
+    .await;
+    let slow = call(&gw.proxy.to_string(), "deadline").await;
+    assert_eq!(slow["code"], 4, "{slow}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_request_to_a_grpc_service_is_told_to_use_http2() {
+    let server = GrpcServer::start().await;
+    let gw = Gateway::start(&config(&format!("grpc://{}", server.addr), "", "")).await;
+    let reply = HttpClient::new().get(&gw.url("/echo.Echo/Unary")).await;
+    assert_eq!(reply.status, 505, "{reply:?}");
+    assert_eq!(reply.json()["message"], "this service speaks gRPC: send the request over HTTP/2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_service_serves_http1_clients_over_one_upstream_connection() {
+    let upstream = Upstream::start("h2c").await;
+    let yaml = format!(
+        "services: [{{ name: s, url: \"http://{}\", http2: true, routes: [{{ name: r, paths: [/] }}] }}]",
+        upstream.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = HttpClient::new();
+    for _ in 0..5 {
+        let reply = c.get(&gw.url("/hello")).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.json()["version"], "HTTP/2.0", "{reply:?}");
+        assert_eq!(reply.json()["uri"], "/hello");
+    }
+    assert_eq!(upstream.connections(), 1);
+}
