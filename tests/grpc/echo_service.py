@@ -192,6 +192,12 @@ def call(target, scenario):
             for i in range(20):
                 stub.Unary(pb.Msg(text=str(i)), timeout=10)
             return {"ok": True}
+        if scenario == "unavailable":
+            try:
+                stub.Unary(pb.Msg(text="x", fail_code=14), timeout=10)
+                return {"code": 0}
+            except grpc.RpcError as e:
+                return code_of(e)
         if scenario == "stats":
             s = stub.Stats(pb.Msg(), timeout=10)
             return {"cancelled": s.count, "peers": int(s.text)}

@@ -5,6 +5,7 @@
 //! bounded in streams, and opened again when the target comes back.
 
 use serde_json::json;
+use std::time::Duration;
 use tests::grpc::{call, GrpcServer};
 use tests::http::HttpClient;
 use tests::{closed_port, Gateway, Upstream};
@@ -132,4 +133,82 @@ async fn an_http2_service_serves_http1_clients_over_one_upstream_connection() {
         assert_eq!(reply.json()["uri"], "/hello");
     }
     assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_resets_streams_as_fast_as_it_opens_them_is_cut_off_and_the_node_stays_up() {
+    let server = GrpcServer::start().await;
+    let gw = Gateway::start(&config(&format!("grpc://{}", server.addr), "", "")).await;
+    // HTTP/2 rapid reset (CVE-2023-44487): streams opened and reset at once, thousands of them.
+    let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut opened = 0;
+    for _ in 0..10_000 {
+        let request = http::Request::post(format!("http://{}/echo.Echo/Unary", gw.proxy))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let Ok(ready) = client.clone().ready().await else { break };
+        client = ready;
+        let Ok((_, mut stream)) = client.send_request(request, false) else { break };
+        stream.send_reset(h2::Reason::CANCEL);
+        opened += 1;
+    }
+    // The node ended that connection (GOAWAY) long before the flood was over.
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(matches!(ended, Ok(Ok(Err(_)))), "the connection survived {opened} resets: {ended:?}");
+    assert!(opened < 10_000, "all {opened} streams were taken");
+    // And everyone else is still served.
+    assert_eq!(call(&gw.proxy.to_string(), "unary").await["text"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_health_counts_unavailable_grpc_statuses_against_the_target() {
+    let server = GrpcServer::start().await;
+    let yaml = format!(
+        "upstreams: [{{ name: up, healthchecks: {{ passive: {{ unhealthy: {{ http_failures: 2 }} }} }}, \
+         targets: [{{ target: \"{}\" }}] }}]\n{}",
+        server.addr,
+        config("grpc://up", "retries: 0,", "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let target = gw.proxy.to_string();
+    let c = HttpClient::new();
+    let state = || async { c.get(&gw.admin_url("/upstreams/up/health")).await.json()["data"][0]["health"].clone() };
+    // Other statuses, NOT_FOUND included, are the service's answers: the target is fine.
+    assert_eq!(call(&target, "fail").await["code"], 5);
+    assert_eq!(call(&target, "unary").await["text"], "hello");
+    assert_eq!(call(&target, "unavailable").await["code"], 14);
+    assert_eq!(state().await, "HEALTHY");
+    assert_eq!(call(&target, "unavailable").await["code"], 14);
+    assert_eq!(state().await, "UNHEALTHY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_grpc_probes_ask_the_health_service() {
+    let serving = GrpcServer::start().await;
+    let not_serving = GrpcServer::start_on(tests::free_port(), "NOT_SERVING").await;
+    let active = "{ active: { type: grpc, healthy: { interval: 1, successes: 1 }, \
+        unhealthy: { interval: 1, http_failures: 1 } } }";
+    let yaml = format!(
+        "upstreams: [{{ name: up, healthchecks: {active}, targets: [{{ target: \"{}\" }}, {{ target: \"{}\" }}] }}]\n{}",
+        serving.addr,
+        not_serving.addr,
+        config("grpc://up", "", "")
+    );
+    let gw = Gateway::start(&yaml).await;
+    let c = HttpClient::new();
+    let health = tests::eventually(Duration::from_secs(15), "the NOT_SERVING target taken out", || async {
+        let h = c.get(&gw.admin_url("/upstreams/up/health")).await.json();
+        let state = |addr: &str| {
+            h["data"].as_array().unwrap().iter().find(|t| t["target"] == addr).map(|t| t["health"].clone())
+        };
+        (state(&not_serving.addr) == Some(json!("UNHEALTHY"))).then(|| state(&serving.addr))
+    })
+    .await;
+    assert_eq!(health, Some(json!("HEALTHY")));
+    // Every call goes to the serving one.
+    assert_eq!(call(&gw.proxy.to_string(), "sequential").await, json!({"ok": true}));
 }

@@ -26,9 +26,21 @@ pub struct Completion {
     /// Tells the balancer the request is over: the upstream, the target's index, and the time
     /// to the response head.
     pub finish: Option<(Arc<UpstreamState>, usize, Duration)>,
+    /// A gRPC call whose status comes in the trailers: the upstream and target that passive
+    /// health checks count it against.
+    pub grpc_health: Option<(Arc<UpstreamState>, usize)>,
 }
 
 impl Completion {
+    /// Counts a gRPC call's status from its trailers, once.
+    fn trailers(&mut self, frame: &Frame<Bytes>) {
+        if let Some(trailers) = frame.trailers_ref() {
+            if let Some((upstream, index)) = self.grpc_health.take() {
+                upstream.report(index, super::grpc::outcome(super::grpc::status_of(trailers)));
+            }
+        }
+    }
+
     fn complete(&mut self, clean: bool, cx: Option<&mut Context<'_>>) {
         if let Some((upstream, index, latency)) = self.finish.take() {
             upstream.finish(index, Some(latency));
@@ -129,8 +141,14 @@ impl Body for ProxyBody {
                 match &frame {
                     None => completion.complete(true, Some(cx)),
                     Some(Err(_)) => completion.complete(false, None),
-                    Some(Ok(_)) if body.is_end_stream() => completion.complete(true, Some(cx)),
-                    Some(Ok(_)) => {}
+                    Some(Ok(frame)) => {
+                        if completion.grpc_health.is_some() {
+                            completion.trailers(frame);
+                        }
+                        if body.is_end_stream() {
+                            completion.complete(true, Some(cx));
+                        }
+                    }
                 }
                 Poll::Ready(frame)
             }

@@ -24,6 +24,7 @@ use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
 use crate::runtime::{Destination, Http2, ServiceEntry, TargetEntry, UpstreamState};
 use crate::telemetry::{traces, RouteMetrics};
+use config_sync::model::CheckType;
 use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -224,7 +225,8 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
             }
             Ok((response, held, sent_at)) => {
                 let pooled = (attempt.pool, tls_id(attempt.service));
-                return Ok(respond(response, chosen, held, pooled, sent_at, service.read_timeout));
+                let http2 = attempt.service.http2 != Http2::No;
+                return Ok(respond(response, chosen, held, pooled, http2, sent_at, service.read_timeout));
             }
             Err(Failure::TryTimedOut) => {
                 chosen.failed(Some(Outcome::Timeout));
@@ -493,13 +495,24 @@ fn respond(
     chosen: Chosen,
     held: Held,
     (pool, tls_id): (&Pool, u64),
+    http2: bool,
     sent_at: Instant,
     read_timeout: Duration,
 ) -> Forwarded {
     let latency = sent_at.elapsed();
     let upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut response));
+    let mut grpc_health = None;
     if let Some((upstream, index)) = &chosen.pick {
-        if let Some(outcome) = upstream.policy.passive.classify(response.status().as_u16()) {
+        let status = response.status().as_u16();
+        // A gRPC call's status is its `grpc-status`: in the head of a trailers-only answer,
+        // else in the trailers, counted when they come.
+        let counted = upstream.policy.passive.check_type != CheckType::Tcp;
+        let grpc = http2 && counted && status == 200 && grpc::is_grpc(response.headers());
+        if grpc && !response.headers().contains_key(&grpc::STATUS) {
+            grpc_health = Some((upstream.clone(), *index));
+        } else if grpc {
+            upstream.report(*index, grpc::outcome(grpc::status_of(response.headers())));
+        } else if let Some(outcome) = upstream.policy.passive.classify(status) {
             upstream.report(*index, outcome);
         }
     }
@@ -507,7 +520,7 @@ fn respond(
     let finish = chosen.into_finish(latency);
     let response = response.map(|incoming| ProxyBody::Upstream {
         body: IdleTimeout::new(incoming, read_timeout),
-        completion: Completion { connection, finish },
+        completion: Completion { connection, finish, grpc_health },
     });
     Forwarded { response, upgrade, sent_at, upstream_latency: latency }
 }

@@ -1,6 +1,7 @@
 //! gRPC on the proxy path: which requests are gRPC calls, the gateway's own answers to them in
 //! gRPC's form (HTTP 200, trailers-only, `grpc-status` and `grpc-message`), and `grpc-timeout`.
 
+use crate::health::Outcome;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use std::time::Duration;
@@ -92,9 +93,17 @@ pub(crate) fn timeout(value: Option<&HeaderValue>) -> Option<Duration> {
 }
 
 /// The `grpc-status` a head or trailers carry, if any.
-#[allow(dead_code)] // read by passive health next
 pub(crate) fn status_of(headers: &HeaderMap) -> Option<u32> {
     std::str::from_utf8(headers.get(&STATUS)?.as_bytes()).ok()?.parse().ok()
+}
+
+/// What a call's `grpc-status` says of its target, for passive health checks: UNAVAILABLE and
+/// DEADLINE_EXCEEDED count as failures, any other status (or none) as a success.
+pub(crate) fn outcome(status: Option<u32>) -> Outcome {
+    match status {
+        Some(code::UNAVAILABLE | code::DEADLINE_EXCEEDED) => Outcome::HttpFailure,
+        _ => Outcome::Success,
+    }
 }
 
 #[cfg(test)]
