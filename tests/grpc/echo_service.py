@@ -1,6 +1,8 @@
 """The gRPC test service and client of tests/tests/grpc.rs, on Python's grpcio.
 
-    echo_service.py serve PORT [STATUS]  serve Echo and grpc.health.v1 (health: SERVING or STATUS)
+    echo_service.py serve PORT [STATUS [CERT KEY]]
+                                         serve Echo and grpc.health.v1 (health: SERVING or STATUS),
+                                         over TLS with the PEM files CERT and KEY
     echo_service.py call TARGET SCENARIO call TARGET, print the outcome as one JSON line
 
 The stubs are generated from echo.proto next to this file at start, into a temporary folder.
@@ -95,7 +97,7 @@ class Echo(rpc.EchoServicer):
             return pb.Msg(count=self.cancelled, text=str(len(self.peers)))
 
 
-def serve(port, status):
+def serve(port, status, tls):
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=300), maximum_concurrent_rpcs=None)
@@ -103,7 +105,11 @@ def serve(port, status):
     checks = health.HealthServicer()
     checks.set("", getattr(health_pb2.HealthCheckResponse, status))
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls:
+        cert, key = (open(path, "rb").read() for path in tls)
+        bound = server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(f"listening {bound}", flush=True)
     server.wait_for_termination()
@@ -215,7 +221,7 @@ def call(target, scenario):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
-        serve(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "SERVING")
+        serve(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "SERVING", sys.argv[4:6])
     elif len(sys.argv) == 4 and sys.argv[1] == "call":
         print(json.dumps(call(sys.argv[2], sys.argv[3])), flush=True)
     else:

@@ -14,6 +14,8 @@ fn script() -> PathBuf {
 /// A running gRPC server (`Echo` and the health service); killed when dropped.
 pub struct GrpcServer {
     child: Child,
+    /// Where a TLS server's certificate and key are.
+    _files: Option<crate::TempDir>,
     /// `127.0.0.1:<port>`.
     pub addr: String,
     /// Its port.
@@ -26,11 +28,28 @@ impl GrpcServer {
         GrpcServer::start_on(crate::free_port(), "SERVING").await
     }
 
+    /// A server on a free port over TLS with `leaf`'s certificate.
+    pub async fn start_tls(leaf: &crate::tls::Leaf) -> GrpcServer {
+        let dir = crate::TempDir::new();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, &leaf.chain).expect("write the certificate");
+        std::fs::write(&key, &leaf.key).expect("write the key");
+        let files = [cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned()];
+        let mut server = GrpcServer::spawn(crate::free_port(), "SERVING", &files).await;
+        server._files = Some(dir);
+        server
+    }
+
     /// A server on `port` whose health service answers `health` (`SERVING`, `NOT_SERVING`).
     pub async fn start_on(port: u16, health: &str) -> GrpcServer {
+        GrpcServer::spawn(port, health, &[]).await
+    }
+
+    async fn spawn(port: u16, health: &str, tls: &[String]) -> GrpcServer {
         let mut child = Command::new("python3")
             .arg(script())
             .args(["serve", &port.to_string(), health])
+            .args(tls)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -45,7 +64,7 @@ impl GrpcServer {
             .expect("a line saying where it listens");
         let bound: u16 = line.strip_prefix("listening ").and_then(|p| p.parse().ok()).expect("listening PORT");
         assert_eq!(bound, port, "the gRPC test server could not bind its port");
-        GrpcServer { child, addr: format!("127.0.0.1:{port}"), port }
+        GrpcServer { child, _files: None, addr: format!("127.0.0.1:{port}"), port }
     }
 
     /// Kills the server and waits for it to exit.

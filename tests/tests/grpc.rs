@@ -8,6 +8,7 @@ use serde_json::json;
 use std::time::Duration;
 use tests::grpc::{call, GrpcServer};
 use tests::http::HttpClient;
+use tests::tls::Ca;
 use tests::{closed_port, Gateway, Upstream};
 
 /// A gateway with one service at `url` (its YAML fields after it) and one route for the Echo
@@ -211,4 +212,34 @@ async fn active_grpc_probes_ask_the_health_service() {
     assert_eq!(health, Some(json!("HEALTHY")));
     // Every call goes to the serving one.
     assert_eq!(call(&gw.proxy.to_string(), "sequential").await, json!({"ok": true}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcs_service_speaks_http2_over_verified_tls() {
+    let ca = Ca::new("gRPC upstream CA");
+    let server = GrpcServer::start_tls(&ca.leaf(&["grpc.test"])).await;
+    let yaml = format!(
+        "ca_certificates: [{{ name: test-ca, cert: {} }}]\n{}",
+        json!(ca.pem),
+        config(
+            &format!("grpcs://{}", server.addr),
+            "ca_certificates: [test-ca], tls_server_name: grpc.test, retries: 0,",
+            ""
+        )
+    );
+    let gw = Gateway::start(&yaml).await;
+    let target = gw.proxy.to_string();
+    let unary = call(&target, "unary").await;
+    assert_eq!((&unary["text"], &unary["trailing"]), (&json!("hello"), &json!({"x-trailer": "done"})), "{unary}");
+    assert_eq!(call(&target, "bidi").await, json!({"texts": ["ONE", "TWO", "THREE"], "rest": 0}));
+    assert_eq!(call(&target, "stats").await["peers"], 1, "one TLS connection for the calls");
+
+    // The same server under a name its certificate does not carry: UNAVAILABLE, nothing sent.
+    let wrong = config(
+        &format!("grpcs://{}", server.addr),
+        "ca_certificates: [test-ca], tls_server_name: other.test, retries: 0,",
+        "",
+    );
+    let gw = Gateway::start(&format!("ca_certificates: [{{ name: test-ca, cert: {} }}]\n{wrong}", json!(ca.pem))).await;
+    assert_eq!(call(&gw.proxy.to_string(), "unary").await["error"]["code"], 14);
 }
