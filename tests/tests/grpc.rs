@@ -243,3 +243,65 @@ async fn a_grpcs_service_speaks_http2_over_verified_tls() {
     let gw = Gateway::start(&format!("ca_certificates: [{{ name: test-ca, cert: {} }}]\n{wrong}", json!(ca.pem))).await;
     assert_eq!(call(&gw.proxy.to_string(), "unary").await["error"]["code"], 14);
 }
+
+/// A bare HTTP/2 upstream that answers every stream with a head and one message, then breaks:
+/// `vanish` closes the connection, else the stream is reset; each when `go` is notified.
+async fn breaking_upstream(vanish: bool, go: std::sync::Arc<tokio::sync::Notify>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let go = go.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                while let Some(Ok((_, mut respond))) = connection.accept().await {
+                    let head = http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
+                    let Ok(mut stream) = respond.send_response(head, false) else { return };
+                    let _ = stream.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 2, 0x0a, 0]), false);
+                    // The frames go out (the connection is driven) until the client has them.
+                    tokio::select! {
+                        () = go.notified() => {}
+                        _ = connection.accept() => return,
+                    }
+                    if vanish {
+                        // The connection goes without a word.
+                        return;
+                    }
+                    stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_breaks_midway_resets_the_clients_stream_and_the_node_stays_up() {
+    for vanish in [true, false] {
+        let go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let addr = breaking_upstream(vanish, go.clone()).await;
+        let gw = Gateway::start(&config(&format!("grpc://{addr}"), "retries: 0,", "")).await;
+        let tcp = tokio::net::TcpStream::connect(gw.proxy).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{}/echo.Echo/Unary", gw.proxy))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response).await.unwrap().unwrap();
+        assert_eq!(response.status(), 200, "the head came through (vanish: {vanish})");
+        let mut body = response.into_body();
+        let first = body.data().await.unwrap().unwrap();
+        assert_eq!(&first[..], &[0, 0, 0, 0, 2, 0x0a, 0], "the first message came through");
+        go.notify_one();
+        // Then the client's stream is reset: no trailers, no clean end, and no hang.
+        let end = tokio::time::timeout(Duration::from_secs(10), body.data()).await.expect("the stream ended");
+        assert!(matches!(end, Some(Err(_))), "the break reached the client as a reset: {end:?} (vanish: {vanish})");
+        // The node serves on.
+        let reply = HttpClient::new().get(&gw.url("/nowhere")).await;
+        assert_eq!(reply.status, 404);
+    }
+}
