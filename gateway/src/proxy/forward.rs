@@ -12,10 +12,11 @@
 //! Each retry waits the service's `retry_backoff` first.
 
 use super::body::{Completion, Held, ProxyBody};
+use super::dial::ConnectError;
 use super::error::ProxyError;
 use super::grpc;
 use super::hash_key::hash_key;
-use super::pool::{ConnectError, Pool};
+use super::pool::Pool;
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
 use crate::balance::budget::InFlight;

@@ -6,7 +6,7 @@
 //! next looked at, and the next request opens a fresh one. Opening is one at a time per key, so
 //! a burst of requests to a new target shares one connection rather than opening one each.
 
-use super::pool::{dial, ConnectError, Handshake, PoolKey};
+use super::dial::{dial, ConnectError, Handshake, PoolKey};
 use super::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use hyper::client::conn::http2;

@@ -8,6 +8,7 @@
 //! record ([`crate::request_log`]) along, finished by its body once sent.
 
 mod body;
+mod dial;
 mod error;
 mod forward;
 mod grpc;

@@ -7,99 +7,24 @@
 //! connections are reused newest first; [`Pool::reap`], run every half idle timeout, closes
 //! those older than the idle timeout and forgets those the upstream closed, including those of
 //! targets no longer configured. Taking and returning a connection cost O(1): neither scans the
-//! idle list nor reads the clock more than once.
+//! idle list nor reads the clock more than once. The HTTP/2 connections of `http2` services,
+//! shared by many requests at once, are kept apart by [`H2Pool`], which the pool holds and reaps.
 
+pub use super::dial::PoolKey;
+use super::dial::{dial, ConnectError, Handshake};
 use super::h2::H2Pool;
 use super::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// The sending half of an upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
-
-/// What pooled connections are kept by: the target's `host:port`, and 0 for plain text or the
-/// id of the TLS settings the connection was made with.
-pub type PoolKey = (Arc<str>, u64);
-
-/// Why no connection could be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The TCP connection did not open within the connect timeout.
-    #[error("connecting to {0} timed out")]
-    Timeout(Arc<str>),
-    /// The TCP connection failed (refused, unreachable, name not resolved).
-    #[error("connecting to {target}: {source}")]
-    Io {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The TLS handshake failed (the certificate did not verify, the upstream does not speak
-    /// TLS, the service's TLS settings did not load).
-    #[error("TLS handshake with {target}: {source}")]
-    Tls {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The HTTP handshake failed.
-    #[error("HTTP handshake with {target}: {source}")]
-    Handshake {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: hyper::Error,
-    },
-}
-
-/// Opens a TCP connection to `target`, over TLS with `tls`, and makes `protocol`'s handshake on
-/// it, all within `connect_timeout`.
-pub(super) async fn dial<P: Handshake>(
-    target: &Arc<str>,
-    tls: Option<&UpstreamTls>,
-    connect_timeout: Duration,
-    protocol: P,
-) -> Result<P::Sender, ConnectError> {
-    let connecting = async {
-        let stream = TcpStream::connect(&**target)
-            .await
-            .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
-        let _ = stream.set_nodelay(true);
-        let handshake = match tls {
-            None => protocol.handshake(stream).await,
-            Some(tls) => {
-                let stream = tls
-                    .connect(target, stream)
-                    .await
-                    .map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
-                protocol.handshake(stream).await
-            }
-        };
-        handshake.map_err(|source| ConnectError::Handshake { target: target.clone(), source })
-    };
-    tokio::time::timeout(connect_timeout, connecting).await.map_err(|_| ConnectError::Timeout(target.clone()))?
-}
-
-/// An HTTP handshake on an open stream (plain or TLS), its connection then run by a task of its
-/// own until it closes.
-pub(super) trait Handshake {
-    /// The sending half.
-    type Sender;
-    /// The handshake.
-    fn handshake<S>(self, stream: S) -> impl Future<Output = Result<Self::Sender, hyper::Error>> + Send
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-}
 
 /// HTTP/1.1, upgrades included.
 struct Http1 {
