@@ -119,6 +119,15 @@ def code_of(error):
     return {"code": error.code().value[0], "message": error.details()}
 
 
+def status_of(unary):
+    """The code (and message) a unary call ends with."""
+    try:
+        unary()
+        return {"code": 0}
+    except grpc.RpcError as e:
+        return code_of(e)
+
+
 def call(target, scenario):
     channel = grpc.insecure_channel(target)
     stub = rpc.EchoStub(channel)
@@ -166,11 +175,7 @@ def call(target, scenario):
             rest = list(stream)
             return {"texts": got, "rest": len(rest)}
         if scenario == "deadline":
-            try:
-                stub.Unary(pb.Msg(text="slow", delay_ms=3000), timeout=0.3)
-                return {"code": 0}
-            except grpc.RpcError as e:
-                return code_of(e)
+            return status_of(lambda: stub.Unary(pb.Msg(text="slow", delay_ms=3000), timeout=0.3))
         if scenario == "cancel":
             stream = stub.Expand(pb.Msg(count=1000, delay_ms=50), timeout=30)
             got = [next(stream).text, next(stream).text]
@@ -183,11 +188,7 @@ def call(target, scenario):
                 time.sleep(0.05)
             return {"got": got, "server_saw_cancel": False}
         if scenario == "fail":
-            try:
-                stub.Unary(pb.Msg(text="x", fail_code=5), timeout=10)
-                return {"code": 0}
-            except grpc.RpcError as e:
-                return code_of(e)
+            return status_of(lambda: stub.Unary(pb.Msg(text="x", fail_code=5), timeout=10))
         if scenario == "many":
             # 150 calls at once, each held 1 s by the server: more than one connection's streams.
             pool = futures.ThreadPoolExecutor(max_workers=150)
@@ -199,11 +200,7 @@ def call(target, scenario):
                 stub.Unary(pb.Msg(text=str(i)), timeout=10)
             return {"ok": True}
         if scenario == "unavailable":
-            try:
-                stub.Unary(pb.Msg(text="x", fail_code=14), timeout=10)
-                return {"code": 0}
-            except grpc.RpcError as e:
-                return code_of(e)
+            return status_of(lambda: stub.Unary(pb.Msg(text="x", fail_code=14), timeout=10))
         if scenario == "stats":
             s = stub.Stats(pb.Msg(), timeout=10)
             return {"cancelled": s.count, "peers": int(s.text)}
