@@ -64,6 +64,19 @@ pub struct ServiceEntry {
     pub path: String,
     /// How its connections speak TLS (`https://` services).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Whether its targets are spoken to over HTTP/2.
+    pub http2: Http2,
+}
+
+/// Which HTTP a service speaks to its targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Http2 {
+    /// HTTP/1.1.
+    No,
+    /// HTTP/2 (`http2: true`), for any client.
+    Yes,
+    /// HTTP/2 to a gRPC service (`grpc(s)://`): HTTP/1 clients are refused.
+    Grpc,
 }
 
 /// Where a service's requests go.
@@ -285,7 +298,14 @@ impl Runtime {
                         .map_err(|message| CompileError::Service { name: name.clone(), message })?,
                 ),
             };
-            let entry = ServiceEntry { service: service.clone(), destination, path: url.path, tls };
+            let http2 = if url.grpc {
+                Http2::Grpc
+            } else if service.http2 {
+                Http2::Yes
+            } else {
+                Http2::No
+            };
+            let entry = ServiceEntry { service: service.clone(), destination, path: url.path, tls, http2 };
             services.insert(name.clone(), Arc::new(entry));
         }
 

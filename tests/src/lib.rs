@@ -11,6 +11,7 @@
 //!   three of them forming one Redis Cluster.
 //! - [`otlp`]: an OTLP trace receiver (gRPC and HTTP), standing in for Jaeger.
 //! - [`collector`]: an HTTP log collector for `http-log`, that can hang, fail or be stopped.
+//! - [`grpc`]: the gRPC test service and client (Python's `grpcio`).
 //! - [`http`]: a small client and the replies tests assert on.
 //! - [`tls`]: a private CA and the certificates it signs, and a TLS client.
 //! - [`netns`]: a network the test makes, a namespace and an address per node, whose links
@@ -22,6 +23,7 @@ pub mod collector;
 pub mod echo;
 mod etcd;
 mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod netns;
 pub mod origin;

@@ -164,7 +164,7 @@ async fn the_admin_api_keeps_a_service_and_its_certificates_together() {
     assert_eq!(reply.json()["message"], "services/s: ca_certificates/internal does not exist");
     let reply = put("/services/plain", json!({ "url": "http://a", "tls_verify": false })).await;
     assert_eq!(reply.status, 400);
-    assert_eq!(reply.json()["message"], "services/plain.tls_verify: is for https:// services only");
+    assert_eq!(reply.json()["message"], "services/plain.tls_verify: is for https:// and grpcs:// services only");
 
     let ca = Ca::new("internal CA");
     assert_eq!(put("/ca_certificates/internal", json!({ "cert": ca.pem })).await.status, 200);

@@ -32,6 +32,9 @@ pub enum CheckType {
     Https,
     /// Only whether a TCP connection opens.
     Tcp,
+    /// Active probes call `grpc.health.v1.Health/Check` (over HTTP/2 in cleartext) and want
+    /// SERVING; passive checks count HTTP statuses, and a gRPC service's `grpc-status`.
+    Grpc,
 }
 
 /// Active probing.

@@ -12,7 +12,8 @@ pub struct Service {
     /// The service's name; in etcd it is the last key segment and the body may repeat it.
     #[serde(default)]
     pub name: String,
-    /// `http://host[:port][/path]` or `https://…`. When `host` names an upstream, requests are
+    /// `http://host[:port][/path]`, `https://…`, `grpc://…` (HTTP/2 in cleartext) or `grpcs://…`
+    /// (HTTP/2 over TLS). When `host` names an upstream, requests are
     /// balanced over its targets; otherwise host and port are a literal address. The path is
     /// prepended to the upstream request's path.
     pub url: String,
@@ -63,6 +64,10 @@ pub struct Service {
     /// `https://` only: the name sent as SNI and verified; none: the target's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
+    /// Speak HTTP/2 to the targets: prior knowledge (h2c) for `http://`, ALPN `h2` for
+    /// `https://`. Always so for `grpc://` and `grpcs://`. Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub http2: bool,
 }
 
 fn yes() -> bool {
@@ -139,8 +144,10 @@ pub struct ServiceUrl {
     pub port: Option<u16>,
     /// The path prefix to prepend, without a trailing `/` (empty for none).
     pub path: String,
-    /// `https://`.
+    /// `https://` or `grpcs://`.
     pub tls: bool,
+    /// `grpc://` or `grpcs://`: HTTP/2, and only for HTTP/2 clients.
+    pub grpc: bool,
 }
 
 impl ServiceUrl {
@@ -151,12 +158,14 @@ impl ServiceUrl {
 }
 
 impl ServiceUrl {
-    /// Parses `http://host[:port][/path]` or `https://…`.
+    /// Parses `http://host[:port][/path]`, `https://…`, `grpc://…` or `grpcs://…`.
     pub fn parse(url: &str) -> Result<ServiceUrl, String> {
-        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
-            _ => return Err(format!("{url:?} must start with http:// or https://")),
+        let schemes =
+            [("http://", false, false), ("https://", true, false), ("grpc://", false, true), ("grpcs://", true, true)];
+        let Some((rest, tls, grpc)) =
+            schemes.iter().find_map(|(scheme, tls, grpc)| Some((url.strip_prefix(scheme)?, *tls, *grpc)))
+        else {
+            return Err(format!("{url:?} must start with http://, https://, grpc:// or grpcs://"));
         };
         let (authority, path) = match rest.find(['/', '?', '#']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
@@ -171,7 +180,7 @@ impl ServiceUrl {
         }
         let (host, port) = split_host_port(authority).map_err(|e| format!("{url:?}: {e}"))?;
         check_host(&host).map_err(|e| format!("{url:?}: {e}"))?;
-        Ok(ServiceUrl { host, port, path: path.trim_end_matches('/').to_owned(), tls })
+        Ok(ServiceUrl { host, port, path: path.trim_end_matches('/').to_owned(), tls, grpc })
     }
 }
 
@@ -224,6 +233,11 @@ impl Service {
         ServiceUrl::parse(&self.url)
     }
 
+    /// Whether requests go to the targets over HTTP/2 (`http2`, or a `grpc(s)://` url).
+    pub fn speaks_http2(&self) -> bool {
+        self.http2 || self.parsed_url().is_ok_and(|u| u.grpc)
+    }
+
     /// Pushes every problem with this service onto `errors`, under `path` (`services/<name>`).
     pub fn validate(&self, path: &str, errors: &mut Errors) {
         check_name(&self.name, &format!("{path}.name"), errors);
@@ -237,7 +251,7 @@ impl Service {
                     ("tls_server_name", self.tls_server_name.is_some()),
                 ];
                 for (field, _) in set.into_iter().filter(|(_, set)| *set) {
-                    errors.push(format!("{path}.{field}"), "is for https:// services only");
+                    errors.push(format!("{path}.{field}"), "is for https:// and grpcs:// services only");
                 }
             }
             Ok(_) => {}
@@ -363,6 +377,14 @@ mod tests {
         let u = ServiceUrl::parse("https://api.example.com/v2").unwrap();
         assert!(u.tls && u.port.is_none() && u.port_or_default() == 443);
         assert_eq!(ServiceUrl::parse("http://a").unwrap().port_or_default(), 80);
+        let u = ServiceUrl::parse("grpc://up:50051").unwrap();
+        assert!(u.grpc && !u.tls && u.port == Some(50051));
+        let u = ServiceUrl::parse("grpcs://up").unwrap();
+        assert!(u.grpc && u.tls && u.port_or_default() == 443);
+        let s: Service = serde_json::from_str(r#"{"name":"a","url":"grpc://x"}"#).unwrap();
+        assert!(s.speaks_http2() && !s.http2);
+        let s: Service = serde_json::from_str(r#"{"name":"a","url":"http://x","http2":true}"#).unwrap();
+        assert!(s.speaks_http2());
         for bad in
             ["ftp://a", "HTTPS//a", "http://", "http://a:0", "http://a:x", "http://a b", "http://a/?q", "http://u@a"]
         {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use config_sync::model::CheckType;
 use http::{header, HeaderValue, Request};
 use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -66,6 +66,7 @@ pub async fn probe(address: &str, policy: &ActivePolicy, tls: Option<&UpstreamTl
         let Ok(stream) = TcpStream::connect(address).await else { return Some(Outcome::TcpFailure) };
         match (policy.check_type, tls) {
             (CheckType::Tcp, _) => Some(Outcome::Success),
+            (CheckType::Grpc, _) => grpc_check(stream).await,
             (_, Some(tls)) => match tls.connect(address, stream).await {
                 Ok(stream) => get(address, policy, stream).await,
                 Err(e) => {
@@ -77,6 +78,32 @@ pub async fn probe(address: &str, policy: &ActivePolicy, tls: Option<&UpstreamTl
         }
     };
     tokio::time::timeout(policy.timeout, attempt).await.unwrap_or(Some(Outcome::Timeout))
+}
+
+/// `grpc.health.v1.Health/Check` for the whole server (an empty `service`) over HTTP/2 on
+/// `stream`: a success when it answers SERVING, an HTTP failure for any other answer.
+async fn grpc_check(stream: TcpStream) -> Option<Outcome> {
+    use http_body_util::{BodyExt as _, Full};
+    let handshake = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream));
+    let Ok((mut sender, connection)) = handshake.await else { return Some(Outcome::TcpFailure) };
+    tokio::spawn(connection);
+    // One uncompressed message of length 0: a HealthCheckRequest with every field at its default.
+    let request = Request::post("http://localhost/grpc.health.v1.Health/Check")
+        .header(header::CONTENT_TYPE, "application/grpc")
+        .header(header::TE, "trailers")
+        .header(header::USER_AGENT, "gateway-healthcheck")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .ok()?;
+    let Ok(response) = sender.send_request(request).await else { return Some(Outcome::TcpFailure) };
+    if response.status() != http::StatusCode::OK {
+        return Some(Outcome::HttpFailure);
+    }
+    let Ok(body) = response.into_body().collect().await else { return Some(Outcome::TcpFailure) };
+    let ok = body.trailers().and_then(|t| t.get("grpc-status")).is_some_and(|s| s == "0");
+    // The answer: a 5-byte prefix, then a HealthCheckResponse whose field 1 (`status`, a
+    // varint) is 1, SERVING.
+    let serving = body.to_bytes().get(5..) == Some(&[0x08, 0x01][..]);
+    Some(if ok && serving { Outcome::Success } else { Outcome::HttpFailure })
 }
 
 /// `GET http_path` on `stream`: what its status says.

@@ -87,7 +87,9 @@ impl PassivePolicy {
     pub fn classify(&self, status: u16) -> Option<Outcome> {
         match self.check_type {
             CheckType::Tcp => Some(Outcome::Success),
-            CheckType::Http | CheckType::Https => classify(&self.healthy_statuses, &self.unhealthy_statuses, status),
+            CheckType::Http | CheckType::Https | CheckType::Grpc => {
+                classify(&self.healthy_statuses, &self.unhealthy_statuses, status)
+            }
         }
     }
 }

@@ -22,23 +22,43 @@ use std::time::Duration;
 /// Work to do once an upstream response body is finished or dropped.
 pub struct Completion {
     /// The connection, to go back to the pool if the body was read to its end.
-    pub connection: Option<(Pool, super::pool::PoolKey, super::pool::Sender)>,
+    pub connection: Option<(Pool, super::pool::PoolKey, Held)>,
     /// Tells the balancer the request is over: the upstream, the target's index, and the time
     /// to the response head.
     pub finish: Option<(Arc<UpstreamState>, usize, Duration)>,
+    /// A gRPC call whose status comes in the trailers: the upstream and target that passive
+    /// health checks count it against.
+    pub grpc_health: Option<(Arc<UpstreamState>, usize)>,
 }
 
 impl Completion {
+    /// Counts a gRPC call's status from its trailers, once.
+    fn trailers(&mut self, frame: &Frame<Bytes>) {
+        if let Some(trailers) = frame.trailers_ref() {
+            if let Some((upstream, index)) = self.grpc_health.take() {
+                upstream.report(index, super::grpc::outcome(super::grpc::status_of(trailers)));
+            }
+        }
+    }
+
     fn complete(&mut self, clean: bool, cx: Option<&mut Context<'_>>) {
         if let Some((upstream, index, latency)) = self.finish.take() {
             upstream.finish(index, Some(latency));
         }
-        if let Some((pool, key, sender)) = self.connection.take() {
+        if let Some((pool, key, Held::H1(sender))) = self.connection.take() {
             if clean {
                 pool.checkin_when_ready(key, sender, cx);
             }
         }
     }
+}
+
+/// What a response holds of its connection until it ends.
+pub enum Held {
+    /// An HTTP/1.1 connection, whole.
+    H1(super::pool::Sender),
+    /// A stream of a shared HTTP/2 connection (freed when dropped).
+    H2(super::h2::Slot),
 }
 
 /// What goes to the client.
@@ -121,8 +141,14 @@ impl Body for ProxyBody {
                 match &frame {
                     None => completion.complete(true, Some(cx)),
                     Some(Err(_)) => completion.complete(false, None),
-                    Some(Ok(_)) if body.is_end_stream() => completion.complete(true, Some(cx)),
-                    Some(Ok(_)) => {}
+                    Some(Ok(frame)) => {
+                        if completion.grpc_health.is_some() {
+                            completion.trailers(frame);
+                        }
+                        if body.is_end_stream() {
+                            completion.complete(true, Some(cx));
+                        }
+                    }
                 }
                 Poll::Ready(frame)
             }

@@ -31,6 +31,10 @@ pub enum ProxyError {
     /// The request body went past a plugin's size limit while it streamed.
     #[error("Request size limit exceeded")]
     PayloadTooLarge,
+    /// An HTTP/1 request to a `grpc://` or `grpcs://` service, which only HTTP/2 can carry
+    /// (trailers).
+    #[error("this service speaks gRPC: send the request over HTTP/2")]
+    NeedsHttp2,
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -45,6 +49,7 @@ impl ProxyError {
             ProxyError::Connect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NeedsHttp2 => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }

@@ -11,24 +11,28 @@
 //! is the client's. A timeout of `read_timeout` waiting for the response head is final (504).
 //! Each retry waits the service's `retry_backoff` first.
 
-use super::body::{Completion, ProxyBody};
+use super::body::{Completion, Held, ProxyBody};
+use super::dial::ConnectError;
 use super::error::ProxyError;
+use super::grpc;
 use super::hash_key::hash_key;
-use super::pool::{ConnectError, Pool, Sender};
+use super::pool::Pool;
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
 use crate::balance::budget::InFlight;
 use crate::balance::Pick;
 use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
-use crate::runtime::{Destination, ServiceEntry, TargetEntry, UpstreamState};
+use crate::runtime::{Destination, Http2, ServiceEntry, TargetEntry, UpstreamState};
 use crate::telemetry::{traces, RouteMetrics};
+use config_sync::model::CheckType;
 use config_sync::Algorithm;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::upgrade::OnUpgrade;
 use std::future::Future;
 use std::pin::Pin;
@@ -220,9 +224,10 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
                 body = Some(RequestBody::Empty);
                 last_error = ProxyError::Upstream(format!("the target answered {}", response.status()).into());
             }
-            Ok((response, sender, sent_at)) => {
+            Ok((response, held, sent_at)) => {
                 let pooled = (attempt.pool, tls_id(attempt.service));
-                return Ok(respond(response, chosen, sender, pooled, sent_at, service.read_timeout));
+                let http2 = attempt.service.http2 != Http2::No;
+                return Ok(respond(response, chosen, held, pooled, http2, sent_at, service.read_timeout));
             }
             Err(Failure::TryTimedOut) => {
                 chosen.failed(Some(Outcome::Timeout));
@@ -265,7 +270,7 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
 /// One attempt on one target. A pooled connection that turns out to have closed before the
 /// request left is not the target's fault: the request goes again on a fresh connection to the
 /// same target, within the same attempt.
-pub(super) type Sent = (Response<Incoming>, Sender, Instant);
+pub(super) type Sent = (Response<Incoming>, Held, Instant);
 
 async fn send(
     attempt: &Attempt<'_>,
@@ -273,11 +278,11 @@ async fn send(
     body: RequestBody,
     progress: Option<&Progress>,
 ) -> Result<Sent, Failure> {
+    if attempt.service.http2 != Http2::No {
+        // Boxed: the HTTP/1.1 request's future stays as small as it was.
+        return Box::pin(send_h2(attempt, target, body, progress)).await;
+    }
     let service = &attempt.service.service;
-    let not_connected = |e: ConnectError, body| match e {
-        ConnectError::Timeout(_) => Failure::NotSent { outcome: Outcome::Timeout, error: ProxyError::Timeout, body },
-        other => Failure::NotSent { outcome: Outcome::TcpFailure, error: ProxyError::Connect(Box::new(other)), body },
-    };
     let tls = attempt.service.tls.as_deref();
     let key = (target.authority.clone(), tls_id(attempt.service));
     let (mut sender, mut reused) = match attempt.pool.get(&key, tls, service.connect_timeout).await {
@@ -299,24 +304,86 @@ async fn send(
         let sent_at = Instant::now();
         // Pinned here, not inside `wait_for_head`, so that the future is held once.
         let head = std::pin::pin!(sender.try_send_request(request));
-        let mut error = match wait_for_head(head, progress, service.write_timeout, service.read_timeout).await {
+        let error = match wait_for_head(head, progress, service.write_timeout, service.read_timeout).await {
             Err(Stalled) => return Err(Failure::TimedOut),
-            Ok(Ok(response)) => return Ok((response, sender, sent_at)),
+            Ok(Ok(response)) => return Ok((response, Held::H1(sender), sent_at)),
             Ok(Err(error)) => error,
         };
-        if let Some(client_error) = client_fault(error.error()) {
-            return Err(Failure::Client(client_error));
-        }
-        let Some(unsent) = error.take_message() else { return Err(Failure::Broken(error.into_error())) };
-        if !reused {
-            let error = ProxyError::Upstream(Box::new(error.into_error()));
-            return Err(Failure::NotSent { outcome: Outcome::TcpFailure, error, body: unsent.into_body() });
-        }
+        let unsent = unsent_on_reused(error, reused)?;
         tracing::debug!(target = %target.authority, "pooled connection closed before use; opening a fresh one");
         match Box::pin(attempt.pool.connect(&target.authority, tls, service.connect_timeout)).await {
             Ok(fresh) => (sender, reused, request) = (fresh, false, unsent),
             Err(e) => return Err(not_connected(e, unsent.into_body())),
         }
+    }
+}
+
+/// One attempt on one target over HTTP/2, as [`send`] does over HTTP/1.1; `grpc-timeout`, when
+/// shorter, bounds the wait for the response head.
+async fn send_h2(
+    attempt: &Attempt<'_>,
+    target: &TargetEntry,
+    body: RequestBody,
+    progress: Option<&Progress>,
+) -> Result<Sent, Failure> {
+    let service = &attempt.service.service;
+    let tls = attempt.service.tls.as_deref();
+    let key = (target.authority.clone(), tls_id(attempt.service));
+    let h2 = attempt.pool.h2();
+    let (mut sender, mut slot, mut reused) = match h2.get(&key, tls, service.connect_timeout).await {
+        Ok(got) => got,
+        Err(e) => return Err(not_connected(e, body)),
+    };
+    let mut request = build_h2_request(attempt.parts, target, attempt.preserve_host, tls.is_some(), body);
+    if traces::enabled() {
+        traces::inject(&tracing::Span::current(), request.headers_mut());
+    }
+    let read_timeout = match grpc::timeout(attempt.parts.headers.get(&grpc::TIMEOUT)) {
+        Some(deadline) => deadline.min(service.read_timeout),
+        None => service.read_timeout,
+    };
+    loop {
+        let sent_at = Instant::now();
+        let head = std::pin::pin!(sender.try_send_request(request));
+        let error = match wait_for_head(head, progress, service.write_timeout, read_timeout).await {
+            Err(Stalled) => return Err(Failure::TimedOut),
+            Ok(Ok(response)) => return Ok((response, Held::H2(slot), sent_at)),
+            Ok(Err(error)) => error,
+        };
+        let unsent = unsent_on_reused(error, reused)?;
+        tracing::debug!(target = %target.authority, "HTTP/2 connection closed before use; opening a fresh one");
+        match h2.open(&key, tls, service.connect_timeout).await {
+            Ok((fresh, fresh_slot)) => (sender, slot, reused, request) = (fresh, fresh_slot, false, unsent),
+            Err(e) => return Err(not_connected(e, unsent.into_body())),
+        }
+    }
+}
+
+/// A connection that did not open, as a failure of the attempt.
+fn not_connected(error: ConnectError, body: RequestBody) -> Failure {
+    match error {
+        ConnectError::Timeout(_) => Failure::NotSent { outcome: Outcome::Timeout, error: ProxyError::Timeout, body },
+        other => Failure::NotSent { outcome: Outcome::TcpFailure, error: ProxyError::Connect(Box::new(other)), body },
+    }
+}
+
+/// After a failed send: the request, to go again on a fresh connection, when it never left a
+/// connection that was `reused` (it closed while idle); else how the attempt failed.
+fn unsent_on_reused(
+    mut error: TrySendError<Request<RequestBody>>,
+    reused: bool,
+) -> Result<Request<RequestBody>, Failure> {
+    if let Some(client_error) = client_fault(error.error()) {
+        return Err(Failure::Client(client_error));
+    }
+    match error.take_message() {
+        None => Err(Failure::Broken(error.into_error())),
+        Some(unsent) if !reused => Err(Failure::NotSent {
+            outcome: Outcome::TcpFailure,
+            error: ProxyError::Upstream(Box::new(error.into_error())),
+            body: unsent.into_body(),
+        }),
+        Some(unsent) => Ok(unsent),
     }
 }
 
@@ -343,6 +410,31 @@ fn choose(destination: To<'_>, hash_key: Option<u64>, tried: &mut Vec<usize>) ->
     let index = index.ok_or_else(no_target)?;
     tried.push(index);
     Ok(Chosen { target: upstream.targets[index].clone(), pick: Some((upstream.clone(), index)) })
+}
+
+/// The request over HTTP/2: the URI absolute (its authority the target's, or the client's with
+/// `preserve_host`), no `Host`, no hop-by-hop length headers.
+fn build_h2_request(
+    parts: &Parts,
+    target: &TargetEntry,
+    preserve_host: bool,
+    tls: bool,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut headers = parts.headers.clone();
+    let host = headers.remove(header::HOST).filter(|_| preserve_host);
+    let host = host.as_ref().unwrap_or(&target.host_header);
+    let scheme = if tls { "https" } else { "http" };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Both are checked already (the target's host, the client's Host, the request path).
+    let uri = format!("{scheme}://{}{path}", host.to_str().unwrap_or("localhost")).parse().unwrap_or_default();
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = http::Version::HTTP_2;
+    headers.remove(header::TRANSFER_ENCODING);
+    *request.headers_mut() = headers;
+    request
 }
 
 fn build_request(parts: &Parts, target: &TargetEntry, preserve_host: bool, body: RequestBody) -> Request<RequestBody> {
@@ -402,23 +494,34 @@ fn tls_id(service: &ServiceEntry) -> u64 {
 fn respond(
     mut response: Response<Incoming>,
     chosen: Chosen,
-    sender: Sender,
+    held: Held,
     (pool, tls_id): (&Pool, u64),
+    http2: bool,
     sent_at: Instant,
     read_timeout: Duration,
 ) -> Forwarded {
     let latency = sent_at.elapsed();
     let upgrade = (response.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut response));
+    let mut grpc_health = None;
     if let Some((upstream, index)) = &chosen.pick {
-        if let Some(outcome) = upstream.policy.passive.classify(response.status().as_u16()) {
+        let status = response.status().as_u16();
+        // A gRPC call's status is its `grpc-status`: in the head of a trailers-only answer,
+        // else in the trailers, counted when they come.
+        let counted = upstream.policy.passive.check_type != CheckType::Tcp;
+        let grpc = http2 && counted && status == 200 && grpc::is_grpc(response.headers());
+        if grpc && !response.headers().contains_key(&grpc::STATUS) {
+            grpc_health = Some((upstream.clone(), *index));
+        } else if grpc {
+            upstream.report(*index, grpc::outcome(grpc::status_of(response.headers())));
+        } else if let Some(outcome) = upstream.policy.passive.classify(status) {
             upstream.report(*index, outcome);
         }
     }
-    let connection = upgrade.is_none().then(|| (pool.clone(), (chosen.target.authority.clone(), tls_id), sender));
+    let connection = upgrade.is_none().then(|| (pool.clone(), (chosen.target.authority.clone(), tls_id), held));
     let finish = chosen.into_finish(latency);
     let response = response.map(|incoming| ProxyBody::Upstream {
         body: IdleTimeout::new(incoming, read_timeout),
-        completion: Completion { connection, finish },
+        completion: Completion { connection, finish, grpc_health },
     });
     Forwarded { response, upgrade, sent_at, upstream_latency: latency }
 }

@@ -8,8 +8,11 @@
 //! record ([`crate::request_log`]) along, finished by its body once sent.
 
 mod body;
+mod dial;
 mod error;
 mod forward;
+mod grpc;
+mod h2;
 mod hash_key;
 mod headers;
 mod log;
@@ -27,7 +30,7 @@ pub use upgrade::Tunnels;
 
 use crate::exchange::{number_header, BoxBody, ClientBody, ClientInfo};
 use crate::plugins::pipeline::{Chain, Ctx, Flow, Refusal};
-use crate::runtime::{Destination, Live, RouteEntry};
+use crate::runtime::{Destination, Http2, Live, RouteEntry};
 use crate::telemetry::{traces, Metrics, Name, RouteMetrics};
 use config_sync::model::{Protocol, Route};
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
@@ -83,7 +86,7 @@ impl Proxy {
         // Kept for the error log; cloning a Uri shares its bytes.
         let uri = request.uri().clone();
         let span = if traces::enabled() { span::server(&request, &client) } else { tracing::Span::none() };
-        let mut served = Served::default();
+        let mut served = Served { grpc: grpc::is_grpc(request.headers()), ..Served::default() };
         let serving = self.serve(request, &uri, &client, received, &mut served);
         // Without a span, no `Instrumented` layer: one copy of the future fewer.
         let result = if span.is_none() { serving.await } else { serving.instrument(span.clone()).await };
@@ -99,12 +102,17 @@ impl Proxy {
                     let client = client.ip_text();
                     tracing::debug!(%method, path = uri.path(), %status, client, error = %error, "request refused");
                 }
-                let mut response = error.to_response();
+                let mut response = match served.grpc {
+                    true => ProxyBody::answer(grpc::answer(status, &error.to_string())),
+                    false => error.to_response(),
+                };
                 headers::append_via(response.headers_mut(), &self.via);
+                served.answered = Some(status);
                 response
             }
         };
-        let status = response.status();
+        // A gRPC answer is 200 whatever went wrong: metrics and spans count what it stands for.
+        let status = served.answered.unwrap_or(response.status());
         span::finish(&span, &method, served.route.as_deref().map(|r| &r.route), status);
         let route = served.route.unwrap_or_else(|| {
             let unmatched = || Name(Arc::from(""));
@@ -165,6 +173,10 @@ impl Proxy {
             }
         }
 
+        if entry.service.http2 == Http2::Grpc && ctx.request.version < http::Version::HTTP_2 {
+            return Err(ProxyError::NeedsHttp2);
+        }
+
         let plugins = &entry.plugins;
         {
             let answer = if plugins.is_empty() {
@@ -172,7 +184,10 @@ impl Proxy {
             } else {
                 match plugins.access(&mut ctx).await {
                     Flow::Continue => None,
-                    Flow::Refuse(refusal) => Some(refused(refusal)),
+                    Flow::Refuse(refusal) => {
+                        served.answered = Some(refusal.status);
+                        Some(refused(refusal, served.grpc))
+                    }
                     Flow::Respond(response) => Some(response),
                 }
             };
@@ -191,7 +206,13 @@ impl Proxy {
         let preserve_host = entry.route.preserve_host || ctx.host_set;
         let stripped = if entry.route.strip_path { path.get(..found.matched_len).unwrap_or("") } else { "" };
         let parts = &mut *ctx.request;
+        // gRPC's servers want to hear that the client takes trailers, which hop-by-hop removal
+        // would hide: said again over HTTP/2, where it is the one `TE` allowed.
+        let te_trailers = entry.service.http2 != Http2::No && headers::takes_trailers(&parts.headers);
         headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+        if te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if parts.version == http::Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
@@ -306,9 +327,12 @@ fn other_scheme(
     Ok(Some(response))
 }
 
-/// The answer to a request a plugin refused.
-fn refused(refusal: Refusal) -> Response<bytes::Bytes> {
-    let mut response = crate::exchange::json_error(refusal.status, &refusal.message);
+/// The answer to a request a plugin refused; in gRPC's form to a gRPC call.
+fn refused(refusal: Refusal, grpc: bool) -> Response<bytes::Bytes> {
+    let mut response = match grpc {
+        true => grpc::answer(refusal.status, &refusal.message),
+        false => crate::exchange::json_error(refusal.status, &refusal.message),
+    };
     response.headers_mut().extend(*refusal.headers);
     response
 }
@@ -337,6 +361,11 @@ struct Served {
     route: Option<Arc<RouteMetrics>>,
     /// The request's record, when someone logs it.
     log: Option<Box<Draft>>,
+    /// The request is a gRPC call: the gateway's own answers take gRPC's form.
+    grpc: bool,
+    /// The status of the gateway's own answer (an error, a refusal), which a gRPC answer
+    /// carries as a `grpc-status` under HTTP 200.
+    answered: Option<StatusCode>,
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.

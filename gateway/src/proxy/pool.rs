@@ -7,8 +7,12 @@
 //! connections are reused newest first; [`Pool::reap`], run every half idle timeout, closes
 //! those older than the idle timeout and forgets those the upstream closed, including those of
 //! targets no longer configured. Taking and returning a connection cost O(1): neither scans the
-//! idle list nor reads the clock more than once.
+//! idle list nor reads the clock more than once. The HTTP/2 connections of `http2` services,
+//! shared by many requests at once, are kept apart by [`H2Pool`], which the pool holds and reaps.
 
+pub use super::dial::PoolKey;
+use super::dial::{dial, ConnectError, Handshake};
+use super::h2::H2Pool;
 use super::request_body::RequestBody;
 use crate::tls::UpstreamTls;
 use hyper::client::conn::http1;
@@ -17,46 +21,34 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The sending half of an upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
 
-/// What pooled connections are kept by: the target's `host:port`, and 0 for plain text or the
-/// id of the TLS settings the connection was made with.
-pub type PoolKey = (Arc<str>, u64);
+/// HTTP/1.1, upgrades included.
+struct Http1 {
+    preserve_header_case: bool,
+}
 
-/// Why no connection could be had.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The TCP connection did not open within the connect timeout.
-    #[error("connecting to {0} timed out")]
-    Timeout(Arc<str>),
-    /// The TCP connection failed (refused, unreachable, name not resolved).
-    #[error("connecting to {target}: {source}")]
-    Io {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The TLS handshake failed (the certificate did not verify, the upstream does not speak
-    /// TLS, the service's TLS settings did not load).
-    #[error("TLS handshake with {target}: {source}")]
-    Tls {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The HTTP/1.1 handshake failed.
-    #[error("HTTP handshake with {target}: {source}")]
-    Handshake {
-        /// The target.
-        target: Arc<str>,
-        /// The error.
-        source: hyper::Error,
-    },
+impl Handshake for Http1 {
+    type Sender = Sender;
+
+    async fn handshake<S>(self, stream: S) -> Result<Sender, hyper::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::Builder::new()
+            .preserve_header_case(self.preserve_header_case)
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection closed with an error");
+            }
+        });
+        Ok(sender)
+    }
 }
 
 struct Idle {
@@ -74,6 +66,7 @@ struct Inner {
     max_idle: usize,
     idle_timeout: Duration,
     preserve_header_case: bool,
+    h2: H2Pool,
 }
 
 impl Pool {
@@ -82,7 +75,13 @@ impl Pool {
     /// requests go out with the header-name case their extensions record, and responses record
     /// theirs.
     pub fn new(max_idle: usize, idle_timeout: Duration, preserve_header_case: bool) -> Pool {
-        Pool(Arc::new(Inner { idle: Mutex::new(HashMap::new()), max_idle, idle_timeout, preserve_header_case }))
+        Pool(Arc::new(Inner {
+            idle: Mutex::new(HashMap::new()),
+            max_idle,
+            idle_timeout,
+            preserve_header_case,
+            h2: H2Pool::new(idle_timeout),
+        }))
     }
 
     /// Whether header-name case is carried through (see [`Pool::new`]).
@@ -126,46 +125,15 @@ impl Pool {
         tls: Option<&UpstreamTls>,
         connect_timeout: Duration,
     ) -> Result<Sender, ConnectError> {
-        let connecting = async {
-            let stream = TcpStream::connect(&**target)
-                .await
-                .map_err(|source| ConnectError::Io { target: target.clone(), source })?;
-            let _ = stream.set_nodelay(true);
-            let handshake = match tls {
-                None => self.handshake(stream).await,
-                Some(tls) => {
-                    let stream = tls
-                        .connect(target, stream)
-                        .await
-                        .map_err(|source| ConnectError::Tls { target: target.clone(), source })?;
-                    self.handshake(stream).await
-                }
-            };
-            handshake.map_err(|source| ConnectError::Handshake { target: target.clone(), source })
-        };
-        let mut sender: Sender = tokio::time::timeout(connect_timeout, connecting)
-            .await
-            .map_err(|_| ConnectError::Timeout(target.clone()))??;
+        let h1 = Http1 { preserve_header_case: self.0.preserve_header_case };
+        let mut sender = dial(target, tls, connect_timeout, h1).await?;
         sender.ready().await.map_err(|source| ConnectError::Handshake { target: target.clone(), source })?;
         Ok(sender)
     }
 
-    /// HTTP/1.1 on `stream` (plain or TLS), its connection run by a task of its own until it
-    /// closes (upgrades included).
-    async fn handshake<S>(&self, stream: S) -> Result<Sender, hyper::Error>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, connection) = http1::Builder::new()
-            .preserve_header_case(self.0.preserve_header_case)
-            .handshake(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection closed with an error");
-            }
-        });
-        Ok(sender)
+    /// The HTTP/2 connections.
+    pub(crate) fn h2(&self) -> &H2Pool {
+        &self.0.h2
     }
 
     /// Puts a connection whose exchange finished back into the pool. The connection may need
@@ -213,6 +181,8 @@ impl Pool {
             list.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < timeout);
             !list.is_empty()
         });
+        drop(idle);
+        self.0.h2.reap();
     }
 
     /// How often [`Pool::reap`] should run.

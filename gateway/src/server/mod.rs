@@ -5,7 +5,9 @@
 //! the header read timeout, and an HTTP/1.1 client must then finish its request head within it
 //! too, or it is dropped; a client that takes nothing of what is sent to it for the send timeout
 //! is dropped (`send_timeout`); a head larger than the limit gets 431; a malformed request gets 400
-//! from hyper and only that connection ends; HTTP/2 peers that stop answering pings are dropped.
+//! from hyper and only that connection ends; HTTP/2 peers that stop answering pings are dropped,
+//! and so are those that open too many streams at once or reset them as fast as they open them
+//! (the rapid reset attack).
 //! On shutdown the listener closes at once, connections finish their in-flight requests, and
 //! whatever is still running when the grace period ends is cut.
 //!
@@ -40,6 +42,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+/// Streams one HTTP/2 client may have open at once.
+const H2_MAX_STREAMS: u32 = 200;
+/// Streams an HTTP/2 client may reset before the node has accepted them.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the node may reset for an HTTP/2 client's protocol errors on one connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// Limits applied to every connection of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +97,12 @@ pub async fn serve<H, F>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32)
+        // A client's streams at once, and the HTTP/2 rapid reset (CVE-2023-44487): streams the
+        // client resets before they are served, and streams this side had to reset for the
+        // client's errors, are counted; past these the connection ends with GOAWAY.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_pending_accept_reset_streams(Some(H2_MAX_PENDING_RESETS))
+        .max_local_error_reset_streams(Some(H2_MAX_LOCAL_ERROR_RESETS))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let builder = Arc::new(builder);

@@ -71,7 +71,8 @@ impl UpstreamTls {
         // with keys of this process: equal settings share pooled connections.
         let pems: Vec<&str> = cas.iter().map(|(_, ca)| ca.cert.as_str()).collect();
         let identity = client.map(|(_, cert)| (cert.cert.as_str(), cert.key.as_str()));
-        let id = ID_KEYS.hash_one((service.tls_verify, &service.tls_server_name, pems, identity));
+        let http2 = service.speaks_http2();
+        let id = ID_KEYS.hash_one((service.tls_verify, &service.tls_server_name, pems, identity, http2));
         if let Some(same) = reuse(id) {
             return Ok(same);
         }
@@ -95,13 +96,19 @@ impl UpstreamTls {
                 cert.load_even_if_expired().map_err(|(field, e)| format!("certificate {name:?}: {field}: {e}"))?.key,
             ),
         };
-        UpstreamTls::build(roots, key, service.tls_server_name.as_deref(), id).map(Arc::new)
+        let alpn = if http2 { Alpn::H2 } else { Alpn::Http11 };
+        UpstreamTls::build(roots, key, service.tls_server_name.as_deref(), id, alpn).map(Arc::new)
     }
 
     /// The TLS settings of active `https` probes: the system's roots (or no verification), the
     /// name `sni` or the target's host.
     pub fn probe(verify: bool, sni: Option<&str>) -> Result<UpstreamTls, String> {
-        UpstreamTls::build(verify.then(|| SYSTEM_ROOTS.clone()), None, sni, 0)
+        UpstreamTls::build(verify.then(|| SYSTEM_ROOTS.clone()), None, sni, 0, Alpn::Http11)
+    }
+
+    /// The TLS settings of active `grpc` probes over TLS: as [`UpstreamTls::probe`], with ALPN `h2`.
+    pub fn probe_h2(verify: bool, sni: Option<&str>) -> Result<UpstreamTls, String> {
+        UpstreamTls::build(verify.then(|| SYSTEM_ROOTS.clone()), None, sni, 0, Alpn::H2)
     }
 
     /// Verification against `roots` (none: no verification), `client` presented when asked.
@@ -110,6 +117,7 @@ impl UpstreamTls {
         client: Option<Arc<CertifiedKey>>,
         server_name: Option<&str>,
         id: u64,
+        alpn: Alpn,
     ) -> Result<UpstreamTls, String> {
         let provider = Arc::new(ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -123,8 +131,12 @@ impl UpstreamTls {
             None => builder.with_no_client_auth(),
             Some(key) => builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key))),
         };
-        // The proxy speaks HTTP/1.1 to upstreams.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Only the one protocol the service speaks is offered: an upstream that cannot speak it
+        // fails the handshake rather than answer in another.
+        config.alpn_protocols = vec![match alpn {
+            Alpn::Http11 => b"http/1.1".to_vec(),
+            Alpn::H2 => b"h2".to_vec(),
+        }];
         let server_name = match server_name {
             Some(name) => Some(ServerName::try_from(name.to_owned()).map_err(|e| format!("tls_server_name: {e}"))?),
             None => None,
@@ -143,6 +155,13 @@ impl UpstreamTls {
         };
         self.connector.connect(name, stream).await
     }
+}
+
+/// The protocol offered in the handshake.
+#[derive(Clone, Copy)]
+enum Alpn {
+    Http11,
+    H2,
 }
 
 /// The host of `host:port` (`[v6]:port`) as a server name.
