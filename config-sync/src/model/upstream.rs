@@ -131,6 +131,14 @@ pub struct Target {
     /// Share of traffic, 0 to 65535; 0 keeps the target present but never chosen. Default 100.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Chosen only while no other (non-backup) target of the upstream is healthy (nginx's
+    /// `backup`). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub backup: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn default_weight() -> u32 {
@@ -239,7 +247,7 @@ mod tests {
     fn targets_need_host_and_port() {
         for (target, ok) in [("a:1", true), ("[::1]:80", true), ("a", false), ("a:0", false), ("a b:1", false)] {
             let mut errors = Errors::default();
-            Target { target: target.into(), weight: 1 }.validate("t", &mut errors);
+            Target { target: target.into(), weight: 1, backup: false }.validate("t", &mut errors);
             assert_eq!(errors.is_empty(), ok, "{target}");
         }
     }
