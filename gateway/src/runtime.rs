@@ -8,7 +8,7 @@
 
 use crate::balance::tiers::Tiers;
 use crate::balance::TargetSpec;
-use crate::health::{Outcome, Policy, Registry, Source, State, TargetHealth, Watched};
+use crate::health::{Outcome, Policy, Registry, State, TargetHealth, Watched};
 use crate::plugins::auth::Consumers;
 use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
@@ -173,10 +173,16 @@ impl UpstreamState {
         self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a proxied exchange's outcome against target `index` (passive checks).
+    /// Counts a proxied exchange's outcome against target `index` (passive checks). An
+    /// ejection with an `ejection_time` sets one timer, which brings the target back when due.
     pub fn report(&self, index: usize, outcome: Outcome) {
-        if let Some(health) = self.health.get(index) {
-            health.record(outcome, &self.policy.passive.thresholds, Source::Passive);
+        let Some(health) = self.health.get(index) else { return };
+        if let Some(due) = health.record_passive(outcome, &self.policy.passive, Instant::now()) {
+            let health = health.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                health.return_from_ejection(due);
+            });
         }
     }
 

@@ -187,6 +187,18 @@ impl Gateway {
         HttpClient::new().get(&self.admin_url("/status")).await.json()
     }
 
+    /// The value of the `/metrics` line that starts with `series` (name and labels), 0 when
+    /// absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = HttpClient::new().get(&self.admin_url("/metrics")).await.body;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// `PUT <path>?wait=1` of the admin API with `body`: the reply once this node applied the
     /// write (or refused it).
     pub async fn admin_put(&self, path: &str, body: &serde_json::Value) -> Reply {

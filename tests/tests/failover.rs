@@ -228,17 +228,6 @@ fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
-/// The value of the metric line that starts with `series` (name and labels), 0 when absent.
-async fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = HttpClient::new().get(&gw.admin_url("/metrics")).await.body;
-    let text = String::from_utf8_lossy(&text).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// Two targets behind service `s`, with the upstream's `retry_budget` (YAML flow).
 fn budget_config(targets: &[&Upstream], budget: &str) -> String {
     let targets: Vec<String> = targets.iter().map(|t| format!("{{ target: \"{}\" }}", t.addr)).collect();
@@ -270,8 +259,8 @@ async fn with_every_target_failing_the_upstream_gets_at_most_the_budgets_share_m
     assert!(received <= sent + sent * 20 / 100, "the upstream received {received} for {sent} requests");
     assert!(received > sent, "some retries fit the budget: {received}");
     let series = r#"gateway_upstream_retries_total{service="s",reason="status""#;
-    assert!(metric(&gw, &format!(r#"{series},outcome="budget_exhausted"}}"#)).await > 0.0);
-    let retried = metric(&gw, &format!(r#"{series},outcome="retried"}}"#)).await;
+    assert!(gw.metric(&format!(r#"{series},outcome="budget_exhausted"}}"#)).await > 0.0);
+    let retried = gw.metric(&format!(r#"{series},outcome="retried"}}"#)).await;
     assert_eq!(retried as u64, received - sent, "each retry made is counted");
 }
 
@@ -288,7 +277,7 @@ async fn a_budget_of_zero_makes_no_retries() {
     assert_eq!(a.requests() + b.requests(), 20, "every request tried once");
     assert_eq!(got_503, a.requests(), "a's answers went to the clients");
     let refused = r#"gateway_upstream_retries_total{service="s",reason="status",outcome="budget_exhausted"}"#;
-    assert_eq!(metric(&gw, refused).await as u64, got_503);
+    assert_eq!(gw.metric(refused).await as u64, got_503);
 
     // The default budget (20%, at least 3) lets a lone client's retries through.
     let gw = Gateway::start(&budget_config(&[&a, &b], "{ percent: 20 }")).await;

@@ -3,7 +3,7 @@
 
 use http::Method;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tests::http::HttpClient;
 use tests::{eventually, run_gateway, Etcd, Gateway, TempDir, Upstream};
 
@@ -203,4 +203,70 @@ async fn a_dangling_fallback_is_listed_and_a_fallback_to_itself_refused() {
     let reply = c.call(Method::DELETE, &gw.admin_url("/upstreams/spare"), "").await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert_eq!(reply.json()["message"], "upstreams/spare is used by services/ok; change or delete those first");
+}
+
+/// Sends GETs to `/` until `target` is `UNHEALTHY`; every answer must be 200 (the failing
+/// target's answers are retried away).
+async fn eject(gw: &Gateway, target: &Upstream) {
+    let c = HttpClient::new();
+    for _ in 0..100 {
+        assert_eq!(c.get(&gw.url("/")).await.status, 200);
+        if entry(gw, "up", target).await["health"] == "UNHEALTHY" {
+            return;
+        }
+    }
+    panic!("{} was never ejected", target.name);
+}
+
+/// How long `target` takes to be `HEALTHY` again, polled every 20 ms.
+async fn time_out(gw: &Gateway, target: &Upstream) -> Duration {
+    let start = Instant::now();
+    wait_state(gw, "up", target, "HEALTHY").await;
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passively_ejected_target_returns_after_ejection_time_then_twice_that() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let yaml = format!(
+        r#"
+services:
+  - {{ name: s, url: "http://up", retry_on_statuses: [500], routes: [{{ name: r, paths: [/] }}] }}
+upstreams:
+  - {{ name: up, healthchecks: {{ passive: {{ unhealthy: {{ http_failures: 1, ejection_time: 0.8 }} }} }},
+       targets: [{}, {}] }}
+"#,
+        target(&a, ""),
+        target(&b, ""),
+    );
+    let gw = Gateway::start(&yaml).await;
+    a.force_status(500);
+    eject(&gw, &a).await;
+    let first = time_out(&gw, &a).await;
+    assert!(first >= Duration::from_millis(700) && first < Duration::from_millis(1600), "first ejection: {first:?}");
+
+    // Back, still failing: ejected again, for twice as long.
+    eject(&gw, &a).await;
+    let second = time_out(&gw, &a).await;
+    assert!(second >= Duration::from_millis(1500) && second < Duration::from_millis(2600), "second: {second:?}");
+    let series = format!(r#"gateway_upstream_ejections_total{{upstream="up",target="{}"}}"#, a.addr);
+    assert_eq!(gw.metric(&series).await, 2.0);
+    assert!(gw.logs().iter().any(|l| l.contains("target health changed") && l.contains("ejection_time")));
+
+    // Recovered, it takes its share again.
+    a.force_status(0);
+    let served = instances(&gw, "/", 20).await;
+    assert_eq!(served.iter().filter(|i| *i == "a").count(), 10, "{served:?}");
+}
+
+#[test]
+fn an_ejection_time_over_300_s_is_refused() {
+    let yaml = "services: [{ name: s, url: \"http://up\" }]\nupstreams: [{ name: up, healthchecks: \
+                { passive: { unhealthy: { ejection_time: 301 } } } }]\n";
+    let (code, stderr) = validate(yaml);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("upstreams/up.healthchecks.passive.unhealthy.ejection_time: must be 0 to 300 s"),
+        "{stderr}"
+    );
 }

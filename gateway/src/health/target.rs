@@ -2,8 +2,11 @@
 //! request.
 
 use super::counters::{Counters, Outcome, State, Thresholds, Transition};
-use std::sync::atomic::{AtomicBool, Ordering};
+use super::ejection::Ejections;
+use super::policy::PassivePolicy;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// Who reported an outcome, for the state-change log.
@@ -17,6 +20,8 @@ pub enum Source {
     Manual,
     /// An operator's reset on another node, received by gossip.
     Gossip,
+    /// The end of a passive ejection's `ejection_time`.
+    Ejection,
 }
 
 impl Source {
@@ -26,6 +31,7 @@ impl Source {
             Source::Passive => "passive",
             Source::Manual => "manual",
             Source::Gossip => "gossip",
+            Source::Ejection => "ejection_time",
         }
     }
 }
@@ -37,9 +43,30 @@ pub struct TargetHealth {
     address: String,
     /// Read on every pick; written only on a transition.
     healthy: AtomicBool,
-    counters: Mutex<Counters>,
+    inner: Mutex<Inner>,
+    /// Passive ejections so far (`gateway_upstream_ejections_total`).
+    ejected: AtomicU64,
     /// The state, for probe loops that wait on a change.
     state: watch::Sender<State>,
+}
+
+/// The counters, and the ejections they made.
+#[derive(Default)]
+struct Inner {
+    counters: Counters,
+    ejections: Ejections,
+}
+
+impl Inner {
+    /// Keeps the ejections in step with a transition not made by passive checks: back to
+    /// healthy at `now`, or out until a probe or an operator says otherwise.
+    fn other(&mut self, transition: Option<Transition>, now: Instant) {
+        match transition.map(|t| t.to) {
+            Some(State::Healthy) => self.ejections.returned(now),
+            Some(State::Unhealthy) => self.ejections.cancel(),
+            None => {}
+        }
+    }
 }
 
 impl TargetHealth {
@@ -49,7 +76,8 @@ impl TargetHealth {
             upstream: upstream.to_owned(),
             address: address.to_owned(),
             healthy: AtomicBool::new(true),
-            counters: Mutex::new(Counters::default()),
+            inner: Mutex::new(Inner::default()),
+            ejected: AtomicU64::new(0),
             state: watch::Sender::new(State::Healthy),
         }
     }
@@ -61,7 +89,12 @@ impl TargetHealth {
 
     /// The state and counters now.
     pub fn counters(&self) -> Counters {
-        *self.lock()
+        self.lock().counters
+    }
+
+    /// How many times passive checks made it unhealthy.
+    pub fn ejections(&self) -> u64 {
+        self.ejected.load(Ordering::Relaxed)
     }
 
     /// Waits for state changes.
@@ -74,16 +107,65 @@ impl TargetHealth {
         &self.address
     }
 
-    /// Counts an outcome against `thresholds`.
+    /// Counts an outcome of an active probe against `thresholds`.
     pub fn record(&self, outcome: Outcome, thresholds: &Thresholds, source: Source) -> Option<Transition> {
-        let transition = self.lock().record(outcome, thresholds);
+        let transition = {
+            let mut inner = self.lock();
+            let transition = inner.counters.record(outcome, thresholds);
+            inner.other(transition, Instant::now());
+            transition
+        };
         self.apply(transition, source)
+    }
+
+    /// Counts a proxied exchange's outcome at `now` against `policy`. When it ejects the target
+    /// and the policy has an `ejection_time`, returns when the target is due back: the caller
+    /// then calls [`TargetHealth::return_from_ejection`] at that time.
+    pub fn record_passive(&self, outcome: Outcome, policy: &PassivePolicy, now: Instant) -> Option<Instant> {
+        let (transition, due) = {
+            let mut inner = self.lock();
+            let transition = inner.counters.record(outcome, &policy.thresholds);
+            let due = match transition.map(|t| t.to) {
+                Some(State::Unhealthy) => {
+                    self.ejected.fetch_add(1, Ordering::Relaxed);
+                    let base = policy.ejection_time;
+                    (!base.is_zero()).then(|| inner.ejections.eject(now, base))
+                }
+                Some(State::Healthy) => {
+                    inner.ejections.returned(now);
+                    None
+                }
+                None => None,
+            };
+            (transition, due)
+        };
+        self.apply(transition, Source::Passive);
+        due
+    }
+
+    /// Ends the ejection due back at `due`: the target is healthy again, unless a probe, an
+    /// operator or traffic changed its state meanwhile.
+    pub fn return_from_ejection(&self, due: Instant) -> Option<Transition> {
+        let transition = {
+            let mut inner = self.lock();
+            if !inner.ejections.is_due(due) {
+                return None;
+            }
+            inner.ejections.returned(due);
+            inner.counters.set(State::Healthy).map(|t| Transition { cause: "ejection_time", ..t })
+        };
+        self.apply(transition, Source::Ejection)
     }
 
     /// An operator's set: takes `state` and clears the counters. `source` says whether it was
     /// made on this node or received from another.
     pub fn set(&self, state: State, source: Source) -> Option<Transition> {
-        let transition = self.lock().set(state);
+        let transition = {
+            let mut inner = self.lock();
+            let transition = inner.counters.set(state);
+            inner.other(transition, Instant::now());
+            transition
+        };
         self.apply(transition, source)
     }
 
@@ -112,7 +194,7 @@ impl TargetHealth {
         Some(t)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
-        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
