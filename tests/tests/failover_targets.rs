@@ -260,13 +260,77 @@ upstreams:
 }
 
 #[test]
-fn an_ejection_time_over_300_s_is_refused() {
-    let yaml = "services: [{ name: s, url: \"http://up\" }]\nupstreams: [{ name: up, healthchecks: \
-                { passive: { unhealthy: { ejection_time: 301 } } } }]\n";
-    let (code, stderr) = validate(yaml);
-    assert_eq!(code, Some(1), "{stderr}");
-    assert!(
-        stderr.contains("upstreams/up.healthchecks.passive.unhealthy.ejection_time: must be 0 to 300 s"),
-        "{stderr}"
+fn an_ejection_time_over_300_s_or_a_slow_start_over_an_hour_is_refused() {
+    for (upstream, error) in [
+        (
+            "healthchecks: { passive: { unhealthy: { ejection_time: 301 } } }",
+            "upstreams/up.healthchecks.passive.unhealthy.ejection_time: must be 0 to 300 s",
+        ),
+        ("slow_start: 3601", "upstreams/up.slow_start: must be 0 to 3600 s"),
+        ("slow_start: -1", "upstreams/up.slow_start"),
+    ] {
+        let yaml = format!("services: [{{ name: s, url: \"http://up\" }}]\nupstreams: [{{ name: up, {upstream} }}]\n");
+        let (code, stderr) = validate(&yaml);
+        assert_eq!(code, Some(1), "{upstream}: {stderr}");
+        assert!(stderr.contains(error), "{upstream}: wanted {error:?} in {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_starting_target_share_grows_over_the_window() {
+    const WINDOW: Duration = Duration::from_secs(3);
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let yaml = format!(
+        r#"
+services:
+  - {{ name: s, url: "http://up", routes: [{{ name: r, paths: [/] }}] }}
+upstreams:
+  - {{ name: up, slow_start: {}, targets: [{}, {}] }}
+"#,
+        WINDOW.as_secs(),
+        target(&a, ""),
+        target(&b, ""),
     );
+    let gw = Gateway::start(&yaml).await;
+    let c = HttpClient::new();
+    for to in ["unhealthy", "healthy"] {
+        let url = gw.admin_url(&format!("/upstreams/up/targets/{}/{to}", b.addr));
+        assert_eq!(c.call(Method::PUT, &url, "").await.status, 204);
+    }
+    let start = Instant::now();
+    // A bounded load: 4 clients over the window and one more second, each answer timed.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = gw.url("/");
+            tokio::spawn(async move {
+                let c = HttpClient::new();
+                let mut answers = Vec::new();
+                while start.elapsed() < WINDOW + Duration::from_secs(1) {
+                    let reply = c.get(&url).await;
+                    assert_eq!(reply.status, 200);
+                    answers.push((start.elapsed(), reply.instance() == "b"));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.expect("a client"));
+    }
+    // b's share in each quarter of the window, and after it.
+    let quarter = WINDOW / 4;
+    let share = |from: Duration, to: Duration| {
+        let part: Vec<bool> = answers.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, b)| *b).collect();
+        assert!(part.len() >= 100, "{} answers from {from:?} to {to:?}: too few to measure", part.len());
+        part.iter().filter(|b| **b).count() as f64 / part.len() as f64
+    };
+    let shares: Vec<f64> = (0..4).map(|q| share(quarter * q, quarter * (q + 1))).collect();
+    let after = share(WINDOW + Duration::from_millis(100), WINDOW + Duration::from_secs(1));
+    eprintln!("{} requests; b's share by quarter of the window: {shares:.3?}, after it: {after:.3}", answers.len());
+    // Its steady share is 1/2; the expected share in quarter q is about 1/2 × (q + 1/2) / 4.
+    assert!(shares[0] < 0.15, "first quarter: {shares:?}");
+    assert!(shares[0] < shares[1] && shares[1] < shares[2] && shares[2] < shares[3], "grows: {shares:?}");
+    assert!(shares[3] > 0.35, "last quarter near its steady share: {shares:?}");
+    assert!((0.45..=0.55).contains(&after), "after the window, its full share: {after}");
 }

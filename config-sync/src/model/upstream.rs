@@ -3,6 +3,7 @@
 use super::{check_name, service::check_host, service::split_host_port, Healthchecks};
 use crate::validate::Errors;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// How an upstream spreads requests over its targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -78,6 +79,11 @@ pub struct Upstream {
     /// Active and passive health checks, with Kong's schema and defaults.
     #[serde(default)]
     pub healthchecks: Healthchecks,
+    /// Seconds (fractions allowed, 0 to 3600) over which a target that turns healthy again
+    /// grows from no share of the traffic to its full share, linearly (Envoy's slow start).
+    /// 0 (default): full share at once.
+    #[serde(default, with = "super::units::seconds", skip_serializing_if = "Duration::is_zero")]
+    pub slow_start: Duration,
     /// How many retries may be in flight to this upstream from one node (Envoy's retry budget).
     #[serde(default, skip_serializing_if = "RetryBudget::is_default")]
     pub retry_budget: RetryBudget,
@@ -155,6 +161,9 @@ impl Upstream {
         }
         if !(10..=65_536).contains(&self.slots) {
             errors.push(format!("{path}.slots"), "must be 10 to 65536");
+        }
+        if self.slow_start > Duration::from_secs(3600) {
+            errors.push(format!("{path}.slow_start"), "must be 0 to 3600 s");
         }
         if self.retry_budget.percent > 100 {
             errors.push(format!("{path}.retry_budget.percent"), "must be 0 to 100");

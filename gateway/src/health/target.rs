@@ -5,9 +5,16 @@ use super::counters::{Counters, Outcome, State, Thresholds, Transition};
 use super::ejection::Ejections;
 use super::policy::PassivePolicy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// The instant `healthy_since` counts from: the first time it was asked for.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
 
 /// Who reported an outcome, for the state-change log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +53,8 @@ pub struct TargetHealth {
     inner: Mutex<Inner>,
     /// Passive ejections so far (`gateway_upstream_ejections_total`).
     ejected: AtomicU64,
+    /// When it last turned healthy, as nanoseconds since [`epoch`] (0: healthy from the start).
+    healthy_since: AtomicU64,
     /// The state, for probe loops that wait on a change.
     state: watch::Sender<State>,
 }
@@ -78,6 +87,7 @@ impl TargetHealth {
             healthy: AtomicBool::new(true),
             inner: Mutex::new(Inner::default()),
             ejected: AtomicU64::new(0),
+            healthy_since: AtomicU64::new(0),
             state: watch::Sender::new(State::Healthy),
         }
     }
@@ -90,6 +100,18 @@ impl TargetHealth {
     /// The state and counters now.
     pub fn counters(&self) -> Counters {
         self.lock().counters
+    }
+
+    /// Its share of its full weight at `now` during a `slow_start` of `window` (not zero)
+    /// since it last turned healthy: from 0 to 1, linearly; 1 for a target healthy from the
+    /// start or past the window. One atomic load.
+    pub fn warmth(&self, now: Instant, window: Duration) -> f64 {
+        let since = self.healthy_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = now.saturating_duration_since(epoch() + Duration::from_nanos(since));
+        (elapsed.as_secs_f64() / window.as_secs_f64()).min(1.0)
     }
 
     /// How many times passive checks made it unhealthy.
@@ -171,6 +193,10 @@ impl TargetHealth {
 
     fn apply(&self, transition: Option<Transition>, source: Source) -> Option<Transition> {
         let t = transition?;
+        if t.to == State::Healthy {
+            let since = Instant::now().saturating_duration_since(epoch()).as_nanos();
+            self.healthy_since.store(u64::try_from(since).unwrap_or(u64::MAX).max(1), Ordering::Relaxed);
+        }
         self.healthy.store(t.to == State::Healthy, Ordering::Relaxed);
         self.state.send_replace(t.to);
         let span = tracing::info_span!(

@@ -360,13 +360,32 @@ fn choose(
 }
 
 /// A healthy target of `upstream`, counted in `tried`; none when it has none (or too few).
+///
+/// With a `slow_start`, a target that turned healthy within it is kept only with a probability
+/// growing linearly over it (its warmth); otherwise the balancer picks once more without it.
+/// Only the picked target's warmth is read: the pick stays at the algorithm's cost, plus one
+/// pick at most.
 fn pick(upstream: &Arc<UpstreamState>, hash_key: Option<u64>, tried: &mut Vec<usize>) -> Option<usize> {
     if !upstream.above_threshold() {
         return None;
     }
+    let now = Instant::now();
     let unhealthy = |i: usize| !upstream.health[i].is_healthy();
-    let pick = TieredPick { hash_key, now: Instant::now(), unhealthy: &unhealthy, tried };
-    let index = upstream.balancer().pick(&pick)?;
+    let mut balancer = upstream.balancer();
+    let mut index = balancer.pick(&TieredPick { hash_key, now, unhealthy: &unhealthy, tried })?;
+    let window = upstream.upstream.slow_start;
+    if !window.is_zero() && fastrand::f64() >= upstream.health[index].warmth(now, window) {
+        tried.push(index);
+        let other = balancer.pick(&TieredPick { hash_key, now, unhealthy: &unhealthy, tried });
+        tried.pop();
+        if let Some(other) = other {
+            // The first pick's count ends; the second's holds (the same target again when it
+            // is the only one left).
+            balancer.finish(index, None, now);
+            index = other;
+        }
+    }
+    drop(balancer);
     tried.push(index);
     Some(index)
 }
