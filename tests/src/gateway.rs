@@ -35,6 +35,16 @@ pub fn run(args: &[&str]) -> std::process::Output {
     std::process::Command::new(binary()).args(args).output().expect("run gateway")
 }
 
+/// `gateway validate` on a declarative file holding `yaml`: its exit code and what it wrote to
+/// standard error.
+pub fn validate(yaml: &str) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, yaml).expect("write the config");
+    let out = run(&["validate", &file.to_string_lossy()]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// The `gateway` binary built beside the test binary (`target/<profile>/gateway`), or
 /// `GATEWAY_BIN`.
 pub fn binary() -> PathBuf {

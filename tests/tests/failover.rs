@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tests::http::HttpClient;
-use tests::{eventually, run_gateway, Gateway, TempDir, Upstream};
+use tests::{eventually, validate_config, Gateway, Upstream};
 
 /// One upstream `up` over `targets`, behind service `s` on `/` with `service` (YAML flow
 /// fields, e.g. `retry_on_statuses: [503]`), and service `plain` on `/plain` without them. The
@@ -184,15 +184,6 @@ async fn a_try_past_per_try_timeout_is_retried_on_another_target() {
     assert_eq!(c.get(&gw.url("/")).await.status, 504);
 }
 
-/// `gateway validate` on `yaml`: its exit code and what it wrote to stderr.
-fn validate(yaml: &str) -> (Option<i32>, String) {
-    let dir = TempDir::new();
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = run_gateway(&["validate", &file.to_string_lossy()]);
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
     let up = "upstreams: [{ name: up, targets: [{ target: \"127.0.0.1:1\" }] }]";
@@ -208,7 +199,7 @@ fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
         ("retry_backoff: { base: 1, ceiling: 2 }", "unknown field `ceiling`"),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\", {service} }}]\n{up}\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{service}: {stderr}");
         assert!(stderr.contains(error), "{service}: wanted {error:?} in {stderr}");
     }
@@ -218,11 +209,11 @@ fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
         ("retry_budget: { share: 5 }", "unknown field `share`"),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\" }}]\nupstreams: [{{ name: up, {upstream} }}]\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{upstream}: {stderr}");
         assert!(stderr.contains(error), "{upstream}: wanted {error:?} in {stderr}");
     }
-    let (code, stderr) = validate(&format!(
+    let (code, stderr) = validate_config(&format!(
         "services: [{{ name: s, url: \"http://up\", retry_on_statuses: [502, 503, 504], per_try_timeout: 500 }}]\n{up}\n"
     ));
     assert_eq!(code, Some(0), "{stderr}");

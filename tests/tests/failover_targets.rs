@@ -5,7 +5,7 @@ use http::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tests::http::HttpClient;
-use tests::{eventually, run_gateway, Etcd, Gateway, TempDir, Upstream};
+use tests::{eventually, validate_config, Etcd, Gateway, Upstream};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -124,15 +124,6 @@ async fn the_fallback_upstream_serves_while_the_service_upstream_has_no_healthy_
     assert_eq!(c.get(&gw.url("/back")).await.status, 503);
 }
 
-/// `gateway validate` on `yaml`: its exit code and what it wrote to stderr.
-fn validate(yaml: &str) -> (Option<i32>, String) {
-    let dir = TempDir::new();
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = run_gateway(&["validate", &file.to_string_lossy()]);
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn a_fallback_that_is_the_own_upstream_or_missing_is_refused_with_its_path() {
     let up = "upstreams: [{ name: up, targets: [{ target: \"127.0.0.1:1\" }] }]";
@@ -144,7 +135,7 @@ fn a_fallback_that_is_the_own_upstream_or_missing_is_refused_with_its_path() {
         ("fallback_upstream: nowhere", "services/s.fallback_upstream: unknown upstream \"nowhere\""),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\", {service} }}]\n{up}\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{service}: {stderr}");
         assert!(stderr.contains(error), "{service}: wanted {error:?} in {stderr}");
     }
@@ -270,7 +261,7 @@ fn an_ejection_time_over_300_s_or_a_slow_start_over_an_hour_is_refused() {
         ("slow_start: -1", "upstreams/up.slow_start"),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\" }}]\nupstreams: [{{ name: up, {upstream} }}]\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{upstream}: {stderr}");
         assert!(stderr.contains(error), "{upstream}: wanted {error:?} in {stderr}");
     }

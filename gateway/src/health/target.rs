@@ -186,6 +186,10 @@ impl TargetHealth {
             let mut inner = self.lock();
             let transition = inner.counters.set(state);
             inner.other(transition, Instant::now());
+            if state == State::Unhealthy {
+                // Also on a target already out: an operator's word is never timed.
+                inner.ejections.cancel();
+            }
             transition
         };
         self.apply(transition, source)
@@ -222,5 +226,44 @@ impl TargetHealth {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Policy;
+
+    #[test]
+    fn warmth_grows_linearly_from_the_return_over_the_window() {
+        let t = TargetHealth::new("u", "10.0.0.1:80");
+        let window = Duration::from_secs(10);
+        assert_eq!(t.warmth(Instant::now(), window), 1.0, "healthy from the start: full share");
+        t.set(State::Unhealthy, Source::Manual);
+        t.set(State::Healthy, Source::Manual);
+        let now = Instant::now();
+        assert!(t.warmth(now, window) < 0.05);
+        assert!((t.warmth(now + window / 2, window) - 0.5).abs() < 0.05);
+        assert_eq!(t.warmth(now + window, window), 1.0);
+    }
+
+    #[test]
+    fn a_timed_return_brings_the_target_back_unless_an_operator_came_first() {
+        let config = serde_json::json!({ "passive": { "unhealthy": { "http_failures": 1, "ejection_time": 1 } } });
+        let policy = Policy::new(&serde_json::from_value(config).unwrap()).passive;
+        let t = TargetHealth::new("u", "10.0.0.1:80");
+        let now = Instant::now();
+        let due = t.record_passive(Outcome::HttpFailure, &policy, now).expect("a timed ejection");
+        assert_eq!(due - now, Duration::from_secs(1));
+        assert!(!t.is_healthy());
+        let back = t.return_from_ejection(due).expect("back when due");
+        assert_eq!((back.to, back.cause), (State::Healthy, "ejection_time"));
+        assert!(t.is_healthy());
+        let due = t.record_passive(Outcome::HttpFailure, &policy, due).expect("ejected again");
+        assert_eq!(due - now, Duration::from_secs(3), "twice as long the second time");
+        t.set(State::Unhealthy, Source::Manual);
+        assert_eq!(t.return_from_ejection(due), None, "an operator's word is not timed");
+        assert!(!t.is_healthy());
+        assert_eq!(t.ejections(), 2);
     }
 }
