@@ -135,7 +135,8 @@ impl Config {
 
     /// The entities that refer to something missing: a route to an unknown service, targets of
     /// an unknown upstream, a service to an unknown CA or client certificate, a plugin (on a
-    /// route, a service, a consumer, or global) to an unknown upstream (`traffic-split`). A
+    /// route, a service, a consumer, or global) to an unknown upstream (`traffic-split`), a service
+    /// to an unknown `fallback_upstream`. A
     /// service whose url host is not an upstream is not at fault: that host is a literal address.
     pub fn dangling(&self) -> Vec<(EntityRef, FieldError)> {
         let mut found = self.unknown_plugin_upstreams();
@@ -146,6 +147,13 @@ impl Config {
                 let error = FieldError {
                     path: format!("services/{name}.ca_certificates[{i}]"),
                     message: format!("unknown CA certificate {ca:?}"),
+                };
+                found.push((EntityRef::Service(name.clone()), error));
+            }
+            if let Some(fallback) = service.fallback_upstream.as_ref().filter(|u| !self.upstreams.contains_key(*u)) {
+                let error = FieldError {
+                    path: format!("services/{name}.fallback_upstream"),
+                    message: format!("unknown upstream {fallback:?}"),
                 };
                 found.push((EntityRef::Service(name.clone()), error));
             }

@@ -6,8 +6,9 @@
 //! (in-flight counts, latency estimates) carries over to the next runtime for every upstream
 //! whose config and targets did not change.
 
-use crate::balance::{Balancer, TargetSpec};
-use crate::health::{Outcome, Policy, Registry, Source, State, TargetHealth, Watched};
+use crate::balance::tiers::Tiers;
+use crate::balance::TargetSpec;
+use crate::health::{Outcome, Policy, Registry, State, TargetHealth, Watched};
 use crate::plugins::auth::Consumers;
 use crate::plugins::pipeline::Chain;
 use crate::plugins::registry::{Builder, Shared};
@@ -60,6 +61,9 @@ pub struct ServiceEntry {
     pub service: Service,
     /// Where its requests go.
     pub destination: Destination,
+    /// Its `fallback_upstream`: where they go while the destination's upstream has no healthy
+    /// target.
+    pub fallback: Option<Arc<UpstreamState>>,
     /// The url's path, prepended to upstream request paths (no trailing `/`).
     pub path: String,
     /// How its connections speak TLS (`https://` services).
@@ -91,10 +95,11 @@ pub enum Destination {
 pub struct UpstreamState {
     /// The upstream as configured.
     pub upstream: Upstream,
-    /// Its targets in `host:port` order; balancer indexes point into it.
+    /// Its targets, the primary ones then the backups, each in `host:port` order; balancer
+    /// indexes point into it.
     pub targets: Vec<TargetEntry>,
-    /// The balancer, shared by every request to this upstream.
-    pub balancer: Mutex<Balancer>,
+    /// The balancers of its primary and backup targets, shared by every request to it.
+    pub(crate) balancer: Mutex<Tiers>,
     /// Each target's health on this node, by the same index as `targets`.
     pub health: Vec<Arc<TargetHealth>>,
     /// The compiled `healthchecks`.
@@ -121,7 +126,7 @@ impl UpstreamState {
                     State::Healthy => "HEALTHY",
                     State::Unhealthy => "UNHEALTHY",
                 };
-                serde_json::json!({
+                let mut view = serde_json::json!({
                     "target": &*target.authority,
                     "weight": target.weight,
                     "health": state,
@@ -131,7 +136,11 @@ impl UpstreamState {
                         "timeouts": c.timeouts,
                         "http_failures": c.http_failures,
                     },
-                })
+                });
+                if target.backup {
+                    view["backup"] = true.into();
+                }
+                view
             })
             .collect();
         let usable = self.above_threshold()
@@ -153,16 +162,19 @@ pub struct TargetEntry {
     pub host_header: HeaderValue,
     /// Its weight.
     pub weight: u32,
+    /// Chosen only while no primary target is healthy.
+    pub backup: bool,
 }
 
 impl TargetEntry {
-    fn new(authority: &str, weight: u32) -> TargetEntry {
+    fn new(authority: &str, weight: u32, backup: bool) -> TargetEntry {
         let host = authority.strip_suffix(":80").unwrap_or(authority);
         TargetEntry {
             authority: Arc::from(authority),
             // Validation allows only host name, IP and port characters, all valid in a header.
             host_header: HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("localhost")),
             weight,
+            backup,
         }
     }
 }
@@ -170,14 +182,20 @@ impl TargetEntry {
 impl UpstreamState {
     /// The balancer, locked. A panic while it was held cannot leave it inconsistent in a way
     /// that matters more than serving, so a poisoned lock is taken as it is.
-    pub fn balancer(&self) -> MutexGuard<'_, Balancer> {
+    pub(crate) fn balancer(&self) -> MutexGuard<'_, Tiers> {
         self.balancer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a proxied exchange's outcome against target `index` (passive checks).
+    /// Counts a proxied exchange's outcome against target `index` (passive checks). An
+    /// ejection with an `ejection_time` sets one timer, which brings the target back when due.
     pub fn report(&self, index: usize, outcome: Outcome) {
-        if let Some(health) = self.health.get(index) {
-            health.record(outcome, &self.policy.passive.thresholds, Source::Passive);
+        let Some(health) = self.health.get(index) else { return };
+        if let Some(due) = health.record_passive(outcome, &self.policy.passive, Instant::now()) {
+            let health = health.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(due.into()).await;
+                health.return_from_ejection(due);
+            });
         }
     }
 
@@ -257,16 +275,20 @@ impl Runtime {
         let plugins = Builder { shared, consumers: &consumers };
         let mut upstreams = HashMap::with_capacity(config.upstreams.len());
         for (name, upstream) in &config.upstreams {
-            let targets: Vec<_> = config.targets_of(name).collect();
+            // The primary targets first, then the backups: the index space of `Tiers`.
+            let (mut targets, backups): (Vec<_>, Vec<_>) = config.targets_of(name).partition(|t| !t.backup);
+            let primaries = targets.len();
+            targets.extend(backups);
             let fingerprint = serde_json::to_string(&(upstream, &targets)).expect("entities serialize");
             let kept =
                 previous.and_then(|p| p.upstreams.get(name)).filter(|old| old.fingerprint == fingerprint).cloned();
             let state = kept.unwrap_or_else(|| {
                 let specs: Vec<_> = targets.iter().map(|t| TargetSpec { key: &t.target, weight: t.weight }).collect();
+                let (primary, backup) = specs.split_at(primaries);
                 let seed = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
                 Arc::new(UpstreamState {
-                    balancer: Mutex::new(Balancer::new(upstream.algorithm, &specs, upstream.slots, seed)),
-                    targets: targets.iter().map(|t| TargetEntry::new(&t.target, t.weight)).collect(),
+                    balancer: Mutex::new(Tiers::new(upstream.algorithm, primary, backup, upstream.slots, seed)),
+                    targets: targets.iter().map(|t| TargetEntry::new(&t.target, t.weight, t.backup)).collect(),
                     health: targets.iter().map(|t| health.target(name, &t.target)).collect(),
                     policy: Policy::new(&upstream.healthchecks),
                     budget: crate::balance::budget::Budget::new(upstream.retry_budget),
@@ -288,7 +310,7 @@ impl Runtime {
                 Some(state) if url.port.is_none() => Destination::Upstream(state.clone()),
                 _ => {
                     let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
-                    Destination::Address(TargetEntry::new(&format!("{host}:{}", url.port_or_default()), 1))
+                    Destination::Address(TargetEntry::new(&format!("{host}:{}", url.port_or_default()), 1, false))
                 }
             };
             let tls = match url.tls {
@@ -305,7 +327,9 @@ impl Runtime {
             } else {
                 Http2::No
             };
-            let entry = ServiceEntry { service: service.clone(), destination, path: url.path, tls, http2 };
+            // Validation left out a service whose fallback does not exist.
+            let fallback = service.fallback_upstream.as_ref().and_then(|name| upstreams.get(name)).cloned();
+            let entry = ServiceEntry { service: service.clone(), destination, fallback, path: url.path, tls, http2 };
             services.insert(name.clone(), Arc::new(entry));
         }
 

@@ -91,6 +91,18 @@ impl Collector for StateCollector {
                 }
             }
         }
+        let mut ejections = encoder.encode_descriptor(
+            "gateway_upstream_ejections",
+            "Times passive checks made each target unhealthy on this node",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, upstream) in &runtime.upstreams {
+            for (target, state) in upstream.targets.iter().zip(&upstream.health) {
+                let labels = [("upstream", name.as_str()), ("target", &*target.authority)];
+                ConstCounter::new(state.ejections()).encode(ejections.encode_family(&labels)?)?;
+            }
+        }
 
         let certificates = self.0.live.certificates().load();
         if !certificates.is_empty() {

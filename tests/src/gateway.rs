@@ -35,6 +35,16 @@ pub fn run(args: &[&str]) -> std::process::Output {
     std::process::Command::new(binary()).args(args).output().expect("run gateway")
 }
 
+/// `gateway validate` on a declarative file holding `yaml`: its exit code and what it wrote to
+/// standard error.
+pub fn validate(yaml: &str) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(&file, yaml).expect("write the config");
+    let out = run(&["validate", &file.to_string_lossy()]);
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// The `gateway` binary built beside the test binary (`target/<profile>/gateway`), or
 /// `GATEWAY_BIN`.
 pub fn binary() -> PathBuf {
@@ -185,6 +195,18 @@ impl Gateway {
     /// `GET /status` of the admin API.
     pub async fn status(&self) -> serde_json::Value {
         HttpClient::new().get(&self.admin_url("/status")).await.json()
+    }
+
+    /// The value of the `/metrics` line that starts with `series` (name and labels), 0 when
+    /// absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = HttpClient::new().get(&self.admin_url("/metrics")).await.body;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// `PUT <path>?wait=1` of the admin API with `body`: the reply once this node applied the

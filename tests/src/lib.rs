@@ -34,7 +34,7 @@ pub mod tls;
 mod upstream;
 
 pub use etcd::{Etcd, Relay, SecureFiles};
-pub use gateway::{binary as gateway_binary, pair, run as run_gateway, Gateway};
+pub use gateway::{binary as gateway_binary, pair, run as run_gateway, validate as validate_config, Gateway};
 pub use redis::{Redis, RedisCluster};
 pub use tempdir::TempDir;
 pub use upstream::{closed_port, Upstream};

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tests::http::HttpClient;
-use tests::{eventually, run_gateway, Gateway, TempDir, Upstream};
+use tests::{eventually, validate_config, Gateway, Upstream};
 
 /// One upstream `up` over `targets`, behind service `s` on `/` with `service` (YAML flow
 /// fields, e.g. `retry_on_statuses: [503]`), and service `plain` on `/plain` without them. The
@@ -184,15 +184,6 @@ async fn a_try_past_per_try_timeout_is_retried_on_another_target() {
     assert_eq!(c.get(&gw.url("/")).await.status, 504);
 }
 
-/// `gateway validate` on `yaml`: its exit code and what it wrote to stderr.
-fn validate(yaml: &str) -> (Option<i32>, String) {
-    let dir = TempDir::new();
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let out = run_gateway(&["validate", &file.to_string_lossy()]);
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
     let up = "upstreams: [{ name: up, targets: [{ target: \"127.0.0.1:1\" }] }]";
@@ -208,7 +199,7 @@ fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
         ("retry_backoff: { base: 1, ceiling: 2 }", "unknown field `ceiling`"),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\", {service} }}]\n{up}\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{service}: {stderr}");
         assert!(stderr.contains(error), "{service}: wanted {error:?} in {stderr}");
     }
@@ -218,25 +209,14 @@ fn bad_retry_settings_and_budgets_are_refused_with_their_path() {
         ("retry_budget: { share: 5 }", "unknown field `share`"),
     ] {
         let yaml = format!("services: [{{ name: s, url: \"http://up\" }}]\nupstreams: [{{ name: up, {upstream} }}]\n");
-        let (code, stderr) = validate(&yaml);
+        let (code, stderr) = validate_config(&yaml);
         assert_eq!(code, Some(1), "{upstream}: {stderr}");
         assert!(stderr.contains(error), "{upstream}: wanted {error:?} in {stderr}");
     }
-    let (code, stderr) = validate(&format!(
+    let (code, stderr) = validate_config(&format!(
         "services: [{{ name: s, url: \"http://up\", retry_on_statuses: [502, 503, 504], per_try_timeout: 500 }}]\n{up}\n"
     ));
     assert_eq!(code, Some(0), "{stderr}");
-}
-
-/// The value of the metric line that starts with `series` (name and labels), 0 when absent.
-async fn metric(gw: &Gateway, series: &str) -> f64 {
-    let text = HttpClient::new().get(&gw.admin_url("/metrics")).await.body;
-    let text = String::from_utf8_lossy(&text).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Two targets behind service `s`, with the upstream's `retry_budget` (YAML flow).
@@ -270,8 +250,8 @@ async fn with_every_target_failing_the_upstream_gets_at_most_the_budgets_share_m
     assert!(received <= sent + sent * 20 / 100, "the upstream received {received} for {sent} requests");
     assert!(received > sent, "some retries fit the budget: {received}");
     let series = r#"gateway_upstream_retries_total{service="s",reason="status""#;
-    assert!(metric(&gw, &format!(r#"{series},outcome="budget_exhausted"}}"#)).await > 0.0);
-    let retried = metric(&gw, &format!(r#"{series},outcome="retried"}}"#)).await;
+    assert!(gw.metric(&format!(r#"{series},outcome="budget_exhausted"}}"#)).await > 0.0);
+    let retried = gw.metric(&format!(r#"{series},outcome="retried"}}"#)).await;
     assert_eq!(retried as u64, received - sent, "each retry made is counted");
 }
 
@@ -288,7 +268,7 @@ async fn a_budget_of_zero_makes_no_retries() {
     assert_eq!(a.requests() + b.requests(), 20, "every request tried once");
     assert_eq!(got_503, a.requests(), "a's answers went to the clients");
     let refused = r#"gateway_upstream_retries_total{service="s",reason="status",outcome="budget_exhausted"}"#;
-    assert_eq!(metric(&gw, refused).await as u64, got_503);
+    assert_eq!(gw.metric(refused).await as u64, got_503);
 
     // The default budget (20%, at least 3) lets a lone client's retries through.
     let gw = Gateway::start(&budget_config(&[&a, &b], "{ percent: 20 }")).await;

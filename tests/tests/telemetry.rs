@@ -242,3 +242,58 @@ async fn every_log_line_carries_the_node_id() {
         assert_eq!(v["node_id"], "test-node", "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_try_is_a_child_span_with_its_target_and_outcome() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    a.force_status(503);
+    let sink = OtlpSink::start().await;
+    let yaml = format!(
+        r#"
+services:
+  - {{ name: s, url: "http://up", retry_on_statuses: [503], retry_backoff: {{ base: 0, max: 0 }},
+       routes: [{{ name: orders, paths: [/orders] }}] }}
+upstreams:
+  - {{ name: up, targets: [{{ target: "{}" }}, {{ target: "{}" }}] }}
+"#,
+        a.addr, b.addr
+    );
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "50".to_owned()),
+    ];
+    let gw = Gateway::start_with_env(&yaml, &[], &env).await;
+    // Round-robin: one of two requests tries a first, and is retried on b.
+    let c = HttpClient::new();
+    let mut traces = Vec::new();
+    for _ in 0..2 {
+        let reply = c.get(&gw.url("/orders")).await;
+        assert_eq!(reply.instance(), "b");
+        let seen = reply.json()["headers"]["traceparent"].as_str().expect("a traceparent").to_owned();
+        traces.push(traceparent(&seen).0);
+    }
+    let (server, mut tries) = eventually(Duration::from_secs(10), "a trace of two tries", || async {
+        let spans = sink.spans();
+        traces.iter().find_map(|trace| {
+            let server = spans.iter().find(|s| &s.trace_id == trace && s.kind == SERVER)?.clone();
+            let tries: Vec<_> = spans.iter().filter(|s| &s.trace_id == trace && s.kind == CLIENT).cloned().collect();
+            (tries.len() == 2).then_some((server, tries))
+        })
+    })
+    .await;
+    tries.sort_by(|x, y| x.attributes["http.request.resend_count"].cmp(&y.attributes["http.request.resend_count"]));
+    for t in &tries {
+        assert_eq!(t.parent_span_id, server.span_id, "each try is a child of the request");
+    }
+    let (first, second) = (&tries[0].attributes, &tries[1].attributes);
+    assert_eq!(first["server.port"], a.addr.port().to_string());
+    assert_eq!(first["http.request.resend_count"], "0");
+    assert_eq!(first["http.response.status_code"], "503");
+    assert_eq!(first["error.type"], "retried_status");
+    assert_eq!(second["server.port"], b.addr.port().to_string());
+    assert_eq!(second["http.request.resend_count"], "1");
+    assert_eq!(second["http.response.status_code"], "200");
+    assert!(!second.contains_key("error.type"), "{second:?}");
+}

@@ -174,11 +174,26 @@ pub struct PassiveUnhealthy {
     pub timeouts: u32,
     /// HTTP failures in a row that make a target unhealthy; 0: off.
     pub http_failures: u32,
+    /// Seconds (fractions allowed, 0 to 300) a target these counters made unhealthy stays out
+    /// before it is healthy again; doubled on each ejection that follows its return, up to
+    /// 300 s (Envoy's outlier detection). 0 (default): Kong's rule, back only through an active
+    /// probe or an operator.
+    #[serde(with = "units::seconds", skip_serializing_if = "Duration::is_zero")]
+    pub ejection_time: Duration,
 }
+
+/// The longest ejection, however many times a target was ejected in a row.
+pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
 impl Default for PassiveUnhealthy {
     fn default() -> Self {
-        PassiveUnhealthy { http_statuses: vec![429, 500, 503], tcp_failures: 0, timeouts: 0, http_failures: 0 }
+        PassiveUnhealthy {
+            http_statuses: vec![429, 500, 503],
+            tcp_failures: 0,
+            timeouts: 0,
+            http_failures: 0,
+            ejection_time: Duration::ZERO,
+        }
     }
 }
 
@@ -248,6 +263,9 @@ impl Healthchecks {
             &format!("{pp}.unhealthy"),
             errors,
         );
+        if u.ejection_time > MAX_EJECTION_TIME {
+            errors.push(format!("{pp}.unhealthy.ejection_time"), "must be 0 to 300 s");
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub use consumer::{
 };
 pub use healthchecks::{
     ActiveCheck, ActiveHealthy, ActiveUnhealthy, CheckType, Healthchecks, PassiveCheck, PassiveHealthy,
-    PassiveUnhealthy,
+    PassiveUnhealthy, MAX_EJECTION_TIME,
 };
 pub use plugins::{
     exact_origin, parse_ip_or_cidr, redact_secrets, Acl, BasicAuth, CacheStrategy, Claim, CorrelationId, Cors,

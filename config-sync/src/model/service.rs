@@ -38,6 +38,13 @@ pub struct Service {
     /// which ends the request (504). 1 to `read_timeout` ms.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "units::millis_opt")]
     pub per_try_timeout: Option<Duration>,
+    /// An upstream whose targets take the service's requests while its own upstream (the host
+    /// of its `url`) has no healthy target. Only one level is followed: the fallback's own
+    /// services' fallbacks are not, so fallbacks never form a loop. It must name an existing
+    /// upstream (else the service is a dangling reference) other than the service's own.
+    /// Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_upstream: Option<String>,
     /// Time to open a TCP connection to a target. Default 60000 ms.
     #[serde(default = "default_timeout", with = "units::millis")]
     pub connect_timeout: Duration,
@@ -280,6 +287,14 @@ impl Service {
 
 impl Service {
     fn validate_failover(&self, path: &str, errors: &mut Errors) {
+        if let Some(fallback) = &self.fallback_upstream {
+            if self.parsed_url().is_ok_and(|url| &url.host == fallback && url.port.is_none()) {
+                errors.push(
+                    format!("{path}.fallback_upstream"),
+                    format!("{fallback:?} is the service's own upstream: a fallback must be another upstream"),
+                );
+            }
+        }
         if let Some(status) = self.retry_on_statuses.iter().find(|s| !(400..=599).contains(*s)) {
             errors.push(format!("{path}.retry_on_statuses"), format!("{status} is not a status from 400 to 599"));
         }

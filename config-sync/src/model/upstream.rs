@@ -3,6 +3,7 @@
 use super::{check_name, service::check_host, service::split_host_port, Healthchecks};
 use crate::validate::Errors;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// How an upstream spreads requests over its targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -78,6 +79,11 @@ pub struct Upstream {
     /// Active and passive health checks, with Kong's schema and defaults.
     #[serde(default)]
     pub healthchecks: Healthchecks,
+    /// Seconds (fractions allowed, 0 to 3600) over which a target that turns healthy again
+    /// grows from no share of the traffic to its full share, linearly (Envoy's slow start).
+    /// 0 (default): full share at once.
+    #[serde(default, with = "super::units::seconds", skip_serializing_if = "Duration::is_zero")]
+    pub slow_start: Duration,
     /// How many retries may be in flight to this upstream from one node (Envoy's retry budget).
     #[serde(default, skip_serializing_if = "RetryBudget::is_default")]
     pub retry_budget: RetryBudget,
@@ -131,6 +137,14 @@ pub struct Target {
     /// Share of traffic, 0 to 65535; 0 keeps the target present but never chosen. Default 100.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Chosen only while no other (non-backup) target of the upstream is healthy (nginx's
+    /// `backup`). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub backup: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn default_weight() -> u32 {
@@ -147,6 +161,9 @@ impl Upstream {
         }
         if !(10..=65_536).contains(&self.slots) {
             errors.push(format!("{path}.slots"), "must be 10 to 65536");
+        }
+        if self.slow_start > Duration::from_secs(3600) {
+            errors.push(format!("{path}.slow_start"), "must be 0 to 3600 s");
         }
         if self.retry_budget.percent > 100 {
             errors.push(format!("{path}.retry_budget.percent"), "must be 0 to 100");
@@ -239,7 +256,7 @@ mod tests {
     fn targets_need_host_and_port() {
         for (target, ok) in [("a:1", true), ("[::1]:80", true), ("a", false), ("a:0", false), ("a b:1", false)] {
             let mut errors = Errors::default();
-            Target { target: target.into(), weight: 1 }.validate("t", &mut errors);
+            Target { target: target.into(), weight: 1, backup: false }.validate("t", &mut errors);
             assert_eq!(errors.is_empty(), ok, "{target}");
         }
     }

@@ -73,7 +73,8 @@ pub async fn put(cx: &Context<'_>, key: &EntityKey, body: &[u8]) -> Response<Pro
         Entity::Service(service) => {
             let cas = service.ca_certificates.iter().map(|ca| EntityKey::CaCertificate(ca.clone()));
             let client = service.client_certificate.iter().map(|c| EntityKey::Certificate(c.clone()));
-            (to_json(service), cas.chain(client).collect())
+            let fallback = service.fallback_upstream.iter().map(|u| EntityKey::Upstream(u.clone()));
+            (to_json(service), cas.chain(client).chain(fallback).collect())
         }
         Entity::Upstream(upstream) => (to_json(upstream), vec![]),
         Entity::Plugin(plugins) => (to_json(plugins), vec![]),
@@ -177,7 +178,8 @@ fn holder_of(config: &config_sync::Config, username: &str, credential: &Credenti
 /// use it was written since that read; a user written meanwhile (through any node) makes it read
 /// and check again.
 pub async fn delete(cx: &Context<'_>, key: &EntityKey) -> Response<ProxyBody> {
-    // Routes use services; services use upstreams (by the host of their URL), CA certificates
+    // Routes use services; services use upstreams (by the host of their URL, and as their
+    // `fallback_upstream`), CA certificates
     // and client certificates; the plugins of routes, services, consumers and global ones use
     // upstreams (`traffic-split`), so an upstream's users may be anywhere under the prefix.
     let users_under = match key {
@@ -226,7 +228,10 @@ fn users_of(config: &config_sync::Config, key: &EntityKey) -> Vec<String> {
             config.routes.values().filter(|r| &r.service == name).map(|r| format!("routes/{}", r.name)).collect()
         }
         EntityKey::Upstream(name) => {
-            let by_url = |s: &Service| s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none());
+            let by_url = |s: &Service| {
+                s.parsed_url().is_ok_and(|u| &u.host == name && u.port.is_none())
+                    || s.fallback_upstream.as_ref() == Some(name)
+            };
             let split = |plugins: &Plugins| plugins.upstreams().any(|(_, u)| u == name);
             let mut users = services_where(config, |s| by_url(s) || split(&s.plugins));
             users.extend(config.routes.iter().filter(|(_, r)| split(&r.plugins)).map(|(n, _)| format!("routes/{n}")));

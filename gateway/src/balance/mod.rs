@@ -15,7 +15,8 @@
 //!   weighted rendezvous hashing, for sticky (consistent-hashing) routing.
 //! - [`PeakEwma`] (`ewma.rs`): peak-EWMA latency with the power of two random choices.
 //!
-//! [`budget`] counts an upstream's retries against Envoy's retry budget.
+//! [`budget`] counts an upstream's retries against Envoy's retry budget; `tiers.rs` keeps an
+//! upstream's primary and `backup` targets in two balancers of its algorithm.
 //!
 //! [`Balancer`] unifies them. The gateway builds one per upstream from the
 //! upstream's algorithm and target list and keeps it behind a mutex. Before
@@ -31,6 +32,7 @@ mod ewma;
 mod least_conn;
 mod ring;
 mod round_robin;
+pub(crate) mod tiers;
 
 pub use ewma::PeakEwma;
 pub use least_conn::LeastConnections;

@@ -7,12 +7,14 @@
 //! did not change (Kong #7835).
 //!
 //! - [`counters`]: the sans-IO state machine.
+//! - [`ejection`]: how long a passive ejection lasts (`ejection_time`, doubling), sans-IO.
 //! - [`policy`]: an upstream's `healthchecks` compiled into thresholds and status sets.
 //! - [`TargetHealth`]: one target's counters and the flag the balancer reads.
 //! - [`active`]: the probe tasks.
 
 pub mod active;
 pub mod counters;
+pub mod ejection;
 pub mod policy;
 mod target;
 

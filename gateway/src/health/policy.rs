@@ -80,6 +80,9 @@ pub struct PassivePolicy {
     pub unhealthy_statuses: StatusSet,
     /// When the state flips.
     pub thresholds: Thresholds,
+    /// How long an ejection lasts before the target is healthy again (doubling); zero: until
+    /// a probe or an operator brings it back.
+    pub ejection_time: Duration,
 }
 
 impl PassivePolicy {
@@ -156,6 +159,7 @@ impl Policy {
                     timeouts: p.unhealthy.timeouts,
                     http_failures: p.unhealthy.http_failures,
                 },
+                ejection_time: p.unhealthy.ejection_time,
             },
             threshold: config.threshold,
         }

@@ -9,7 +9,9 @@
 //! dropped unread, before anything of it reached the client. A request whose body has started
 //! streaming upstream is never retried: that body is gone, and the upstream's answer (or 502)
 //! is the client's. A timeout of `read_timeout` waiting for the response head is final (504).
-//! Each retry waits the service's `retry_backoff` first.
+//! Each retry waits the service's `retry_backoff` first. Targets are chosen as [`choose`] says:
+//! backups only while no primary target is healthy, the service's `fallback_upstream` only
+//! while its upstream has no healthy target.
 
 use super::body::{Completion, Held, ProxyBody};
 use super::dial::ConnectError;
@@ -20,7 +22,7 @@ use super::pool::Pool;
 use super::request_body::{ClientBodyError, IdleTimedOut, IdleTimeout, Progress, RequestBody};
 use super::span;
 use crate::balance::budget::InFlight;
-use crate::balance::Pick;
+use crate::balance::tiers::TieredPick;
 use crate::exchange::{ClientBody, ClientInfo};
 use crate::health::Outcome;
 use crate::runtime::{Destination, Http2, ServiceEntry, TargetEntry, UpstreamState};
@@ -62,17 +64,18 @@ pub struct Attempt<'a> {
 /// Where an attempt's requests go.
 #[derive(Clone, Copy)]
 enum To<'a> {
-    /// Balanced over an upstream's targets.
-    Upstream(&'a Arc<UpstreamState>),
+    /// Balanced over an upstream's targets, or the fallback's while it has no healthy target.
+    Upstream { own: &'a Arc<UpstreamState>, fallback: Option<&'a Arc<UpstreamState>> },
     /// One literal `host:port`.
     Address(&'a TargetEntry),
 }
 
 impl<'a> Attempt<'a> {
-    /// The upstream a plugin chose, else the service's own destination.
+    /// The upstream a plugin chose, else the service's own destination and its fallback.
     fn destination(&self) -> To<'a> {
         match (self.upstream, &self.service.destination) {
-            (Some(upstream), _) | (None, Destination::Upstream(upstream)) => To::Upstream(upstream),
+            (Some(own), _) => To::Upstream { own, fallback: None },
+            (None, Destination::Upstream(own)) => To::Upstream { own, fallback: self.service.fallback.as_ref() },
             (None, Destination::Address(target)) => To::Address(target),
         }
     }
@@ -158,16 +161,16 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
     let idempotent = is_idempotent(&attempt.parts.method);
     let destination = attempt.destination();
     let key = match destination {
-        To::Upstream(up) if up.upstream.algorithm == Algorithm::ConsistentHashing => {
+        To::Upstream { own: up, .. } if up.upstream.algorithm == Algorithm::ConsistentHashing => {
             hash_key(&up.upstream, attempt.parts, attempt.client)
         }
         _ => None,
     };
-    let mut tried = Vec::new();
+    let mut tried = Tried::default();
     let mut last_error = ProxyError::Upstream("no attempt was made".into());
     // Counted against the upstream's retry budget while the request is in flight.
     let mut in_flight = match destination {
-        To::Upstream(up) => Some(up.budget.request()),
+        To::Upstream { own, .. } => Some(own.budget.request()),
         To::Address(_) => None,
     };
     let mut admit = || in_flight.as_mut().is_none_or(InFlight::admit_retry);
@@ -186,7 +189,7 @@ pub(crate) async fn forward(attempt: Attempt<'_>, client_body: ClientBody) -> Re
                 tokio::time::sleep(wait).await;
             }
         }
-        let chosen = choose(destination, key, &mut tried)?;
+        let chosen = choose(&attempt, destination, key, &mut tried)?;
         let span = span::attempt(&attempt.parts.method, &chosen.target.authority, retry);
         let sending = send(&attempt, &chosen.target, request_body, progress.as_deref());
         let sending = async {
@@ -387,29 +390,71 @@ fn unsent_on_reused(
     }
 }
 
-/// Picks the next target: one not tried yet by this request while there is one.
-fn choose(destination: To<'_>, hash_key: Option<u64>, tried: &mut Vec<usize>) -> Result<Chosen, ProxyError> {
-    let upstream = match destination {
+/// The targets a request tried, in its service's upstream and in the fallback.
+#[derive(Default)]
+struct Tried {
+    own: Vec<usize>,
+    fallback: Vec<usize>,
+}
+
+/// Picks the next target: in the upstream, a healthy one (a primary while one is healthy, else
+/// a backup) not tried yet by this request while there is one; when the upstream has no
+/// healthy target, in the service's `fallback_upstream` the same way.
+fn choose(
+    attempt: &Attempt<'_>,
+    destination: To<'_>,
+    key: Option<u64>,
+    tried: &mut Tried,
+) -> Result<Chosen, ProxyError> {
+    let (own, fallback) = match destination {
         To::Address(target) => return Ok(Chosen { target: target.clone(), pick: None }),
-        To::Upstream(upstream) => upstream,
+        To::Upstream { own, fallback } => (own, fallback),
     };
-    let no_target = || ProxyError::NoHealthyTarget(upstream.upstream.name.clone());
+    if let Some(index) = pick(own, key, &mut tried.own) {
+        return Ok(Chosen { target: own.targets[index].clone(), pick: Some((own.clone(), index)) });
+    }
+    if let Some(fallback) = fallback {
+        let key = match fallback.upstream.algorithm {
+            Algorithm::ConsistentHashing => hash_key(&fallback.upstream, attempt.parts, attempt.client),
+            _ => None,
+        };
+        if let Some(index) = pick(fallback, key, &mut tried.fallback) {
+            tracing::debug!(upstream = %own.upstream.name, fallback = %fallback.upstream.name, "no healthy target: falling back");
+            return Ok(Chosen { target: fallback.targets[index].clone(), pick: Some((fallback.clone(), index)) });
+        }
+    }
+    Err(ProxyError::NoHealthyTarget(own.upstream.name.clone()))
+}
+
+/// A healthy target of `upstream`, counted in `tried`; none when it has none (or too few).
+///
+/// With a `slow_start`, a target that turned healthy within it is kept only with a probability
+/// growing linearly over it (its warmth); otherwise the balancer picks once more without it.
+/// Only the picked target's warmth is read: the pick stays at the algorithm's cost, plus one
+/// pick at most.
+fn pick(upstream: &Arc<UpstreamState>, hash_key: Option<u64>, tried: &mut Vec<usize>) -> Option<usize> {
     if !upstream.above_threshold() {
-        return Err(no_target());
+        return None;
     }
     let now = Instant::now();
     let unhealthy = |i: usize| !upstream.health[i].is_healthy();
-    let index = {
-        let mut balancer = upstream.balancer();
-        let skip = |i: usize| unhealthy(i) || tried.contains(&i);
-        balancer.pick(&Pick { hash_key, now, skip: &skip }).or_else(|| {
-            // Every healthy target was tried: start over among them.
-            (!tried.is_empty()).then(|| balancer.pick(&Pick { hash_key, now, skip: &unhealthy })).flatten()
-        })
-    };
-    let index = index.ok_or_else(no_target)?;
+    let mut balancer = upstream.balancer();
+    let mut index = balancer.pick(&TieredPick { hash_key, now, unhealthy: &unhealthy, tried })?;
+    let window = upstream.upstream.slow_start;
+    if !window.is_zero() && fastrand::f64() >= upstream.health[index].warmth(now, window) {
+        tried.push(index);
+        let other = balancer.pick(&TieredPick { hash_key, now, unhealthy: &unhealthy, tried });
+        tried.pop();
+        if let Some(other) = other {
+            // The first pick's count ends; the second's holds (the same target again when it
+            // is the only one left).
+            balancer.finish(index, None, now);
+            index = other;
+        }
+    }
+    drop(balancer);
     tried.push(index);
-    Ok(Chosen { target: upstream.targets[index].clone(), pick: Some((upstream.clone(), index)) })
+    Some(index)
 }
 
 /// The request over HTTP/2: the URI absolute (its authority the target's, or the client's with
