@@ -41,3 +41,16 @@ pub async fn redis_gets(redis: &Redis) -> u64 {
     let info = redis.cli(&["INFO", "commandstats"]).await;
     info.lines().find_map(|line| line.strip_prefix("cmdstat_get:calls=")?.split(',').next()?.parse().ok()).unwrap_or(0)
 }
+
+/// GETs every one of `urls` at once; the `X-Cache-Status` of each answer, which must be a 200.
+pub async fn statuses_of_concurrent_gets(urls: Vec<String>) -> Vec<String> {
+    let calls: Vec<_> =
+        urls.into_iter().map(|url| tokio::spawn(async move { HttpClient::new().get(&url).await })).collect();
+    let mut statuses = Vec::new();
+    for call in calls {
+        let reply = call.await.expect("the request task");
+        assert_eq!(reply.status, 200);
+        statuses.push(status(&reply).to_owned());
+    }
+    statuses
+}

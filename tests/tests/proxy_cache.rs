@@ -5,7 +5,7 @@
 
 use http::Method;
 use std::time::Duration;
-use tests::cache::{config, gone, redis_gets, status, stored, WAIT};
+use tests::cache::{config, gone, redis_gets, status, statuses_of_concurrent_gets, stored, WAIT};
 use tests::http::HttpClient;
 use tests::{eventually, pair, Gateway, Redis, Upstream};
 
@@ -60,18 +60,7 @@ async fn what_may_not_be_cached_is_bypassed() {
 async fn concurrent_misses_fetch_the_upstream_once() {
     let echo = Upstream::start("a").await;
     let gw = Gateway::start(&config(echo.addr, "{ strategy: memory }")).await;
-    let calls: Vec<_> = (0..8)
-        .map(|_| {
-            let url = gw.url("/delay/300");
-            tokio::spawn(async move { HttpClient::new().get(&url).await })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for call in calls {
-        let reply = call.await.unwrap();
-        assert_eq!(reply.status, 200);
-        statuses.push(status(&reply).to_owned());
-    }
+    let statuses = statuses_of_concurrent_gets(vec![gw.url("/delay/300"); 8]).await;
     assert_eq!(echo.requests(), 1, "one fetch for eight concurrent misses: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "Miss").count(), 1, "{statuses:?}");
 }

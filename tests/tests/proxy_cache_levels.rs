@@ -5,7 +5,7 @@
 //! node that claimed the fetch dies), and ranges served from a stored response.
 
 use std::time::{Duration, Instant};
-use tests::cache::{config, redis_gets, status, stored, WAIT};
+use tests::cache::{config, redis_gets, status, statuses_of_concurrent_gets, stored, WAIT};
 use tests::http::HttpClient;
 use tests::origin::{Origin, Script};
 use tests::{eventually, Gateway, Redis, Upstream};
@@ -53,18 +53,7 @@ async fn concurrent_misses_on_three_nodes_fetch_the_upstream_once() {
     let redis = Redis::start().await;
     let yaml = config(echo.addr, "{ strategy: redis, cache_ttl: 300 }");
     let nodes = [node_on(&yaml, &redis).await, node_on(&yaml, &redis).await, node_on(&yaml, &redis).await];
-    let calls: Vec<_> = (0..24)
-        .map(|i| {
-            let url = nodes[i % 3].url("/delay/300");
-            tokio::spawn(async move { HttpClient::new().get(&url).await })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for call in calls {
-        let reply = call.await.unwrap();
-        assert_eq!(reply.status, 200);
-        statuses.push(status(&reply).to_owned());
-    }
+    let statuses = statuses_of_concurrent_gets((0..24).map(|i| nodes[i % 3].url("/delay/300")).collect()).await;
     println!("24 concurrent misses over 3 nodes: {} upstream request(s); {statuses:?}", echo.requests());
     assert_eq!(echo.requests(), 1, "one fetch for the cluster: {statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "Miss").count(), 1, "{statuses:?}");
