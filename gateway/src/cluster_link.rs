@@ -46,6 +46,13 @@ pub enum Broadcast {
         /// The cache key; none purges all.
         key: Option<String>,
     },
+    /// Drop every entry of a resource from the proxy cache's memory: an unsafe method succeeded
+    /// on it (a node one version older logs that it cannot read this, and keeps its copies for
+    /// their freshness or its memory level's residency).
+    CacheInvalidate {
+        /// The resource ([`crate::plugins::cache::key::resource_key`]).
+        resource: String,
+    },
 }
 
 impl Broadcast {
@@ -205,6 +212,10 @@ fn apply_message(caches: &Caches, delivered: &Delivered) {
             caches.purge_memory(key.as_deref());
             tracing::info!(origin = %delivered.origin, key = key.as_deref().unwrap_or("*"), "cache purge received");
         }
+        Ok(Broadcast::CacheInvalidate { resource }) => {
+            let dropped = caches.invalidate_memory(&resource);
+            tracing::info!(origin = %delivered.origin, %resource, dropped, "cache invalidation received");
+        }
         Err(error) => tracing::warn!(origin = %delivered.origin, %error, "a cluster message this node cannot read"),
     }
 }
@@ -241,7 +252,10 @@ mod tests {
 
     #[test]
     fn broadcasts_read_back() {
-        let purge = Broadcast::CachePurge { key: Some("/a".into()) };
-        assert_eq!(serde_json::from_slice::<Broadcast>(&purge.message().0).unwrap(), purge);
+        for message in
+            [Broadcast::CachePurge { key: Some("/a".into()) }, Broadcast::CacheInvalidate { resource: "r".into() }]
+        {
+            assert_eq!(serde_json::from_slice::<Broadcast>(&message.message().0).unwrap(), message);
+        }
     }
 }

@@ -97,12 +97,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     let cluster = Arc::new(cluster_link::start(&settings).await.context("cannot start gossip (cluster_bind)")?);
-    // An invalidation by a request here drops the key from every node's memory too.
+    // An invalidation by a request here drops the resource's entries from every node's memory too.
     let gossip = cluster.clone();
-    caches.tell_peers(move |key| {
+    caches.tell_peers(move |resource| {
         let gossip = gossip.clone();
         tokio::spawn(async move {
-            let purge = cluster_link::Broadcast::CachePurge { key: Some(key) };
+            let purge = cluster_link::Broadcast::CacheInvalidate { resource };
             if let Err(e) = gossip.broadcast(purge.message()).await {
                 tracing::warn!(error = %e, "could not broadcast a cache invalidation");
             }

@@ -1,12 +1,12 @@
 //! The proxy-cache plugin with `cache_control: true` as a shared cache by RFC 9111, through real
 //! gateway processes, against a scripted origin that sets each caching header: freshness and
 //! age, what is never stored, stale responses served only when allowed, revalidation with
-//! conditional requests, invalidation by unsafe methods on every node, and responses to
-//! authenticated requests kept apart.
+//! conditional requests, invalidation by unsafe methods on every node (of every consumer's and
+//! variant's entry), and responses to authenticated requests kept apart.
 
 use http::Method;
 use std::time::{Duration, SystemTime};
-use tests::cache::{config, status, stored, WAIT};
+use tests::cache::{config, gone, status, stored, WAIT};
 use tests::http::{HttpClient, Reply};
 use tests::origin::{Origin, Script};
 use tests::{eventually, pair, Gateway, Redis, Upstream};
@@ -299,6 +299,58 @@ consumers:
         assert!(body.contains(name) && !body.contains(if name == "ann" { "bob" } else { "ann" }), "{body}");
     }
     assert_eq!(echo.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_drops_the_entries_of_every_consumer_and_variant_on_every_node() {
+    let origin = Origin::start().await;
+    let redis = Redis::start().await;
+    let yaml = format!(
+        r#"
+services:
+  - name: s
+    url: "http://{}"
+    routes:
+      - name: r
+        paths: [/]
+        plugins:
+          key-auth: {{}}
+          proxy-cache: {{ cache_control: true, vary_headers: [accept-language] }}
+consumers:
+  - username: ann
+    keyauth_credentials: [{{ key: ann-key }}]
+  - username: bob
+    keyauth_credentials: [{{ key: bob-key }}]
+"#,
+        origin.addr
+    );
+    let (n1, n2) = pair(&yaml, Some(&redis)).await;
+    let c = HttpClient::new();
+    origin.answer("/items", &[TEXT, ("cache-control", "max-age=600")], "the list");
+    let variants = [("ann-key", "fr"), ("ann-key", "de"), ("bob-key", "de")];
+    let mut keys = Vec::new();
+    for (apikey, language) in variants {
+        let ask = [("apikey", apikey), ("accept-language", language)];
+        let miss = c.get_with(&n1.url("/items"), &ask).await;
+        assert_eq!(status(&miss), "Miss", "{apikey} {language}");
+        stored(&n1, miss.header("x-cache-key")).await;
+        // Read through n2 too, so that both nodes' memory levels hold a copy.
+        assert_eq!(status(&c.get_with(&n2.url("/items"), &ask).await), "Hit");
+        keys.push(miss.header("x-cache-key").to_owned());
+    }
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "a key each");
+    let post = c.send(http::Request::post(n2.url("/items")).header("apikey", "ann-key").body("new".into()).unwrap());
+    assert_eq!(post.await.status, 200);
+    for gw in [&n1, &n2] {
+        for key in &keys {
+            gone(gw, key).await;
+        }
+    }
+    for (apikey, language) in variants {
+        let reply = c.get_with(&n1.url("/items"), &[("apikey", apikey), ("accept-language", language)]).await;
+        assert_eq!(status(&reply), "Miss", "{apikey} {language}: dropped with the others");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

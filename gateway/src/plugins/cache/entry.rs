@@ -26,6 +26,9 @@ pub struct Entry {
     /// that fetched it, normalised ([`vary_value`]): another request is served this entry only
     /// if its values are the same.
     pub vary: Vec<(String, Option<HeaderValue>)>,
+    /// The resource it was stored under ([`super::key::resource_key`]), with `cache_control`:
+    /// an invalidation drops every entry of the resource.
+    pub resource: Option<String>,
 }
 
 /// Why bytes are not an entry.
@@ -33,7 +36,8 @@ pub struct Entry {
 #[error("not a cache entry: {0}")]
 pub struct DecodeError(&'static str);
 
-const VERSION: u8 = 2;
+/// The encoding written; version 2, without the resource, is still read.
+const VERSION: u8 = 3;
 
 impl Entry {
     /// The age at `now`, seconds (the `Age` header): its age when stored plus the time since.
@@ -104,6 +108,7 @@ impl Entry {
                 None => out.put_u8(0),
             }
         }
+        put_bytes(&mut out, self.resource.as_deref().unwrap_or("").as_bytes());
         out.put_slice(&self.body);
         out.freeze()
     }
@@ -112,7 +117,8 @@ impl Entry {
     pub fn decode(mut bytes: Bytes) -> Result<Entry, DecodeError> {
         let need = |b: &Bytes, n: usize| if b.remaining() < n { Err(DecodeError("truncated")) } else { Ok(()) };
         need(&bytes, 1 + 2 + 8 * 4 + 2)?;
-        if bytes.get_u8() != VERSION {
+        let version = bytes.get_u8();
+        if version != VERSION && version != 2 {
             return Err(DecodeError("another version"));
         }
         let status = StatusCode::from_u16(bytes.get_u16()).map_err(|_| DecodeError("bad status"))?;
@@ -143,7 +149,14 @@ impl Entry {
             };
             vary.push((name, value));
         }
-        Ok(Entry { status, headers, body: bytes, stored_at_ms, ttl_ms, initial_age_ms, keep_ms, vary })
+        let resource = match version {
+            2 => None,
+            _ => Some(get_bytes(&mut bytes)?)
+                .filter(|r| !r.is_empty())
+                .map(|r| String::from_utf8(r.to_vec()).map_err(|_| DecodeError("bad resource")))
+                .transpose()?,
+        };
+        Ok(Entry { status, headers, body: bytes, stored_at_ms, ttl_ms, initial_age_ms, keep_ms, vary, resource })
     }
 }
 
@@ -195,6 +208,7 @@ mod tests {
             initial_age_ms: 2_000,
             keep_ms: 10_000,
             vary: vec![("x-tenant".into(), Some(HeaderValue::from_static("t1"))), ("x-none".into(), None)],
+            resource: Some("r1".into()),
         }
     }
 
@@ -202,6 +216,8 @@ mod tests {
     fn round_trips_and_refuses_garbage() {
         let e = entry();
         assert_eq!(Entry::decode(e.encode()).unwrap(), e);
+        let without = Entry { resource: None, ..entry() };
+        assert_eq!(Entry::decode(without.encode()).unwrap(), without);
         let bytes = e.encode();
         for cut in [0, 1, 5, 20, 30] {
             assert!(Entry::decode(bytes.slice(..cut)).is_err(), "cut at {cut}");

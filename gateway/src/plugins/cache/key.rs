@@ -27,12 +27,7 @@ pub fn cache_key(
     consumer: Option<&str>,
 ) -> String {
     let mut hash = Sha256::new();
-    // The host without its port: nodes behind a balancer may each be reached on their own port.
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if !port.contains(']') => name,
-        _ => host,
-    };
-    for part in [route, request.method.as_str(), &host.to_ascii_lowercase(), path] {
+    for part in [route, request.method.as_str(), &without_port(host).to_ascii_lowercase(), path] {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -41,10 +36,47 @@ pub fn cache_key(
         hash.update(consumer.as_bytes());
         hash.update([0]);
     }
-    // Query arguments: the ones listed in vary_query_params, or all of them; sorted, so that
-    // their order in the URL does not matter.
-    let mut args: Vec<(&str, &str)> = request
-        .uri
+    hash_arguments(&mut hash, config, request.uri);
+    let mut headers: Vec<&String> = config.vary_headers.iter().collect();
+    headers.sort_unstable();
+    for name in headers {
+        hash.update(name.to_ascii_lowercase().as_bytes());
+        hash.update([1]);
+        for value in request.headers.get_all(name.as_str()) {
+            hash.update(value.as_bytes());
+            hash.update([2]);
+        }
+        hash.update([0]);
+    }
+    hex(&hash.finalize())
+}
+
+/// What every key of one resource shares, whatever the method, consumer and varied headers:
+/// the route, the host, the path and the chosen query arguments (hex SHA-256). An invalidation
+/// drops every entry stored under it.
+pub(crate) fn resource_key(route: &str, config: &ProxyCache, uri: &Uri, (host, path): (&str, &str)) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"resource\0");
+    for part in [route, &without_port(host).to_ascii_lowercase(), path] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hash_arguments(&mut hash, config, uri);
+    hex(&hash.finalize())
+}
+
+/// The host without its port: nodes behind a balancer may each be reached on their own port.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    }
+}
+
+/// Query arguments: the ones listed in `vary_query_params`, or all of them; sorted, so that
+/// their order in the URL does not matter.
+fn hash_arguments(hash: &mut Sha256, config: &ProxyCache, uri: &Uri) {
+    let mut args: Vec<(&str, &str)> = uri
         .query()
         .unwrap_or("")
         .split('&')
@@ -59,18 +91,6 @@ pub fn cache_key(
         hash.update(value.as_bytes());
         hash.update([0]);
     }
-    let mut headers: Vec<&String> = config.vary_headers.iter().collect();
-    headers.sort_unstable();
-    for name in headers {
-        hash.update(name.to_ascii_lowercase().as_bytes());
-        hash.update([1]);
-        for value in request.headers.get_all(name.as_str()) {
-            hash.update(value.as_bytes());
-            hash.update([2]);
-        }
-        hash.update([0]);
-    }
-    hex(&hash.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -135,5 +155,18 @@ mod tests {
         assert_ne!(key(&c, "/a?page=1", &[]), key(&c, "/a?page=2", &[]));
         assert_ne!(key(&c, "/a", &[("accept-language", "fr")]), key(&c, "/a", &[("accept-language", "de")]));
         assert_eq!(key(&c, "/a", &[("x-other", "1")]), key(&c, "/a", &[("x-other", "2")]));
+    }
+
+    #[test]
+    fn a_resource_is_the_same_for_every_method_consumer_and_varied_header() {
+        let c = ProxyCache { vary_headers: vec!["accept-language".into()], ..Default::default() };
+        let resource = |uri: &str, host: &str| {
+            let uri: Uri = uri.parse().unwrap();
+            let path = uri.path().to_owned();
+            resource_key("r", &c, &uri, (host, &path))
+        };
+        assert_eq!(resource("/a?x=1&y=2", "api.example.com"), resource("/a?y=2&x=1", "API.example.com:8000"));
+        assert_ne!(resource("/a?x=1", "api.example.com"), resource("/a?x=2", "api.example.com"));
+        assert_ne!(resource("/a", "api.example.com"), key(&c, "/a", &[]), "not a cache key");
     }
 }

@@ -20,6 +20,8 @@ struct Inner {
     /// Keys in the order stored, with the generation they were stored at: a key removed or
     /// stored again leaves its old place behind, skipped when met.
     order: VecDeque<(String, u64)>,
+    /// The keys stored under each resource ([`super::key::resource_key`]), for invalidation.
+    by_resource: HashMap<Box<str>, Vec<String>>,
     bytes: usize,
     generation: u64,
 }
@@ -77,6 +79,9 @@ impl MemoryCache {
         let generation = inner.generation;
         inner.bytes += weight;
         inner.order.push_back((key.to_owned(), generation));
+        if let Some(resource) = &entry.resource {
+            inner.by_resource.entry(resource.as_str().into()).or_default().push(key.to_owned());
+        }
         inner.entries.insert(key.to_owned(), Resident { entry, until_ms, generation });
         inner.compact();
     }
@@ -84,6 +89,13 @@ impl MemoryCache {
     /// Drops the entry at `key`; whether there was one.
     pub fn purge(&self, key: &str) -> bool {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).remove(key)
+    }
+
+    /// Drops every entry stored under `resource`; how many there were.
+    pub fn purge_resource(&self, resource: &str) -> usize {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let keys = inner.by_resource.remove(resource).unwrap_or_default();
+        keys.iter().filter(|key| inner.remove(key)).count()
     }
 
     /// Drops every entry.
@@ -97,6 +109,14 @@ impl Inner {
         match self.entries.remove(key) {
             Some(resident) => {
                 self.bytes -= resident.entry.weight();
+                if let Some(resource) = resident.entry.resource.as_deref() {
+                    if let Some(keys) = self.by_resource.get_mut(resource) {
+                        keys.retain(|k| k != key);
+                        if keys.is_empty() {
+                            self.by_resource.remove(resource);
+                        }
+                    }
+                }
                 true
             }
             None => false,
@@ -130,6 +150,7 @@ mod tests {
             initial_age_ms: 0,
             keep_ms: 0,
             vary: vec![],
+            resource: None,
         }
     }
 
@@ -177,5 +198,22 @@ mod tests {
         assert_eq!(inner.entries.len(), 1);
         assert!(inner.order.len() <= 2 * inner.entries.len() + 17, "{} places kept", inner.order.len());
         assert_eq!(inner.bytes, entry(10).weight());
+    }
+
+    #[test]
+    fn a_resource_drops_every_key_stored_under_it_and_forgets_those_gone() {
+        let cache = MemoryCache::new(1_000);
+        let now = UNIX_EPOCH + Duration::from_millis(1_500);
+        let of = |resource: &str, body| Entry { resource: Some(resource.into()), ..entry(body) };
+        cache.put("ann", of("items", 10));
+        cache.put("bob", of("items", 10));
+        cache.put("other", of("orders", 10));
+        cache.purge("bob");
+        assert_eq!(cache.purge_resource("items"), 1, "ann; bob was gone already");
+        assert!(cache.get("ann", now).is_none() && cache.get("other", now).is_some());
+        assert_eq!(cache.purge_resource("items"), 0);
+        cache.put("big", of("big", 900));
+        let inner = cache.inner.lock().unwrap();
+        assert!(!inner.by_resource.contains_key("orders"), "evicted to make room, and forgotten");
     }
 }

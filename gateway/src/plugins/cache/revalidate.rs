@@ -177,6 +177,7 @@ mod tests {
             initial_age_ms: 500,
             keep_ms: 300_000,
             vary: vec![],
+            resource: None,
         };
         let now = UNIX_EPOCH + Duration::from_secs(1_000);
         let exchange = Exchange { request_time: now, response_time: now, authorized: false };

@@ -7,7 +7,7 @@
 use super::entry::{now_ms, vary_value, Entry};
 use super::freshness::{judge, Directives, Exchange, Serve, Stored, Timing};
 use super::invalidate::Target;
-use super::key::{cache_key, Request};
+use super::key::{cache_key, resource_key, Request};
 use super::policy::{request_rule, storage, vary_on, RequestRule};
 use super::range::{self, Part};
 use super::revalidate::{self, not_modified};
@@ -66,6 +66,8 @@ pub enum Before {
 pub struct Pass {
     status: CacheStatus,
     key: String,
+    /// With `cache_control`: the resource the entry is stored under, for invalidation.
+    resource: Option<String>,
     redis: bool,
     config: ProxyCache,
     /// The client's headers, for the values a response varies on.
@@ -115,9 +117,12 @@ pub(crate) async fn before(
 ) -> Before {
     let key = cache_key(asker.route, config, request, (asker.host, asker.path), asker.consumer);
     let redis = caches.uses_redis(config.strategy);
+    let resource =
+        config.cache_control.then(|| resource_key(asker.route, config, request.uri, (asker.host, asker.path)));
     let mut pass = Pass {
         status: CacheStatus::Bypass,
         key,
+        resource,
         redis,
         config: config.clone(),
         request_headers: request.headers.clone(),
@@ -129,7 +134,7 @@ pub(crate) async fn before(
         target: None,
     };
     if config.cache_control && !request.method.is_safe() {
-        pass.target = Some(Target::new(asker.route, request, asker.host, asker.path, asker.consumer));
+        pass.target = Some(Target::new(asker.route, request.uri, asker.host, asker.path));
     }
     let rule = request_rule(config, request.method, request.headers);
     if rule == RequestRule::Bypass {
@@ -291,6 +296,7 @@ pub fn after(
     let Pass {
         mut status,
         key,
+        resource,
         redis,
         config,
         request_headers,
@@ -367,6 +373,7 @@ pub fn after(
                 initial_age_ms: timing.initial_age.as_millis() as u64,
                 keep_ms: timing.keep.as_millis() as u64,
                 vary,
+                resource,
             };
             let limit = usize::try_from(config.max_body_bytes).unwrap_or(usize::MAX);
             let pending = Pending { caches: caches.clone(), key: key.clone(), entry, redis, fill };

@@ -29,6 +29,8 @@ use tokio::sync::Notify;
 const FILL_WAIT: Duration = Duration::from_secs(10);
 /// Prefix of every cache key in Redis.
 const PREFIX: &str = "pc:";
+/// Prefix of the index of each resource's keys, in Redis (a set).
+const INDEX_PREFIX: &str = "pc-res:";
 /// Prefix of the claims to fill a key, in Redis.
 const CLAIM_PREFIX: &str = "pc-fill:";
 /// How long a claim holds unless renewed: when its holder dies, the others stop waiting for it
@@ -41,6 +43,9 @@ pub const LEVEL_RESIDENCY: Duration = Duration::from_secs(5);
 
 /// Deletes a claim only if it is still the caller's (it may have expired and been taken).
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0";
+/// Adds a key to its resource's index, which lives at least as long as the entry.
+const INDEX: &str = "redis.call('sadd', KEYS[1], ARGV[1]) \
+    if redis.call('pttl', KEYS[1]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[1], ARGV[2]) end return 1";
 /// Extends a claim only if it is still the caller's.
 const RENEW: &str =
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0";
@@ -286,6 +291,12 @@ impl Caches {
         let ttl = (entry.remaining(now).as_millis() as u64).max(1);
         let bytes = entry.encode().to_vec();
         self.bounded(connection.pset_ex::<_, _, ()>(format!("{PREFIX}{key}"), bytes, ttl)).await?;
+        if let Some(resource) = &entry.resource {
+            let index = redis::Script::new(INDEX);
+            let mut call = index.key(format!("{INDEX_PREFIX}{resource}"));
+            call.arg(key).arg(ttl);
+            self.bounded(call.invoke_async::<i64>(&mut connection)).await?;
+        }
         self.keep_level(key, entry, now);
         Ok(())
     }
@@ -305,17 +316,42 @@ impl Caches {
         Ok(found)
     }
 
-    /// Sets how the other nodes are told of an invalidation (once; later calls are ignored).
+    /// Sets how the other nodes are told of an invalidation, given its resource (once; later
+    /// calls are ignored).
     pub fn tell_peers(&self, tell: impl Fn(String) + Send + Sync + 'static) {
         let _ = self.peers.set(Box::new(tell));
     }
 
-    /// Drops the entry at `key` everywhere: here, in Redis, and in every node's memory.
-    pub async fn invalidate(&self, key: &str) -> Result<bool, Unavailable> {
+    /// Drops every entry stored under `resource`, whatever its method, consumer or varied
+    /// headers, everywhere: here, in Redis, and in every node's memory; how many were found
+    /// here and in Redis.
+    pub async fn invalidate(&self, resource: &str) -> Result<usize, Unavailable> {
         if let Some(tell) = self.peers.get() {
-            tell(key.to_owned());
+            tell(resource.to_owned());
         }
-        self.purge(key).await
+        let mut dropped = self.invalidate_memory(resource);
+        let Some(mut connection) = self.redis.clone() else { return Ok(dropped) };
+        let index = format!("{INDEX_PREFIX}{resource}");
+        loop {
+            // Taken out of the set as they are read: a key added meanwhile stays for the next.
+            let mut spop = redis::cmd("SPOP");
+            spop.arg(&index).arg(500);
+            let keys: Vec<String> = self.bounded(spop.query_async(&mut connection)).await?;
+            if keys.is_empty() {
+                return Ok(dropped);
+            }
+            for key in &keys {
+                // One by one: on a Redis Cluster each key is in a slot of its own.
+                let removed: u64 = self.bounded(connection.del(format!("{PREFIX}{key}"))).await?;
+                dropped += removed as usize;
+            }
+        }
+    }
+
+    /// Drops the entries of `resource` in this node's memory and memory level only (an
+    /// invalidation made on another node); how many there were.
+    pub fn invalidate_memory(&self, resource: &str) -> usize {
+        self.memory.purge_resource(resource) + self.level.purge_resource(resource)
     }
 
     /// Drops the entry at `key` in this node's memory and memory level only (a purge made on another node).
