@@ -197,16 +197,20 @@ impl Gateway {
         HttpClient::new().get(&self.admin_url("/status")).await.json()
     }
 
-    /// The value of the `/metrics` line that starts with `series` (name and labels), 0 when
-    /// absent.
+    /// Every sample of `/metrics`: `name{labels}` → value.
+    pub async fn metrics(&self) -> std::collections::BTreeMap<String, f64> {
+        let body = HttpClient::new().get(&self.admin_url("/metrics")).await.body;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
+            .collect()
+    }
+
+    /// The value of the sample `series` (its name and labels, as `/metrics` writes them), 0
+    /// when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = HttpClient::new().get(&self.admin_url("/metrics")).await.body;
-        let text = String::from_utf8_lossy(&text).into_owned();
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        self.metrics().await.get(series).copied().unwrap_or(0.0)
     }
 
     /// `PUT <path>?wait=1` of the admin API with `body`: the reply once this node applied the

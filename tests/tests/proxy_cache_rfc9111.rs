@@ -260,28 +260,33 @@ async fn a_memory_invalidation_reaches_every_node_by_gossip() {
     assert_eq!(status(&c.get(&n2.url("/m")).await), "Miss");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_consumer_never_gets_anothers_response() {
-    let echo = Upstream::start("a").await;
-    let yaml = format!(
+/// One route on `upstream` with key-auth and the `proxy-cache` `plugin` (YAML flow), and two
+/// consumers: ann (key `ann-key`) and bob (`bob-key`).
+fn two_consumers(upstream: std::net::SocketAddr, plugin: &str) -> String {
+    format!(
         r#"
 services:
   - name: s
-    url: "http://{}"
+    url: "http://{upstream}"
     routes:
       - name: r
         paths: [/]
         plugins:
           key-auth: {{}}
-          proxy-cache: {{ strategy: memory }}
+          proxy-cache: {plugin}
 consumers:
   - username: ann
     keyauth_credentials: [{{ key: ann-key }}]
   - username: bob
     keyauth_credentials: [{{ key: bob-key }}]
-"#,
-        echo.addr
-    );
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_consumer_never_gets_anothers_response() {
+    let echo = Upstream::start("a").await;
+    let yaml = two_consumers(echo.addr, "{ strategy: memory }");
     let gw = Gateway::start(&yaml).await;
     let c = HttpClient::new();
     let ann = c.get_with(&gw.url("/me"), &[("apikey", "ann-key")]).await;
@@ -305,25 +310,7 @@ consumers:
 async fn an_invalidation_drops_the_entries_of_every_consumer_and_variant_on_every_node() {
     let origin = Origin::start().await;
     let redis = Redis::start().await;
-    let yaml = format!(
-        r#"
-services:
-  - name: s
-    url: "http://{}"
-    routes:
-      - name: r
-        paths: [/]
-        plugins:
-          key-auth: {{}}
-          proxy-cache: {{ cache_control: true, vary_headers: [accept-language] }}
-consumers:
-  - username: ann
-    keyauth_credentials: [{{ key: ann-key }}]
-  - username: bob
-    keyauth_credentials: [{{ key: bob-key }}]
-"#,
-        origin.addr
-    );
+    let yaml = two_consumers(origin.addr, "{ cache_control: true, vary_headers: [accept-language] }");
     let (n1, n2) = pair(&yaml, Some(&redis)).await;
     let c = HttpClient::new();
     origin.answer("/items", &[TEXT, ("cache-control", "max-age=600")], "the list");

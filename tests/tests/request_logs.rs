@@ -4,7 +4,6 @@
 //! writing JSON lines to a file reopened on SIGUSR1, and to standard output; bad configs refused
 //! with their path.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tests::collector::Collector;
 use tests::http::HttpClient;
@@ -35,20 +34,6 @@ consumers:
 "#,
         echo = echo.addr
     )
-}
-
-/// `name{labels}` → value of every sample of `/metrics`.
-async fn metrics(gw: &Gateway) -> BTreeMap<String, f64> {
-    let body = HttpClient::new().get(&gw.admin_url("/metrics")).await.body;
-    let text = String::from_utf8_lossy(&body).into_owned();
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(k, v)| Some((k.to_owned(), v.parse().ok()?))))
-        .collect()
-}
-
-async fn metric(gw: &Gateway, sample: &str) -> f64 {
-    metrics(gw).await.get(sample).copied().unwrap_or(0.0)
 }
 
 fn now_ms() -> u64 {
@@ -167,9 +152,9 @@ async fn a_hanging_collector_slows_no_request_and_what_does_not_fit_is_dropped_a
     let took = started.elapsed();
     assert!(took < Duration::from_secs(8), "200 requests took {took:?} while the collector hung");
     eventually(WAIT, "the collector to be called", || async { (collector.arrived() >= 1).then_some(()) }).await;
-    let dropped = metric(&gw, r#"gateway_log_entries_dropped_total{plugin="http-log"}"#).await;
+    let dropped = gw.metric(r#"gateway_log_entries_dropped_total{plugin="http-log"}"#).await;
     assert!((185.0..=189.0).contains(&dropped), "dropped {dropped}: 200 less one in flight and ten queued");
-    assert_eq!(metric(&gw, r#"gateway_log_entries_dropped_total{plugin="access_log"}"#).await, 0.0);
+    assert_eq!(gw.metric(r#"gateway_log_entries_dropped_total{plugin="access_log"}"#).await, 0.0);
     assert!(collector.batches().is_empty(), "nothing answered yet");
 }
 
@@ -183,32 +168,32 @@ async fn a_failing_collector_counts_failed_batches_and_a_stopped_one_fails_no_re
     let c = HttpClient::new();
     assert_eq!(c.get(&gw.url("/open")).await.status, 200);
     eventually(WAIT, "the batch given up", || async {
-        let m = metrics(&gw).await;
+        let m = gw.metrics().await;
         let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
         let failed = get(r#"gateway_log_batches_total{outcome="failed"}"#);
         let dropped = get(r#"gateway_log_batches_total{outcome="dropped"}"#);
         (failed >= 2.0 && dropped == 1.0).then_some(())
     })
     .await;
-    assert_eq!(metric(&gw, r#"gateway_log_entries_dropped_total{plugin="http-log"}"#).await, 1.0);
-    assert_eq!(metric(&gw, r#"gateway_log_batches_total{outcome="sent"}"#).await, 0.0);
+    assert_eq!(gw.metric(r#"gateway_log_entries_dropped_total{plugin="http-log"}"#).await, 1.0);
+    assert_eq!(gw.metric(r#"gateway_log_batches_total{outcome="sent"}"#).await, 0.0);
 
     // The collector is back: entries arrive again.
     collector.answer(200);
     assert_eq!(c.get(&gw.url("/open")).await.status, 200);
     eventually(WAIT, "an entry sent", || async { (collector.entries().len() == 1).then_some(()) }).await;
-    assert_eq!(metric(&gw, r#"gateway_log_batches_total{outcome="sent"}"#).await, 1.0);
+    assert_eq!(gw.metric(r#"gateway_log_batches_total{outcome="sent"}"#).await, 1.0);
 
     // Gone: every request still succeeds, and the attempts fail.
     collector.stop().await;
-    let failed = metric(&gw, r#"gateway_log_batches_total{outcome="failed"}"#).await;
+    let failed = gw.metric(r#"gateway_log_batches_total{outcome="failed"}"#).await;
     let started = Instant::now();
     for _ in 0..20 {
         assert_eq!(c.get(&gw.url("/open")).await.status, 200);
     }
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     eventually(WAIT, "refused attempts counted", || async {
-        (metric(&gw, r#"gateway_log_batches_total{outcome="failed"}"#).await > failed).then_some(())
+        (gw.metric(r#"gateway_log_batches_total{outcome="failed"}"#).await > failed).then_some(())
     })
     .await;
 }

@@ -166,7 +166,7 @@ impl Caches {
         now: SystemTime,
     ) -> Result<Lookup, Unavailable> {
         if redis && redis_down {
-            return match self.level.get(key, now).filter(|e| e.fresh(now)) {
+            return match self.fresh_copy(key, now) {
                 Some(entry) => Ok(Lookup::Hit(entry)),
                 None => Err(Unavailable("redis is down".into())),
             };
@@ -266,9 +266,7 @@ impl Caches {
         if !redis {
             return Ok(self.memory.get(key, now));
         }
-        // Only a fresh copy stands in for Redis: a stale one may have been revalidated or
-        // replaced there by another node.
-        if let Some(entry) = self.level.get(key, now).filter(|e| e.fresh(now)) {
+        if let Some(entry) = self.fresh_copy(key, now) {
             return Ok(Some(entry));
         }
         let mut connection = self.redis.clone().ok_or_else(|| Unavailable("no redis".into()))?;
@@ -299,6 +297,12 @@ impl Caches {
         }
         self.keep_level(key, entry, now);
         Ok(())
+    }
+
+    /// The memory level's copy of `key`, if fresh: only a fresh copy stands in for Redis, where
+    /// a stale one may have been revalidated or replaced by another node.
+    fn fresh_copy(&self, key: &str, now: SystemTime) -> Option<Entry> {
+        self.level.get(key, now).filter(|e| e.fresh(now))
     }
 
     fn keep_level(&self, key: &str, entry: Entry, now: SystemTime) {
