@@ -115,14 +115,24 @@ pub(crate) async fn before(
     request: Request<'_>,
     asker: Asker<'_>,
 ) -> Before {
+    let (route, host, path) = (asker.route, asker.host, asker.path);
+    match look_up(caches, config, request, asker).await {
+        // Only a request that goes upstream may store an entry: a hit makes no resource key.
+        Before::Forward(mut pass) if config.cache_control => {
+            pass.resource = Some(resource_key(route, config, request.uri, (host, path)));
+            Before::Forward(pass)
+        }
+        decided => decided,
+    }
+}
+
+async fn look_up(caches: &Arc<Caches>, config: &ProxyCache, request: Request<'_>, asker: Asker<'_>) -> Before {
     let key = cache_key(asker.route, config, request, (asker.host, asker.path), asker.consumer);
     let redis = caches.uses_redis(config.strategy);
-    let resource =
-        config.cache_control.then(|| resource_key(asker.route, config, request.uri, (asker.host, asker.path)));
     let mut pass = Pass {
         status: CacheStatus::Bypass,
         key,
-        resource,
+        resource: None,
         redis,
         config: config.clone(),
         request_headers: request.headers.clone(),
